@@ -1,0 +1,342 @@
+//! The command line (SPEC "CLI"): `serve` (the default) and the admin commands `user`, `client`,
+//! `keys`, `purge`. Admin commands open the store themselves; when a running server holds it they
+//! fail at once with a message saying so.
+
+use std::io::Read;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::domain::{Client, ClientType, GrantType, RedirectUri, Scope, User};
+use crate::keys::KeyRing;
+use crate::secrets::{hash_secret, random_secret, random_token};
+use crate::startup::{App, now};
+use crate::store::{SharedStore, SledStore, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "An OAuth 2.0 authorization server with JWT access tokens")]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage client applications.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Delete expired codes, tokens and sessions now.
+    Purge,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; without --password-stdin a random password is generated and printed.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Delete a user.
+    Delete { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its id and (confidential clients) its secret, shown once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A public client (SPA, native app): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        /// A redirect URI (repeatable); exact match at authorization time.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A grant type (repeatable): authorization_code, refresh_token, client_credentials.
+        /// Default: authorization_code and refresh_token.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// Space-separated scopes the client may request.
+        #[arg(long, default_value = "read")]
+        scope: String,
+        /// Skip the consent page for this (trusted, first-party) client.
+        #[arg(long)]
+        skip_consent: bool,
+    },
+    /// List clients.
+    List,
+    /// Show one client.
+    Show { client_id: String },
+    /// Delete a client.
+    Delete { client_id: String },
+    /// Replace a confidential client's secret; prints the new one, shown once.
+    RotateSecret { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys.
+    List,
+    /// Add a new active key per algorithm; old public keys stay published until their tokens expire.
+    Rotate,
+}
+
+/// A command's failure: the message to print, and exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl From<StoreError> for CliError {
+    fn from(error: StoreError) -> CliError {
+        CliError(match error {
+            StoreError::NotFound => "not found".into(),
+            StoreError::Conflict(what) => format!("{what} already exists"),
+            StoreError::Backend(error) => format!("the store failed: {error}"),
+        })
+    }
+}
+
+fn open_store(settings: &Settings) -> Result<SharedStore, CliError> {
+    let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024).map_err(|error| CliError(error.to_string()))?;
+    Ok(std::sync::Arc::new(store))
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn client_json(client: &Client) -> serde_json::Value {
+    json!({
+        "client_id": client.client_id,
+        "name": client.name,
+        "client_type": client.client_type,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": client.grant_types.iter().map(|grant| grant.as_str()).collect::<Vec<_>>(),
+        "scope": client.scope.to_string(),
+        "skip_consent": client.skip_consent,
+        "token_endpoint_auth_method": if client.is_public() { "none" } else { "client_secret_basic" },
+    })
+}
+
+/// Runs an admin command (everything but `serve`).
+pub async fn run_admin(settings: &Settings, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve => unreachable!("serve is handled by main"),
+        Command::User(command) => user(settings, command).await,
+        Command::Client(command) => client(settings, command).await,
+        Command::Keys(command) => keys(settings, command),
+        Command::Purge => {
+            let store = open_store(settings)?;
+            let counts = store.purge_expired(now()).await?;
+            print_json(&json!({
+                "codes": counts.codes, "grants": counts.grants, "refresh_tokens": counts.refresh_tokens,
+                "sessions": counts.sessions, "revoked_access_tokens": counts.revoked_access_tokens,
+            }));
+            Ok(())
+        }
+    }
+}
+
+async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError> {
+    let store = open_store(settings)?;
+    match command {
+        UserCommand::Create { username, password_stdin, admin } => {
+            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control) {
+                return Err(CliError("--username must be 1 to 150 printable characters".into()));
+            }
+            let (password, generated) = if password_stdin {
+                let mut input = String::new();
+                std::io::stdin().read_to_string(&mut input).map_err(|error| CliError(format!("could not read stdin: {error}")))?;
+                let password = input.lines().next().unwrap_or_default().to_owned();
+                if password.len() < 8 || password.len() > crate::web::password::MAX_PASSWORD_LEN {
+                    return Err(CliError("the password must be 8 to 1024 characters".into()));
+                }
+                (password, false)
+            } else {
+                (random_token(18), true)
+            };
+            let user = User {
+                id: uuid::Uuid::new_v4().to_string(),
+                username,
+                password_hash: crate::web::password::hash(&password).map_err(CliError)?,
+                admin,
+                created_at: now(),
+            };
+            store.insert_user(&user).await?;
+            store.flush().await?;
+            let mut output = json!({ "id": user.id, "username": user.username, "admin": user.admin });
+            if generated {
+                output["password"] = json!(password);
+            }
+            print_json(&output);
+        }
+        UserCommand::List => {
+            let users: Vec<serde_json::Value> = store
+                .users()
+                .await?
+                .iter()
+                .map(|user| json!({ "id": user.id, "username": user.username, "admin": user.admin }))
+                .collect();
+            print_json(&json!(users));
+        }
+        UserCommand::Delete { username } => {
+            store.delete_user(&username).await.map_err(|error| match error {
+                StoreError::NotFound => CliError(format!("no user named {username:?}")),
+                other => other.into(),
+            })?;
+            store.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliError> {
+    let store = open_store(settings)?;
+    match command {
+        ClientCommand::Create { name, public, redirect_uris, grant_types, scope, skip_consent } => {
+            let redirect_uris = redirect_uris
+                .iter()
+                .map(|uri| RedirectUri::parse(uri).map_err(|error| CliError(error.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut grants = Vec::new();
+            for name in &grant_types {
+                let grant = GrantType::parse(name).ok_or_else(|| {
+                    CliError(format!("unknown grant type {name:?}: use authorization_code, refresh_token or client_credentials"))
+                })?;
+                if !grants.contains(&grant) {
+                    grants.push(grant);
+                }
+            }
+            if grants.is_empty() {
+                grants = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
+            }
+            if public && grants.contains(&GrantType::ClientCredentials) {
+                return Err(CliError("a public client cannot use client_credentials (RFC 6749 §4.4)".into()));
+            }
+            if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+                return Err(CliError("the authorization_code grant needs at least one --redirect-uri".into()));
+            }
+            let scope = Scope::parse(&scope).map_err(|error| CliError(error.to_string()))?;
+            let secret = (!public).then(random_secret);
+            let client = Client {
+                client_id: random_token(18),
+                name,
+                client_type: if public { ClientType::Public } else { ClientType::Confidential },
+                secret_hash: secret.as_deref().map(hash_secret),
+                redirect_uris,
+                grant_types: grants,
+                scope,
+                skip_consent,
+                owner: None,
+                created_at: now(),
+            };
+            store.insert_client(&client).await?;
+            store.flush().await?;
+            let mut output = client_json(&client);
+            if let Some(secret) = secret {
+                output["client_secret"] = json!(secret);
+            }
+            print_json(&output);
+        }
+        ClientCommand::List => {
+            let clients: Vec<serde_json::Value> = store.clients().await?.iter().map(client_json).collect();
+            print_json(&json!(clients));
+        }
+        ClientCommand::Show { client_id } => {
+            let client = store.client(&client_id).await?.ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
+            print_json(&client_json(&client));
+        }
+        ClientCommand::Delete { client_id } => {
+            store.delete_client(&client_id).await.map_err(|error| match error {
+                StoreError::NotFound => CliError(format!("no client {client_id:?}")),
+                other => other.into(),
+            })?;
+            store.flush().await?;
+        }
+        ClientCommand::RotateSecret { client_id } => {
+            let mut client = store.client(&client_id).await?.ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
+            if client.is_public() {
+                return Err(CliError(format!("{client_id:?} is a public client: it has no secret")));
+            }
+            let secret = random_secret();
+            client.secret_hash = Some(hash_secret(&secret));
+            store.replace_client(&client).await?;
+            store.flush().await?;
+            let mut output = client_json(&client);
+            output["client_secret"] = json!(secret);
+            print_json(&output);
+        }
+    }
+    Ok(())
+}
+
+fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
+    let key_error = |error: crate::keys::KeyError| CliError(error.to_string());
+    let mut ring = KeyRing::load(&settings.keys_dir).map_err(key_error)?;
+    if let KeysCommand::Rotate = command {
+        if ring.keys().is_empty() {
+            return Err(CliError(format!("no keys in {}: start the server once to create them", settings.keys_dir.display())));
+        }
+        ring.rotate(&settings.keys_dir, now()).map_err(key_error)?;
+    }
+    let keys: Vec<serde_json::Value> = ring
+        .keys()
+        .iter()
+        .map(|key| {
+            json!({
+                "kid": key.kid, "alg": key.alg.as_str(), "created_at": key.created_at,
+                "retired_at": key.retired_at, "active": key.retired_at.is_none(),
+            })
+        })
+        .collect();
+    print_json(&json!(keys));
+    Ok(())
+}
+
+/// `serve`: build, print the admin password of a first start, run until Ctrl-C or SIGTERM.
+pub async fn serve(settings: Settings) -> Result<(), CliError> {
+    let app = App::build(settings).await.map_err(|error| CliError(error.to_string()))?;
+    if let Some(password) = &app.initial_admin_password {
+        // Printed once, to the terminal, never to the log (SPEC "Running").
+        println!("Created user \"admin\" with password: {password}\nSign in at {}/login and keep this password safe; it is not shown again.", app.issuer());
+    }
+    tracing::info!(issuer = %app.issuer(), port = app.port(), "listening");
+    app.run_until_stopped(shutdown_signal()).await.map_err(|error| CliError(error.to_string()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,166 @@
+//! The records the store keeps. Secrets appear here only as SHA-256 digests; times are Unix
+//! seconds so records serialize the same in every backend.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CodeChallenge, RedirectUri, Scope};
+
+/// RFC 6749 §2.1 client types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    /// Can keep a secret (a server-side web app).
+    Confidential,
+    /// Cannot (a SPA, a native app): must use PKCE, gets no secret.
+    Public,
+}
+
+/// The grant types a client may use (RFC 6749 §4, §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<GrantType> {
+        match name {
+            "authorization_code" => Some(GrantType::AuthorizationCode),
+            "refresh_token" => Some(GrantType::RefreshToken),
+            "client_credentials" => Some(GrantType::ClientCredentials),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [GrantType; 3] = [
+        GrantType::AuthorizationCode,
+        GrantType::RefreshToken,
+        GrantType::ClientCredentials,
+    ];
+}
+
+/// A registered client application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    pub client_type: ClientType,
+    /// SHA-256 of the client secret, hex; `None` for public clients.
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub grant_types: Vec<GrantType>,
+    /// The scopes this client may request; no `scope` parameter means all of them.
+    pub scope: Scope,
+    pub skip_consent: bool,
+    /// The user who registered it, when registered through the pages.
+    pub owner: Option<String>,
+    pub created_at: i64,
+}
+
+impl Client {
+    pub fn is_public(&self) -> bool {
+        self.client_type == ClientType::Public
+    }
+
+    pub fn allows_grant(&self, grant_type: GrantType) -> bool {
+        self.grant_types.contains(&grant_type)
+    }
+
+    pub fn registered_redirect_uri(&self, presented: &str) -> Option<&RedirectUri> {
+        self.redirect_uris.iter().find(|uri| uri.matches(presented))
+    }
+}
+
+/// A resource owner who can sign in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Stable identifier: the `sub` of this user's tokens.
+    pub id: String,
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+/// A signed-in browser session, keyed in the store by the SHA-256 of its cookie value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: String,
+    pub auth_time: i64,
+    /// The CSRF token every form of this session must carry.
+    pub csrf_token: String,
+    pub expires_at: i64,
+}
+
+/// An authorization code (RFC 6749 §4.1.2), keyed by the SHA-256 of the code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthorizationCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user_id: String,
+    pub scope: Scope,
+    pub auth_time: i64,
+    pub code_challenge: Option<CodeChallenge>,
+    /// Every token issued from this code belongs to this grant; a replay revokes it.
+    pub grant_id: String,
+    pub expires_at: i64,
+    /// Set atomically by the first exchange; a second exchange finds it set.
+    pub used: bool,
+    /// Kept after expiry until this time so that a late replay still revokes the grant.
+    pub purge_at: i64,
+}
+
+/// An access token issued inside a grant, remembered so that revoking the grant can revoke it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedAccessToken {
+    pub jti: String,
+    pub expires_at: i64,
+}
+
+/// Everything issued from one authorization code: the refresh-token family (RFC 9700 §4.14.2)
+/// and the access tokens minted along the way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    /// The scope the user approved; refresh tokens of this grant keep it.
+    pub scope: Scope,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub access_tokens: Vec<IssuedAccessToken>,
+    /// When the newest token of the grant expires; the record can go after that.
+    pub expires_at: i64,
+}
+
+impl Grant {
+    /// Records a newly issued access token, forgetting the ones already expired.
+    pub fn remember_access_token(&mut self, token: IssuedAccessToken, now: i64) {
+        self.access_tokens.retain(|issued| issued.expires_at > now);
+        self.expires_at = self.expires_at.max(token.expires_at);
+        self.access_tokens.push(token);
+    }
+}
+
+/// A refresh token, keyed by the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub grant_id: String,
+    pub client_id: String,
+    pub scope: Scope,
+    pub expires_at: i64,
+    /// Set when the token has been exchanged for a new one; presenting it again is reuse.
+    pub rotated: bool,
+}

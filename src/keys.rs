@@ -1,0 +1,345 @@
+//! Signing keys: loaded from the keys directory (one JSON file per key, mode 0600), generated there
+//! on first start (one ES256 and one RS256 key; an EdDSA key when that algorithm is chosen). Each
+//! key's `kid` is its RFC 7638 JWK thumbprint. The JWKS publishes every public key whose tokens can
+//! still be valid: active keys, and retired keys until their last token has expired.
+//!
+//! Signers are built once per key and shared: parsing a key costs as much as ~15 signatures.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use josekit::jwk::{Jwk, KeyPair};
+use josekit::jwk::alg::ec::EcCurve;
+use josekit::jwk::alg::ed::EdCurve;
+use josekit::jws::{ES256, EdDSA, JwsHeader, JwsSigner, RS256};
+use josekit::jwt::{self, JwtPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::sha256_base64url;
+
+/// The JWS algorithms this server signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Algorithm {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        match name {
+            "ES256" => Some(Algorithm::ES256),
+            "RS256" => Some(Algorithm::RS256),
+            "EdDSA" => Some(Algorithm::EdDSA),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("keys directory {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("key file {path} is not a portcullis key file: {reason}")]
+    Malformed { path: String, reason: String },
+    #[error("no active {0} key")]
+    NoActiveKey(Algorithm),
+    #[error("could not sign: {0}")]
+    Sign(String),
+    #[error("could not generate a key: {0}")]
+    Generate(String),
+}
+
+/// What a key file holds. The private key is PKCS#8 PEM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyFile {
+    alg: Algorithm,
+    created_at: i64,
+    /// Set by `keys rotate`: the key signs nothing after this, and leaves the JWKS once the
+    /// tokens it signed have expired.
+    retired_at: Option<i64>,
+    private_key_pem: String,
+}
+
+/// One loaded key.
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub public_jwk: Jwk,
+    signer: Box<dyn JwsSigner>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// All keys of the keys directory.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+/// RFC 7638 §3: the SHA-256 of the JSON object of the required members, in lexicographic order,
+/// with no whitespace.
+pub fn thumbprint(jwk: &Jwk) -> String {
+    let member = |name: &str| jwk.parameter(name).cloned().unwrap_or(serde_json::Value::Null);
+    let mut required = BTreeMap::new();
+    let names: &[&str] = match jwk.key_type() {
+        "EC" => &["crv", "kty", "x", "y"],
+        "RSA" => &["e", "kty", "n"],
+        "OKP" => &["crv", "kty", "x"],
+        _ => &["kty"],
+    };
+    for name in names {
+        required.insert(*name, member(name));
+    }
+    // BTreeMap serializes its keys in order, and serde_json writes no whitespace.
+    let canonical = serde_json::to_string(&required).expect("a map of JSON values serializes");
+    sha256_base64url(canonical.as_bytes())
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.display().to_string(), source }
+}
+
+fn generate_pem(alg: Algorithm) -> Result<String, KeyError> {
+    let pem = match alg {
+        Algorithm::ES256 => ES256.generate_key_pair().map(|pair| pair.to_pem_private_key()),
+        Algorithm::RS256 => RS256.generate_key_pair(2048).map(|pair| pair.to_pem_private_key()),
+        Algorithm::EdDSA => {
+            EdDSA.generate_key_pair(EdCurve::Ed25519).map(|pair| pair.to_pem_private_key())
+        }
+    }
+    .map_err(|error| KeyError::Generate(error.to_string()))?;
+    String::from_utf8(pem).map_err(|error| KeyError::Generate(error.to_string()))
+}
+
+fn load_key(path: &Path, file: KeyFile) -> Result<SigningKey, KeyError> {
+    let malformed =
+        |error: josekit::JoseError| KeyError::Malformed { path: path.display().to_string(), reason: error.to_string() };
+    let pem = file.private_key_pem.as_bytes();
+    let (mut public_jwk, signer): (Jwk, Box<dyn JwsSigner>) = match file.alg {
+        Algorithm::ES256 => {
+            let pair = ES256.key_pair_from_pem(pem).map_err(malformed)?;
+            if pair.curve() != EcCurve::P256 {
+                return Err(KeyError::Malformed {
+                    path: path.display().to_string(),
+                    reason: "an ES256 key must be on P-256".into(),
+                });
+            }
+            (pair.to_jwk_public_key(), Box::new(ES256.signer_from_pem(pem).map_err(malformed)?))
+        }
+        Algorithm::RS256 => {
+            let pair = RS256.key_pair_from_pem(pem).map_err(malformed)?;
+            (pair.to_jwk_public_key(), Box::new(RS256.signer_from_pem(pem).map_err(malformed)?))
+        }
+        Algorithm::EdDSA => {
+            let pair = EdDSA.key_pair_from_pem(pem).map_err(malformed)?;
+            (pair.to_jwk_public_key(), Box::new(EdDSA.signer_from_pem(pem).map_err(malformed)?))
+        }
+    };
+    let kid = thumbprint(&public_jwk);
+    public_jwk.set_key_id(&kid);
+    public_jwk.set_algorithm(file.alg.as_str());
+    public_jwk.set_key_use("sig");
+    Ok(SigningKey {
+        kid,
+        alg: file.alg,
+        created_at: file.created_at,
+        retired_at: file.retired_at,
+        public_jwk,
+        signer,
+        path: path.to_owned(),
+    })
+}
+
+fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let json = serde_json::to_vec_pretty(file).expect("a key file serializes");
+    // Private keys are readable by their owner only, from the moment the file exists.
+    let temporary = path.with_extension("tmp");
+    let mut handle = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io_error(&temporary))?;
+    handle.write_all(&json).map_err(io_error(&temporary))?;
+    handle.sync_all().map_err(io_error(&temporary))?;
+    fs::rename(&temporary, path).map_err(io_error(path))?;
+    Ok(())
+}
+
+impl KeyRing {
+    /// Loads every key in `dir`, creating the directory and any missing active key of `required`.
+    pub fn load_or_generate(dir: &Path, required: &[Algorithm], now: i64) -> Result<KeyRing, KeyError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut ring = KeyRing::load(dir)?;
+        for &alg in required {
+            if ring.active(alg).is_none() {
+                ring.generate(dir, alg, now)?;
+            }
+        }
+        Ok(ring)
+    }
+
+    /// Loads every `*.json` key file in `dir` (no generation).
+    pub fn load(dir: &Path) -> Result<KeyRing, KeyError> {
+        let mut keys = Vec::new();
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(KeyRing { keys }),
+            Err(error) => return Err(io_error(dir)(error)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io_error(dir))?.path();
+            if path.extension().and_then(|ext| ext.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io_error(&path))?;
+            let file: KeyFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
+            keys.push(load_key(&path, file)?);
+        }
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        Ok(KeyRing { keys })
+    }
+
+    fn generate(&mut self, dir: &Path, alg: Algorithm, now: i64) -> Result<&SigningKey, KeyError> {
+        let file = KeyFile { alg, created_at: now, retired_at: None, private_key_pem: generate_pem(alg)? };
+        let provisional = dir.join(format!("new-{}.json", crate::secrets::random_token(8)));
+        let key = load_key(&provisional, file.clone())?;
+        let path = dir.join(format!("{}-{}.json", alg.as_str().to_lowercase(), key.kid));
+        write_key_file(&path, &file)?;
+        tracing::info!(kid = %key.kid, alg = %alg, "generated a signing key");
+        self.keys.push(SigningKey { path, ..key });
+        Ok(self.keys.last().expect("just pushed"))
+    }
+
+    /// `keys rotate`: a new active key for every algorithm that has one; the old ones are
+    /// retired (they sign nothing more, and stay published until their tokens expire).
+    pub fn rotate(&mut self, dir: &Path, now: i64) -> Result<Vec<String>, KeyError> {
+        let algs: Vec<Algorithm> = {
+            let mut algs: Vec<Algorithm> = self.keys.iter().filter(|k| k.retired_at.is_none()).map(|k| k.alg).collect();
+            algs.sort();
+            algs.dedup();
+            algs
+        };
+        let mut new_kids = Vec::new();
+        for alg in algs {
+            for key in self.keys.iter_mut().filter(|k| k.alg == alg && k.retired_at.is_none()) {
+                let bytes = fs::read(&key.path).map_err(io_error(&key.path))?;
+                let mut file: KeyFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
+                    path: key.path.display().to_string(),
+                    reason: error.to_string(),
+                })?;
+                file.retired_at = Some(now);
+                write_key_file(&key.path, &file)?;
+                key.retired_at = Some(now);
+            }
+            new_kids.push(self.generate(dir, alg, now)?.kid.clone());
+        }
+        Ok(new_kids)
+    }
+
+    /// The newest unretired key of `alg`: the one that signs.
+    pub fn active(&self, alg: Algorithm) -> Option<&SigningKey> {
+        self.keys.iter().rev().find(|key| key.alg == alg && key.retired_at.is_none())
+    }
+
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// The public keys whose tokens can still be valid at `now`, given that no token lives
+    /// longer than `max_token_lifetime` seconds: a retired key stays until that long after it
+    /// signed its last token.
+    pub fn jwks(&self, now: i64, max_token_lifetime: i64) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .filter(|key| key.retired_at.is_none_or(|retired| retired + max_token_lifetime >= now))
+            .map(|key| serde_json::Value::Object(key.public_jwk.as_ref().clone()))
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Signs `payload` with the active key of `alg`, with header `typ` (RFC 9068 §2.1: `at+jwt`
+    /// for access tokens) and the key's `kid`.
+    pub fn sign(&self, alg: Algorithm, typ: &str, payload: &JwtPayload) -> Result<(String, &str), KeyError> {
+        let key = self.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
+        let mut header = JwsHeader::new();
+        header.set_token_type(typ);
+        header.set_key_id(&key.kid);
+        let token = jwt::encode_with_signer(payload, &header, key.signer.as_ref())
+            .map_err(|error| KeyError::Sign(error.to_string()))?;
+        Ok((token, &key.kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        // RFC 7638 §3.1.
+        let jwk = Jwk::from_bytes(br#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
+        assert_eq!(thumbprint(&jwk), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn generates_loads_rotates_and_retires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256, Algorithm::RS256], 1000).unwrap();
+        let first = ring.active(Algorithm::ES256).unwrap().kid.clone();
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let reloaded = KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256], 2000).unwrap();
+        assert_eq!(reloaded.active(Algorithm::ES256).unwrap().kid, first, "an existing key is reused");
+
+        ring.rotate(dir.path(), 5000).unwrap();
+        let second = ring.active(Algorithm::ES256).unwrap().kid.clone();
+        assert_ne!(first, second);
+        let published = |ring: &KeyRing, now| -> Vec<String> {
+            ring.jwks(now, 900)["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+        };
+        assert!(published(&ring, 5900).contains(&first), "kept while its tokens can live");
+        assert!(!published(&ring, 5901).contains(&first), "dropped once they cannot");
+        assert!(published(&ring, 5901).contains(&second));
+        let reloaded = KeyRing::load(dir.path()).unwrap();
+        assert_eq!(reloaded.active(Algorithm::ES256).unwrap().kid, second);
+    }
+}

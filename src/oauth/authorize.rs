@@ -1,0 +1,165 @@
+//! The authorization endpoint (RFC 6749 §4.1.1–4.1.2, RFC 7636 §4.3).
+//!
+//! Order matters for safety: the client and the redirect URI are checked first, and while either is
+//! in doubt the user sees an error page and is never redirected (§4.1.2.1; RFC 9700 §4.1). Only
+//! then do errors travel back to the client through its redirect URI, with `state` and `iss`.
+
+use super::{AuthorizationServer, OAuthError, Params};
+use crate::domain::{AuthorizationCode, Client, CodeChallenge, RedirectUri, Scope, User};
+use crate::secrets::{hash_secret, random_secret};
+
+/// A validated authorization request: the client and redirect URI are trusted from here on.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub client: Client,
+    pub redirect_uri: RedirectUri,
+    pub scope: Scope,
+    pub state: Option<String>,
+    pub code_challenge: Option<CodeChallenge>,
+}
+
+/// How an invalid request ends.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    /// Client or redirect URI unknown or invalid: show this message, never redirect.
+    Page(String),
+    /// The request is bad but the redirect URI is trusted: send the user here.
+    Redirect(String),
+    /// The server failed; show a generic error page.
+    Server(OAuthError),
+}
+
+impl From<crate::store::StoreError> for AuthorizeError {
+    fn from(error: crate::store::StoreError) -> AuthorizeError {
+        AuthorizeError::Server(error.into())
+    }
+}
+
+/// The redirect carrying an error to the client (RFC 6749 §4.1.2.1), with `iss` (RFC 9207).
+pub fn error_redirect(
+    redirect_uri: &RedirectUri,
+    state: Option<&str>,
+    error: &OAuthError,
+    issuer: &str,
+) -> String {
+    let description = error.description();
+    let mut params = vec![("error", error.code()), ("error_description", description.as_str())];
+    if let Some(state) = state {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer));
+    redirect_uri.with_query(&params)
+}
+
+/// Validates an authorization request (from the query of GET, or the consent form's POST).
+pub async fn validate(server: &AuthorizationServer, params: &Params) -> Result<AuthorizationRequest, AuthorizeError> {
+    let page = |message: String| AuthorizeError::Page(message);
+    // 1. The client: without a known client nothing else can be trusted.
+    let client_id = params
+        .get("client_id")
+        .map_err(|error| page(error.description()))?
+        .ok_or_else(|| page("The request has no client_id. The application that sent you here is misconfigured.".into()))?;
+    let client = server
+        .store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| page(format!("Unknown client {client_id:?}. The application that sent you here is not registered.")))?;
+    // 2. The redirect URI: exact match against the registered list, and required.
+    let presented = params
+        .get("redirect_uri")
+        .map_err(|error| page(error.description()))?
+        .ok_or_else(|| page("The request has no redirect_uri. The application must send one of its registered redirect URIs.".into()))?;
+    let redirect_uri = client
+        .registered_redirect_uri(presented)
+        .cloned()
+        .ok_or_else(|| page(format!("The redirect URI {presented:?} is not registered for {}. Nothing was sent to it.", client.name)))?;
+
+    // From here on, errors go back to the client.
+    let state = params.get("state").ok().flatten().map(str::to_owned);
+    let issuer = server.config.issuer.clone();
+    let redirect = |error: OAuthError| {
+        AuthorizeError::Redirect(error_redirect(&redirect_uri, state.as_deref(), &error, &issuer))
+    };
+    if params.get("state").is_err() {
+        return Err(redirect(OAuthError::InvalidRequest("parameter state is repeated; send it once".into())));
+    }
+    match params.get("response_type").map_err(&redirect)? {
+        Some("code") => {}
+        Some(other) => {
+            return Err(redirect(OAuthError::UnsupportedResponseType(format!(
+                "response_type {other:?} is not supported; use code"
+            ))));
+        }
+        None => return Err(redirect(OAuthError::InvalidRequest("missing required parameter response_type".into()))),
+    }
+    if !client.allows_grant(crate::domain::GrantType::AuthorizationCode) {
+        return Err(redirect(OAuthError::UnauthorizedClient(
+            "this client is not registered for the authorization_code grant".into(),
+        )));
+    }
+    // SPEC: no silent narrowing.
+    let scope = super::requested_scope(params.get("scope").map_err(&redirect)?, &client.scope).map_err(&redirect)?;
+    let code_challenge = match params.get("code_challenge").map_err(&redirect)? {
+        Some(challenge) => {
+            let method = params.get("code_challenge_method").map_err(&redirect)?;
+            Some(
+                CodeChallenge::parse(challenge, method)
+                    .map_err(|error| redirect(OAuthError::InvalidRequest(error.to_string())))?,
+            )
+        }
+        None if client.is_public() => {
+            // RFC 7636 §4.4.1, RFC 9700 §2.1.1: public clients must use PKCE.
+            return Err(redirect(OAuthError::InvalidRequest(
+                "code_challenge is required for public clients (PKCE with S256, RFC 7636)".into(),
+            )));
+        }
+        None => None,
+    };
+    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge })
+}
+
+/// The user approved: stores a single-use code and returns where to send the user.
+pub async fn approve(
+    server: &AuthorizationServer,
+    request: &AuthorizationRequest,
+    user: &User,
+    auth_time: i64,
+    now: i64,
+) -> Result<String, OAuthError> {
+    // 256 bits; RFC 6749 §10.10 asks for codes that cannot be guessed.
+    let code = random_secret();
+    let expires_at = now + server.config.code_ttl;
+    let record = AuthorizationCode {
+        client_id: request.client.client_id.clone(),
+        redirect_uri: request.redirect_uri.as_str().to_owned(),
+        user_id: user.id.clone(),
+        scope: request.scope.clone(),
+        auth_time,
+        code_challenge: request.code_challenge.clone(),
+        grant_id: uuid::Uuid::new_v4().to_string(),
+        expires_at,
+        used: false,
+        // A replay after the code expired is still recognised (and revokes the grant) for as
+        // long as the access tokens issued from it can live.
+        purge_at: expires_at + server.config.access_token_ttl,
+    };
+    server.store.insert_code(&hash_secret(&code), &record).await?;
+    server.store.flush().await?;
+    tracing::info!(client_id = %request.client.client_id, grant_id = %record.grant_id, "issued an authorization code");
+    let mut params = vec![("code", code.as_str())];
+    if let Some(state) = &request.state {
+        params.push(("state", state));
+    }
+    params.push(("iss", &server.config.issuer));
+    Ok(request.redirect_uri.with_query(&params))
+}
+
+/// The user said no (RFC 6749 §4.1.2.1 `access_denied`).
+pub fn deny(server: &AuthorizationServer, request: &AuthorizationRequest) -> String {
+    error_redirect(
+        &request.redirect_uri,
+        request.state.as_deref(),
+        &OAuthError::AccessDenied("the user denied the request".into()),
+        &server.config.issuer,
+    )
+}

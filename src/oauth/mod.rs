@@ -1,0 +1,102 @@
+//! The protocol: RFC 6749 (authorization code, refresh token, client credentials), RFC 7636
+//! (PKCE), RFC 9068 (JWT access tokens), RFC 9207 (`iss` in authorization responses). No HTTP and
+//! no storage engine here: the functions take parsed parameters, the store traits and `now`, and
+//! return outcomes that `api/` and `web/` turn into responses.
+
+use std::sync::{Arc, RwLock};
+
+use josekit::jwt::JwtPayload;
+
+use crate::domain::{IssuedAccessToken, Scope};
+use crate::keys::{Algorithm, KeyRing};
+use crate::store::SharedStore;
+
+pub mod authorize;
+pub mod client_auth;
+pub mod error;
+pub mod params;
+pub mod token;
+
+pub use error::OAuthError;
+pub use params::Params;
+
+/// Protocol settings, validated at start.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// The issuer identifier: an https (or loopback http) URL without a trailing slash.
+    pub issuer: String,
+    /// The `aud` of access tokens.
+    pub audience: String,
+    pub access_token_ttl: i64,
+    pub refresh_token_ttl: i64,
+    pub code_ttl: i64,
+    pub session_ttl: i64,
+    pub signing_alg: Algorithm,
+}
+
+/// What the protocol functions work with: settings, storage, keys.
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    pub config: Arc<OAuthConfig>,
+    pub store: SharedStore,
+    pub keys: Arc<RwLock<KeyRing>>,
+}
+
+impl AuthorizationServer {
+    /// The longest a token signed now can stay valid: how long a retired key stays in the JWKS.
+    pub fn max_token_lifetime(&self) -> i64 {
+        self.config.access_token_ttl
+    }
+
+    /// Mints an RFC 9068 access token. `subject` is the user id, or the client id for
+    /// client_credentials; `auth_time` is set when a user signed in.
+    pub fn mint_access_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &Scope,
+        auth_time: Option<i64>,
+        now: i64,
+    ) -> Result<(String, IssuedAccessToken), OAuthError> {
+        let jti = uuid::Uuid::new_v4().to_string();
+        let expires_at = now + self.config.access_token_ttl;
+        let mut payload = JwtPayload::new();
+        // Whole seconds: josekit's own setters write fractional times some clients reject.
+        let claims = [
+            ("iss", serde_json::json!(self.config.issuer)),
+            ("sub", serde_json::json!(subject)),
+            ("aud", serde_json::json!(self.config.audience)),
+            ("exp", serde_json::json!(expires_at)),
+            ("nbf", serde_json::json!(now)),
+            ("iat", serde_json::json!(now)),
+            ("jti", serde_json::json!(jti)),
+            ("client_id", serde_json::json!(client_id)),
+            ("scope", serde_json::json!(scope.to_string())),
+        ];
+        for (name, value) in claims {
+            payload.set_claim(name, Some(value)).map_err(OAuthError::server)?;
+        }
+        if let Some(auth_time) = auth_time {
+            payload.set_claim("auth_time", Some(serde_json::json!(auth_time))).map_err(OAuthError::server)?;
+        }
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (token, kid) = keys.sign(self.config.signing_alg, "at+jwt", &payload)?;
+        tracing::debug!(%jti, %kid, %client_id, "issued an access token");
+        Ok((token, IssuedAccessToken { jti, expires_at }))
+    }
+}
+
+/// The scope a request asks for, checked against what may be granted. No `scope` (or an empty
+/// one) means all of `allowed`; anything outside it is `invalid_scope`, never silently narrowed.
+pub fn requested_scope(requested: Option<&str>, allowed: &Scope) -> Result<Scope, OAuthError> {
+    let Some(requested) = requested else { return Ok(allowed.clone()) };
+    let scope = Scope::parse(requested).map_err(|error| OAuthError::InvalidScope(error.to_string()))?;
+    if !scope.is_subset_of(allowed) {
+        return Err(OAuthError::InvalidScope(format!(
+            "scope {:?} cannot be granted here (allowed: {:?})",
+            scope.missing_from(allowed),
+            allowed.to_string()
+        )));
+    }
+    Ok(if scope.is_empty() { allowed.clone() } else { scope })
+}

@@ -1,0 +1,94 @@
+//! Request parameters as RFC 6749 defines them: `application/x-www-form-urlencoded` pairs where a
+//! parameter sent without a value is treated as omitted (§3.1, §3.2) and none may repeat.
+
+use super::OAuthError;
+
+/// The longest value any single parameter may have. Longer values (a megabyte of `state`) are
+/// refused rather than echoed into redirects and pages.
+pub const MAX_PARAM_LEN: usize = 4096;
+/// The most parameters one request may carry.
+pub const MAX_PARAMS: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses a urlencoded body or query string. Invalid UTF-8 is replaced, so it can never match
+    /// a registered value.
+    pub fn parse(input: &[u8]) -> Result<Params, OAuthError> {
+        let mut pairs = Vec::new();
+        for (name, value) in form_urlencoded::parse(input) {
+            if pairs.len() == MAX_PARAMS {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "too many parameters (at most {MAX_PARAMS})"
+                )));
+            }
+            if value.len() > MAX_PARAM_LEN || name.len() > 256 {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "parameter {:?} is longer than {MAX_PARAM_LEN} characters",
+                    name.chars().take(40).collect::<String>()
+                )));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The value of `name`; `None` when absent or empty. Fails when the parameter repeats
+    /// (RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once").
+    pub fn get(&self, name: &str) -> Result<Option<&str>, OAuthError> {
+        let mut values = self.0.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(OAuthError::InvalidRequest(format!("parameter {name} is repeated; send it once")));
+        }
+        Ok(first.filter(|value| !value.is_empty()))
+    }
+
+    /// Like [`Params::get`], but the parameter is required.
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)?
+            .ok_or_else(|| OAuthError::InvalidRequest(format!("missing required parameter {name}")))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(key, value)| key == name && !value.is_empty())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_values_are_omitted_and_repeats_refused() {
+        let params = Params::parse(b"a=1&b=&c=x%20y&c=z").unwrap();
+        assert_eq!(params.get("a").unwrap(), Some("1"));
+        assert_eq!(params.get("b").unwrap(), None);
+        assert_eq!(params.get("missing").unwrap(), None);
+        assert!(matches!(params.get("c"), Err(OAuthError::InvalidRequest(_))));
+        assert!(params.require("b").is_err());
+    }
+
+    #[test]
+    fn bounds() {
+        let long = format!("state={}", "a".repeat(MAX_PARAM_LEN + 1));
+        assert!(Params::parse(long.as_bytes()).is_err());
+        let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert!(Params::parse(many.join("&").as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(params) = Params::parse(&input) {
+                let _ = params.get("grant_type");
+            }
+        }
+    }
+}

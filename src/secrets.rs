@@ -1,0 +1,78 @@
+//! Random secrets and how they are kept: 256-bit values from the OS RNG, base64url without padding,
+//! stored only as SHA-256 digests and compared in constant time.
+//!
+//! A high-entropy random secret needs no slow KDF (it cannot be guessed, only stolen), so client
+//! secrets, refresh tokens, authorization codes and session ids all use SHA-256 here; user
+//! passwords, which are low-entropy, use Argon2id elsewhere.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A fresh random value of `bytes` bytes from the OS RNG, base64url-encoded without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    // The OS RNG failing is unrecoverable for an authorization server: never fall back to a
+    // weaker source.
+    getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// 256 bits: refresh tokens, client secrets, session ids (SPEC: "256 bits from the OS RNG").
+pub fn random_secret() -> String {
+    random_token(32)
+}
+
+/// The SHA-256 digest of a secret, hex-encoded: what the store keeps instead of the secret.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest.iter() {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+/// Compares a presented secret with a stored digest in constant time.
+pub fn secret_matches(presented: &str, stored_hash: &str) -> bool {
+    let presented_hash = hash_secret(presented);
+    bool::from(presented_hash.as_bytes().ct_eq(stored_hash.as_bytes()))
+}
+
+/// Constant-time equality of two strings (CSRF tokens and the like).
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// base64url without padding of arbitrary bytes.
+pub fn base64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of `input`, base64url without padding (PKCE S256, RFC 7638 thumbprints).
+pub fn sha256_base64url(input: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_256_bits_and_distinct() {
+        let a = random_secret();
+        let b = random_secret();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn stored_hash_matches_only_its_secret() {
+        let secret = random_secret();
+        let stored = hash_secret(&secret);
+        assert!(secret_matches(&secret, &stored));
+        assert!(!secret_matches("something else", &stored));
+        assert_ne!(stored, secret);
+    }
+}

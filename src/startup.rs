@@ -1,0 +1,186 @@
+//! Building and running the server: open the store, load or create keys, make sure the admin user
+//! and the `swagger-ui` client exist, bind (port 0 allowed), serve until a shutdown signal, flush.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::Server;
+
+use crate::config::{ConfigError, Settings};
+use crate::domain::{Client, ClientType, GrantType, RedirectUri, Scope, User};
+use crate::keys::{Algorithm, KeyError, KeyRing};
+use crate::oauth::AuthorizationServer;
+use crate::store::sled::OpenError;
+use crate::store::{SharedStore, SledStore, StoreError};
+
+/// The `swagger-ui` public client's id.
+pub const SWAGGER_UI_CLIENT_ID: &str = "swagger-ui";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("could not listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not hash the admin password: {0}")]
+    Password(String),
+}
+
+/// A built, bound server, not yet serving.
+pub struct App {
+    port: u16,
+    acceptor: TcpAcceptor,
+    server: AuthorizationServer,
+    /// The password of the `admin` user created by this start, if one was.
+    pub initial_admin_password: Option<String>,
+    purge_interval: Duration,
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The algorithms whose keys must exist: ES256 and RS256 always (SPEC), plus the signing one.
+fn required_algorithms(signing: Algorithm) -> Vec<Algorithm> {
+    let mut algs = vec![Algorithm::ES256, Algorithm::RS256];
+    if !algs.contains(&signing) {
+        algs.push(signing);
+    }
+    algs
+}
+
+impl App {
+    /// Builds the app on the sled store in `settings.data_dir`.
+    pub async fn build(settings: Settings) -> Result<App, StartupError> {
+        let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024)?;
+        App::build_with_store(settings, Arc::new(store)).await
+    }
+
+    /// Builds the app on any store (tests use the in-memory one).
+    pub async fn build_with_store(settings: Settings, store: SharedStore) -> Result<App, StartupError> {
+        let listener = std::net::TcpListener::bind(&settings.listen)
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        listener.set_nonblocking(true).map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        let local = listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        let acceptor = TcpAcceptor::from_std(listener)
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        let config = settings.oauth_config(&format!("http://{local}"))?;
+        let keys = KeyRing::load_or_generate(&settings.keys_dir, &required_algorithms(config.signing_alg), now())?;
+        let server = AuthorizationServer { config: Arc::new(config), store, keys: Arc::new(RwLock::new(keys)) };
+        let initial_admin_password = bootstrap(&server).await?;
+        Ok(App {
+            port: local.port(),
+            acceptor,
+            server,
+            initial_admin_password,
+            purge_interval: Duration::from_secs(settings.purge_interval.max(1)),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.server.config.issuer
+    }
+
+    pub fn authorization_server(&self) -> &AuthorizationServer {
+        &self.server
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 10 s) and
+    /// flushes the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let purge = tokio::spawn(purge_in_background(self.server.store.clone(), self.purge_interval));
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(crate::api::routes(self.server.clone()), shutdown, Some(Duration::from_secs(10)))
+            .await;
+        purge.abort();
+        if let Err(error) = self.server.store.flush().await {
+            tracing::error!(%error, "could not flush the store at shutdown");
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Deletes expired codes, tokens and sessions periodically (sled has no TTL of its own).
+async fn purge_in_background(store: SharedStore, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        match store.purge_expired(now()).await {
+            Ok(counts) if counts.total() > 0 => tracing::info!(?counts, "purged expired records"),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "background purge failed"),
+        }
+    }
+}
+
+/// SPEC "At every start": an admin user when there is none, and the `swagger-ui` client whose
+/// redirect URI follows the issuer. Returns the generated admin password, if any.
+async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, StartupError> {
+    let store = &server.store;
+    let mut generated = None;
+    if !store.users().await?.iter().any(|user| user.admin) {
+        let (password, printed) = match std::env::var("PORTCULLIS_ADMIN_PASSWORD") {
+            Ok(password) if !password.is_empty() => (password, false),
+            _ => (crate::secrets::random_token(18), true),
+        };
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: "admin".into(),
+            password_hash: crate::web::password::hash(&password).map_err(StartupError::Password)?,
+            admin: true,
+            created_at: now(),
+        };
+        match store.insert_user(&user).await {
+            Ok(()) => {
+                tracing::info!("created the admin user");
+                if printed {
+                    generated = Some(password);
+                }
+            }
+            Err(StoreError::Conflict(_)) => {
+                tracing::warn!("no admin user exists and the username \"admin\" is taken by a non-admin user: create one with `portcullis user create --admin`");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let redirect = RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", server.config.issuer))
+        .expect("the issuer is a valid absolute URL");
+    match store.client(SWAGGER_UI_CLIENT_ID).await? {
+        Some(mut client) if client.redirect_uris != vec![redirect.clone()] => {
+            client.redirect_uris = vec![redirect];
+            store.replace_client(&client).await?;
+        }
+        Some(_) => {}
+        None => {
+            store
+                .insert_client(&Client {
+                    client_id: SWAGGER_UI_CLIENT_ID.into(),
+                    name: "Swagger UI".into(),
+                    client_type: ClientType::Public,
+                    secret_hash: None,
+                    redirect_uris: vec![redirect],
+                    grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+                    scope: Scope::parse("read write").expect("static scope"),
+                    skip_consent: false,
+                    owner: None,
+                    created_at: now(),
+                })
+                .await?;
+        }
+    }
+    store.flush().await?;
+    Ok(generated)
+}

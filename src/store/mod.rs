@@ -1,0 +1,168 @@
+//! Storage behind async traits in domain words, one trait per aggregate (clients, users, sessions,
+//! grants and codes, refresh tokens, revoked access tokens), with a sled implementation for
+//! production and an in-memory one for tests. The `oauth` module depends only on these traits, so a
+//! PostgreSQL implementation can be added here without touching it.
+//!
+//! Durability contract: a write returns once it is applied (readers see it), but it is durable only
+//! after [`Maintenance::flush`] returns. Every response that says something was stored awaits one
+//! flush; concurrent callers share it (group commit).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User};
+
+pub mod memory;
+pub mod sled;
+
+pub use memory::MemoryStore;
+pub use sled::SledStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Backend(Box::new(error))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Fails with `Conflict` when the client id is taken.
+    async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    async fn client(&self, client_id: &str) -> StoreResult<Option<Client>>;
+    async fn clients(&self) -> StoreResult<Vec<Client>>;
+    /// Fails with `NotFound` when there is no such client.
+    async fn replace_client(&self, client: &Client) -> StoreResult<()>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with `Conflict` when the username is taken.
+    async fn insert_user(&self, user: &User) -> StoreResult<()>;
+    async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn delete_user(&self, username: &str) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn insert_session(&self, id_hash: &str, session: &Session) -> StoreResult<()>;
+    /// The session, if it exists and has not expired at `now`.
+    async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+}
+
+/// What happened when a code was redeemed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redemption {
+    /// The code was unused: it is now used and the grant is stored.
+    Redeemed,
+    /// The code had been used already (RFC 6749 §4.1.2: revoke what it issued).
+    AlreadyUsed { grant_id: String },
+    /// No such code, or it expired.
+    Unknown,
+}
+
+/// What happened when a refresh token was rotated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    Rotated,
+    /// The token had been rotated already: reuse (RFC 9700 §4.14.2), the caller revokes the grant.
+    AlreadyRotated { grant_id: String },
+    /// Unknown, expired, or its grant revoked.
+    Invalid,
+}
+
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    async fn insert_code(&self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()>;
+    /// The code record, used or not, if it has not been purged.
+    async fn code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
+    /// Atomically: marks the code used (single use, RFC 6749 §4.1.2), stores its grant and the
+    /// first refresh token. Nothing is written unless the code was unused and unexpired.
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        grant: &Grant,
+        refresh_token: Option<(&str, &RefreshToken)>,
+        now: i64,
+    ) -> StoreResult<Redemption>;
+    async fn grant(&self, grant_id: &str) -> StoreResult<Option<Grant>>;
+    /// Marks the grant revoked (refresh tokens of it stop working) and remembers the `jti` of
+    /// each of its unexpired access tokens as revoked. Revoking an unknown grant leaves a
+    /// tombstone so that a racing redemption cannot create it afterwards.
+    async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait RefreshTokenStore: Send + Sync {
+    async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+    /// Atomically: if `old_hash` is unrotated, unexpired and its grant live, marks it rotated,
+    /// stores `new` and records `access_token` in the grant.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshToken,
+        access_token: &IssuedAccessToken,
+        now: i64,
+    ) -> StoreResult<Rotation>;
+}
+
+#[async_trait]
+pub trait RevokedTokenStore: Send + Sync {
+    /// Remembers a revoked access token's `jti` until its `exp`.
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
+    async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool>;
+}
+
+/// What a purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub codes: u64,
+    pub grants: u64,
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+    pub revoked_access_tokens: u64,
+}
+
+impl PurgeCounts {
+    pub fn total(&self) -> u64 {
+        self.codes + self.grants + self.refresh_tokens + self.sessions + self.revoked_access_tokens
+    }
+}
+
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Makes every write applied so far durable. Concurrent callers share one flush.
+    async fn flush(&self) -> StoreResult<()>;
+    /// Deletes every record whose time ran out at or before `now`.
+    async fn purge_expired(&self, now: i64) -> StoreResult<PurgeCounts>;
+}
+
+/// Everything the server needs from storage.
+pub trait Store:
+    ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
+{
+}
+
+impl<T> Store for T where
+    T: ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
+{
+}
+
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,359 @@
+//! The HTML side: login, logout, the authorization endpoint with its consent page, and the
+//! session and CSRF machinery they share. Pages never redirect to a URI that has not been checked
+//! (login's `next` must be a local path; authorization errors go to registered redirect URIs only).
+//!
+//! Sessions: a random 256-bit id in an HttpOnly, SameSite=Lax cookie (Secure when the issuer is
+//! https), stored as its SHA-256; a new id at every login (no session fixation). CSRF: each
+//! session has a token every form carries; the login form, which has no session yet, uses a
+//! double-submit cookie.
+
+use askama::Template;
+use poem::http::{StatusCode, header};
+use poem::web::Data;
+use poem::{Body, Request, Response, handler};
+
+use crate::api::read_form;
+use crate::domain::{Session, User};
+use crate::oauth::authorize::{self, AuthorizeError};
+use crate::oauth::{AuthorizationServer, OAuthError, Params};
+use crate::secrets::{constant_time_eq, hash_secret, random_secret};
+use crate::startup::now;
+
+pub mod password;
+
+const SESSION_COOKIE: &str = "portcullis_session";
+const LOGIN_CSRF_COOKIE: &str = "portcullis_login_csrf";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    csrf_token: &'a str,
+    next: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    client_name: &'a str,
+    username: &'a str,
+    scopes: Vec<&'a str>,
+    redirect_uri: &'a str,
+    csrf_token: &'a str,
+    fields: Vec<(&'a str, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage<'a> {
+    username: Option<&'a str>,
+    csrf_token: &'a str,
+}
+
+/// An HTML response with the headers every page carries: no framing (clickjacking), no Referer
+/// (codes and state in URLs must not leak to third parties), no caching.
+fn html(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(body) => Response::builder()
+            .status(status)
+            .content_type("text/html; charset=utf-8")
+            .header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+            )
+            .header("X-Frame-Options", "DENY")
+            .header("Referrer-Policy", "no-referrer")
+            .header("X-Content-Type-Options", "nosniff")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(body),
+        Err(error) => {
+            tracing::error!(%error, "could not render a page");
+            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body("could not render the page")
+        }
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    html(status, ErrorPage { title, message })
+}
+
+fn server_error_page(error: &OAuthError) -> Response {
+    if let OAuthError::Server(cause) = error {
+        tracing::error!(error = %cause, "page failed inside the server");
+    }
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The server could not complete the request. Try again in a moment.",
+    )
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::LOCATION, location)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header("Referrer-Policy", "no-referrer")
+        .finish()
+}
+
+fn cookie(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn set_cookie(server: &AuthorizationServer, name: &str, value: &str, max_age: i64) -> String {
+    let secure = if server.config.issuer.starts_with("https://") { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+}
+
+/// The signed-in user of this request, with the session's id hash.
+async fn current_session(server: &AuthorizationServer, request: &Request) -> Result<Option<(String, Session, User)>, OAuthError> {
+    let Some(id) = cookie(request, SESSION_COOKIE) else { return Ok(None) };
+    let id_hash = hash_secret(&id);
+    let Some(session) = server.store.session(&id_hash, now()).await? else { return Ok(None) };
+    let Some(user) = server.store.user(&session.user_id).await? else { return Ok(None) };
+    Ok(Some((id_hash, session, user)))
+}
+
+/// Only local paths are followed after login: never `//host` or `/\host` (open redirect).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") => path,
+        _ => "/",
+    }
+}
+
+#[handler]
+pub async fn stylesheet() -> Response {
+    Response::builder()
+        .content_type("text/css; charset=utf-8")
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(include_str!("../../templates/portcullis.css"))
+}
+
+#[handler]
+pub async fn index(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
+    match current_session(server, request).await {
+        Ok(Some((_, session, user))) => {
+            html(StatusCode::OK, IndexPage { username: Some(&user.username), csrf_token: &session.csrf_token })
+        }
+        Ok(None) => html(StatusCode::OK, IndexPage { username: None, csrf_token: "" }),
+        Err(error) => server_error_page(&error),
+    }
+}
+
+fn login_page(server: &AuthorizationServer, status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+    let csrf_token = random_secret();
+    let mut response = html(status, LoginPage { csrf_token: &csrf_token, next, username, error });
+    if let Ok(value) = set_cookie(server, LOGIN_CSRF_COOKIE, &csrf_token, 3600).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[handler]
+pub async fn login_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
+    let params = Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let next = safe_next(params.get("next").ok().flatten());
+    login_page(server, StatusCode::OK, next, "", None)
+}
+
+#[handler]
+pub async fn login_post(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+    let params = match read_form(request.content_type(), body).await {
+        Ok(params) => params,
+        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+    };
+    let next = safe_next(params.get("next").ok().flatten()).to_owned();
+    let presented_csrf = params.get("csrf_token").ok().flatten().unwrap_or_default();
+    let expected_csrf = cookie(request, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if expected_csrf.is_empty() || !constant_time_eq(presented_csrf, &expected_csrf) {
+        return login_page(server, StatusCode::FORBIDDEN, &next, "", Some("The form expired. Please sign in again."));
+    }
+    let username = params.get("username").ok().flatten().unwrap_or_default().to_owned();
+    let password = params.get("password").ok().flatten().unwrap_or_default().to_owned();
+    let user = match server.store.user_by_username(&username).await {
+        Ok(user) => user,
+        Err(error) => return server_error_page(&error.into()),
+    };
+    let stored = user.as_ref().map(|user| user.password_hash.clone());
+    let verified = tokio::task::spawn_blocking(move || password::verify(&password, stored.as_deref()))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        // The same message whether the username exists or not.
+        return login_page(server, StatusCode::UNAUTHORIZED, &next, &username, Some("Wrong username or password."));
+    };
+    let id = random_secret();
+    let now = now();
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now,
+        csrf_token: random_secret(),
+        expires_at: now + server.config.session_ttl,
+    };
+    // A previous session of this browser is dropped: a fresh id at login (no fixation).
+    if let Some(old) = cookie(request, SESSION_COOKIE) {
+        let _ = server.store.delete_session(&hash_secret(&old)).await;
+    }
+    if let Err(error) = server.store.insert_session(&hash_secret(&id), &session).await {
+        return server_error_page(&error.into());
+    }
+    if let Err(error) = server.store.flush().await {
+        return server_error_page(&error.into());
+    }
+    tracing::info!(user_id = %user.id, "user signed in");
+    let mut response = redirect(StatusCode::SEE_OTHER, &next);
+    for value in [
+        set_cookie(server, SESSION_COOKIE, &id, server.config.session_ttl),
+        set_cookie(server, LOGIN_CSRF_COOKIE, "", 0),
+    ] {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[handler]
+pub async fn logout(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+    let params = match read_form(request.content_type(), body).await {
+        Ok(params) => params,
+        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+    };
+    match current_session(server, request).await {
+        Ok(Some((id_hash, session, _))) => {
+            let presented = params.get("csrf_token").ok().flatten().unwrap_or_default();
+            if !constant_time_eq(presented, &session.csrf_token) {
+                return error_page(StatusCode::FORBIDDEN, "Form expired", "The sign-out form expired. Go back, reload and try again.");
+            }
+            if let Err(error) = server.store.delete_session(&id_hash).await {
+                return server_error_page(&error.into());
+            }
+            let _ = server.store.flush().await;
+        }
+        Ok(None) => {}
+        Err(error) => return server_error_page(&error),
+    }
+    let mut response = redirect(StatusCode::SEE_OTHER, "/login");
+    if let Ok(value) = set_cookie(server, SESSION_COOKIE, "", 0).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn authorize_error(error: AuthorizeError) -> Response {
+    match error {
+        AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &message),
+        AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+        AuthorizeError::Server(error) => server_error_page(&error),
+    }
+}
+
+/// The parameters that travel from the authorization request through the consent form.
+const CARRIED_PARAMS: [&str; 7] =
+    ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"];
+
+/// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
+#[handler]
+pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
+    let query = request.uri().query().unwrap_or_default();
+    let params = match Params::parse(query.as_bytes()) {
+        Ok(params) => params,
+        Err(error) => return error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description()),
+    };
+    let authorization = match authorize::validate(server, &params).await {
+        Ok(authorization) => authorization,
+        Err(error) => return authorize_error(error),
+    };
+    let (_, session, user) = match current_session(server, request).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let next = format!("/o/authorize?{query}");
+            let login = format!("/login?{}", form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish());
+            return redirect(StatusCode::FOUND, &login);
+        }
+        Err(error) => return server_error_page(&error),
+    };
+    if authorization.client.skip_consent {
+        return match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
+            Ok(location) => redirect(StatusCode::FOUND, &location),
+            Err(error) => server_error_page(&error),
+        };
+    }
+    let scope = authorization.scope.to_string();
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    for name in CARRIED_PARAMS {
+        let value = match name {
+            "scope" => Some(scope.clone()),
+            _ => params.get(name).ok().flatten().map(str::to_owned),
+        };
+        if let Some(value) = value {
+            fields.push((name, value));
+        }
+    }
+    html(
+        StatusCode::OK,
+        ConsentPage {
+            client_name: &authorization.client.name,
+            username: &user.username,
+            scopes: authorization.scope.iter().collect(),
+            redirect_uri: authorization.redirect_uri.as_str(),
+            csrf_token: &session.csrf_token,
+            fields,
+        },
+    )
+}
+
+/// POST /o/authorize: the consent form. The request is validated again from the posted fields.
+#[handler]
+pub async fn authorize_post(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+    let params = match read_form(request.content_type(), body).await {
+        Ok(params) => params,
+        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+    };
+    let (_, session, user) = match current_session(server, request).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return error_page(StatusCode::FORBIDDEN, "Signed out", "Your session ended before you answered. Go back to the application and start again.");
+        }
+        Err(error) => return server_error_page(&error),
+    };
+    let presented = params.get("csrf_token").ok().flatten().unwrap_or_default();
+    if !constant_time_eq(presented, &session.csrf_token) {
+        return error_page(StatusCode::FORBIDDEN, "Form expired", "The consent form expired or did not come from this server. Go back to the application and start again.");
+    }
+    let authorization = match authorize::validate(server, &params).await {
+        Ok(authorization) => authorization,
+        Err(error) => return authorize_error(error),
+    };
+    let allow = params.contains("allow");
+    let deny = params.contains("deny");
+    if allow == deny {
+        return error_page(StatusCode::BAD_REQUEST, "No answer", "Press either Allow or Deny.");
+    }
+    if deny {
+        tracing::info!(client_id = %authorization.client.client_id, "user denied an authorization request");
+        return redirect(StatusCode::SEE_OTHER, &authorize::deny(server, &authorization));
+    }
+    match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
+        Ok(location) => redirect(StatusCode::SEE_OTHER, &location),
+        Err(error) => server_error_page(&error),
+    }
+}
