@@ -15,7 +15,11 @@ use crate::startup::{App, now};
 use crate::store::{SharedStore, SledStore, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "An OAuth 2.0 authorization server with JWT access tokens")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An OAuth 2.0 authorization server with JWT access tokens"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
@@ -115,12 +119,16 @@ impl From<StoreError> for CliError {
 }
 
 fn open_store(settings: &Settings) -> Result<SharedStore, CliError> {
-    let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024).map_err(|error| CliError(error.to_string()))?;
+    let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024)
+        .map_err(|error| CliError(error.to_string()))?;
     Ok(std::sync::Arc::new(store))
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn client_json(client: &Client) -> serde_json::Value {
@@ -158,13 +166,22 @@ pub async fn run_admin(settings: &Settings, command: Command) -> Result<(), CliE
 async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        UserCommand::Create { username, password_stdin, admin } => {
-            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control) {
-                return Err(CliError("--username must be 1 to 150 printable characters".into()));
+        UserCommand::Create {
+            username,
+            password_stdin,
+            admin,
+        } => {
+            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control)
+            {
+                return Err(CliError(
+                    "--username must be 1 to 150 printable characters".into(),
+                ));
             }
             let (password, generated) = if password_stdin {
                 let mut input = String::new();
-                std::io::stdin().read_to_string(&mut input).map_err(|error| CliError(format!("could not read stdin: {error}")))?;
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .map_err(|error| CliError(format!("could not read stdin: {error}")))?;
                 let password = input.lines().next().unwrap_or_default().to_owned();
                 if password.len() < 8 || password.len() > crate::web::password::MAX_PASSWORD_LEN {
                     return Err(CliError("the password must be 8 to 1024 characters".into()));
@@ -182,7 +199,8 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             };
             store.insert_user(&user).await?;
             store.flush().await?;
-            let mut output = json!({ "id": user.id, "username": user.username, "admin": user.admin });
+            let mut output =
+                json!({ "id": user.id, "username": user.username, "admin": user.admin });
             if generated {
                 output["password"] = json!(password);
             }
@@ -193,15 +211,20 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 .users()
                 .await?
                 .iter()
-                .map(|user| json!({ "id": user.id, "username": user.username, "admin": user.admin }))
+                .map(
+                    |user| json!({ "id": user.id, "username": user.username, "admin": user.admin }),
+                )
                 .collect();
             print_json(&json!(users));
         }
         UserCommand::Delete { username } => {
-            store.delete_user(&username).await.map_err(|error| match error {
-                StoreError::NotFound => CliError(format!("no user named {username:?}")),
-                other => other.into(),
-            })?;
+            store
+                .delete_user(&username)
+                .await
+                .map_err(|error| match error {
+                    StoreError::NotFound => CliError(format!("no user named {username:?}")),
+                    other => other.into(),
+                })?;
             store.flush().await?;
         }
     }
@@ -211,7 +234,14 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
 async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        ClientCommand::Create { name, public, redirect_uris, grant_types, scope, skip_consent } => {
+        ClientCommand::Create {
+            name,
+            public,
+            redirect_uris,
+            grant_types,
+            scope,
+            skip_consent,
+        } => {
             let redirect_uris = redirect_uris
                 .iter()
                 .map(|uri| RedirectUri::parse(uri).map_err(|error| CliError(error.to_string())))
@@ -229,17 +259,25 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
                 grants = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
             }
             if public && grants.contains(&GrantType::ClientCredentials) {
-                return Err(CliError("a public client cannot use client_credentials (RFC 6749 §4.4)".into()));
+                return Err(CliError(
+                    "a public client cannot use client_credentials (RFC 6749 §4.4)".into(),
+                ));
             }
             if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
-                return Err(CliError("the authorization_code grant needs at least one --redirect-uri".into()));
+                return Err(CliError(
+                    "the authorization_code grant needs at least one --redirect-uri".into(),
+                ));
             }
             let scope = Scope::parse(&scope).map_err(|error| CliError(error.to_string()))?;
             let secret = (!public).then(random_secret);
             let client = Client {
                 client_id: random_token(18),
                 name,
-                client_type: if public { ClientType::Public } else { ClientType::Confidential },
+                client_type: if public {
+                    ClientType::Public
+                } else {
+                    ClientType::Confidential
+                },
                 secret_hash: secret.as_deref().map(hash_secret),
                 redirect_uris,
                 grant_types: grants,
@@ -257,24 +295,36 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             print_json(&output);
         }
         ClientCommand::List => {
-            let clients: Vec<serde_json::Value> = store.clients().await?.iter().map(client_json).collect();
+            let clients: Vec<serde_json::Value> =
+                store.clients().await?.iter().map(client_json).collect();
             print_json(&json!(clients));
         }
         ClientCommand::Show { client_id } => {
-            let client = store.client(&client_id).await?.ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
+            let client = store
+                .client(&client_id)
+                .await?
+                .ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
             print_json(&client_json(&client));
         }
         ClientCommand::Delete { client_id } => {
-            store.delete_client(&client_id).await.map_err(|error| match error {
-                StoreError::NotFound => CliError(format!("no client {client_id:?}")),
-                other => other.into(),
-            })?;
+            store
+                .delete_client(&client_id)
+                .await
+                .map_err(|error| match error {
+                    StoreError::NotFound => CliError(format!("no client {client_id:?}")),
+                    other => other.into(),
+                })?;
             store.flush().await?;
         }
         ClientCommand::RotateSecret { client_id } => {
-            let mut client = store.client(&client_id).await?.ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
+            let mut client = store
+                .client(&client_id)
+                .await?
+                .ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
             if client.is_public() {
-                return Err(CliError(format!("{client_id:?} is a public client: it has no secret")));
+                return Err(CliError(format!(
+                    "{client_id:?} is a public client: it has no secret"
+                )));
             }
             let secret = random_secret();
             client.secret_hash = Some(hash_secret(&secret));
@@ -293,7 +343,10 @@ fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
     let mut ring = KeyRing::load(&settings.keys_dir).map_err(key_error)?;
     if let KeysCommand::Rotate = command {
         if ring.keys().is_empty() {
-            return Err(CliError(format!("no keys in {}: start the server once to create them", settings.keys_dir.display())));
+            return Err(CliError(format!(
+                "no keys in {}: start the server once to create them",
+                settings.keys_dir.display()
+            )));
         }
         ring.rotate(&settings.keys_dir, now()).map_err(key_error)?;
     }
@@ -313,13 +366,20 @@ fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
 
 /// `serve`: build, print the admin password of a first start, run until Ctrl-C or SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), CliError> {
-    let app = App::build(settings).await.map_err(|error| CliError(error.to_string()))?;
+    let app = App::build(settings)
+        .await
+        .map_err(|error| CliError(error.to_string()))?;
     if let Some(password) = &app.initial_admin_password {
         // Printed once, to the terminal, never to the log (SPEC "Running").
-        println!("Created user \"admin\" with password: {password}\nSign in at {}/login and keep this password safe; it is not shown again.", app.issuer());
+        println!(
+            "Created user \"admin\" with password: {password}\nSign in at {}/login and keep this password safe; it is not shown again.",
+            app.issuer()
+        );
     }
     tracing::info!(issuer = %app.issuer(), port = app.port(), "listening");
-    app.run_until_stopped(shutdown_signal()).await.map_err(|error| CliError(error.to_string()))
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|error| CliError(error.to_string()))
 }
 
 async fn shutdown_signal() {

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
 use poem::Server;
+use poem::listener::TcpAcceptor;
 
 use crate::config::{ConfigError, Settings};
 use crate::domain::{Client, ClientType, GrantType, RedirectUri, Scope, User};
@@ -27,7 +27,10 @@ pub enum StartupError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error("could not listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("could not hash the admin password: {0}")]
@@ -65,16 +68,40 @@ impl App {
     }
 
     /// Builds the app on any store (tests use the in-memory one).
-    pub async fn build_with_store(settings: Settings, store: SharedStore) -> Result<App, StartupError> {
-        let listener = std::net::TcpListener::bind(&settings.listen)
-            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
-        listener.set_nonblocking(true).map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
-        let local = listener.local_addr().map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
-        let acceptor = TcpAcceptor::from_std(listener)
-            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+    pub async fn build_with_store(
+        settings: Settings,
+        store: SharedStore,
+    ) -> Result<App, StartupError> {
+        let listener =
+            std::net::TcpListener::bind(&settings.listen).map_err(|source| StartupError::Bind {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| StartupError::Bind {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| StartupError::Bind {
+            address: settings.listen.clone(),
+            source,
+        })?;
+        let acceptor = TcpAcceptor::from_std(listener).map_err(|source| StartupError::Bind {
+            address: settings.listen.clone(),
+            source,
+        })?;
         let config = settings.oauth_config(&format!("http://{local}"))?;
-        let keys = KeyRing::load_or_generate(&settings.keys_dir, &required_algorithms(config.signing_alg), now())?;
-        let server = AuthorizationServer { config: Arc::new(config), store, keys: Arc::new(RwLock::new(keys)) };
+        let keys = KeyRing::load_or_generate(
+            &settings.keys_dir,
+            &required_algorithms(config.signing_alg),
+            now(),
+        )?;
+        let server = AuthorizationServer {
+            config: Arc::new(config),
+            store,
+            keys: Arc::new(RwLock::new(keys)),
+        };
         let initial_admin_password = bootstrap(&server).await?;
         Ok(App {
             port: local.port(),
@@ -99,10 +126,20 @@ impl App {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 10 s) and
     /// flushes the store.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let purge = tokio::spawn(purge_in_background(self.server.store.clone(), self.purge_interval));
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let purge = tokio::spawn(purge_in_background(
+            self.server.store.clone(),
+            self.purge_interval,
+        ));
         let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(crate::api::routes(self.server.clone()), shutdown, Some(Duration::from_secs(10)))
+            .run_with_graceful_shutdown(
+                crate::api::routes(self.server.clone()),
+                shutdown,
+                Some(Duration::from_secs(10)),
+            )
             .await;
         purge.abort();
         if let Err(error) = self.server.store.flush().await {
@@ -151,13 +188,18 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
                 }
             }
             Err(StoreError::Conflict(_)) => {
-                tracing::warn!("no admin user exists and the username \"admin\" is taken by a non-admin user: create one with `portcullis user create --admin`");
+                tracing::warn!(
+                    "no admin user exists and the username \"admin\" is taken by a non-admin user: create one with `portcullis user create --admin`"
+                );
             }
             Err(error) => return Err(error.into()),
         }
     }
-    let redirect = RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", server.config.issuer))
-        .expect("the issuer is a valid absolute URL");
+    let redirect = RedirectUri::parse(&format!(
+        "{}/docs/oauth2-redirect.html",
+        server.config.issuer
+    ))
+    .expect("the issuer is a valid absolute URL");
     match store.client(SWAGGER_UI_CLIENT_ID).await? {
         Some(mut client) if client.redirect_uris != vec![redirect.clone()] => {
             client.redirect_uris = vec![redirect];

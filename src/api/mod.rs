@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::oauth::{AuthorizationServer, OAuthError, Params};
 use crate::startup::now;
-use crate::verify::{VerifyError, Verifier};
+use crate::verify::{Verifier, VerifyError};
 
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -23,8 +23,14 @@ pub fn routes(server: AuthorizationServer) -> impl Endpoint {
         .at("/o/token", post(token_endpoint))
         .at("/api/hello", get(hello))
         .at("/healthz", get(healthz))
-        .at("/o/authorize", get(crate::web::authorize_get).post(crate::web::authorize_post))
-        .at("/login", get(crate::web::login_get).post(crate::web::login_post))
+        .at(
+            "/o/authorize",
+            get(crate::web::authorize_get).post(crate::web::authorize_post),
+        )
+        .at(
+            "/login",
+            get(crate::web::login_get).post(crate::web::login_post),
+        )
         .at("/logout", post(crate::web::logout))
         .at("/static/portcullis.css", get(crate::web::stylesheet))
         .at("/", get(crate::web::index))
@@ -35,7 +41,10 @@ pub fn routes(server: AuthorizationServer) -> impl Endpoint {
 /// Runs every request: accepts paths with a trailing slash (DOT clients send one), logs method,
 /// path and status (never the query, which may carry codes or state), and turns any error poem
 /// raises itself (unknown path, wrong method) into a plain answer without internals.
-async fn dispatch<E: Endpoint>(endpoint: std::sync::Arc<E>, mut request: Request) -> poem::Result<Response> {
+async fn dispatch<E: Endpoint>(
+    endpoint: std::sync::Arc<E>,
+    mut request: Request,
+) -> poem::Result<Response> {
     let path = request.uri().path().to_owned();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');
@@ -58,7 +67,10 @@ async fn dispatch<E: Endpoint>(endpoint: std::sync::Arc<E>, mut request: Request
                 StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
                 _ => error.to_string(),
             };
-            Response::builder().status(status).content_type("text/plain; charset=utf-8").body(message)
+            Response::builder()
+                .status(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(message)
         }
     };
     tracing::info!(%method, path = %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
@@ -85,7 +97,10 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
         OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
-    let mut response = no_store_json(status, json!({ "error": error.code(), "error_description": error.description() }));
+    let mut response = no_store_json(
+        status,
+        json!({ "error": error.code(), "error_description": error.description() }),
+    );
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -96,29 +111,53 @@ pub fn oauth_error_response(error: &OAuthError) -> Response {
 }
 
 /// Reads a urlencoded form body: the right content type, at most [`MAX_BODY_BYTES`].
-pub async fn read_form(content_type: Option<&str>, body: poem::Body) -> Result<Params, (StatusCode, OAuthError)> {
-    let essence = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim();
+pub async fn read_form(
+    content_type: Option<&str>,
+    body: poem::Body,
+) -> Result<Params, (StatusCode, OAuthError)> {
+    let essence = content_type
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err((
             StatusCode::BAD_REQUEST,
             OAuthError::InvalidRequest(format!(
                 "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2), not {:?}",
-                if essence.is_empty() { "nothing" } else { essence }
+                if essence.is_empty() {
+                    "nothing"
+                } else {
+                    essence
+                }
             )),
         ));
     }
-    let body = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|error| match error {
-        poem::error::ReadBodyError::PayloadTooLarge => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            OAuthError::InvalidRequest(format!("the body is larger than {MAX_BODY_BYTES} bytes")),
-        ),
-        _ => (StatusCode::BAD_REQUEST, OAuthError::InvalidRequest("the body could not be read".into())),
-    })?;
+    let body = body
+        .into_bytes_limit(MAX_BODY_BYTES)
+        .await
+        .map_err(|error| match error {
+            poem::error::ReadBodyError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                OAuthError::InvalidRequest(format!(
+                    "the body is larger than {MAX_BODY_BYTES} bytes"
+                )),
+            ),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                OAuthError::InvalidRequest("the body could not be read".into()),
+            ),
+        })?;
     Params::parse(&body).map_err(|error| (StatusCode::BAD_REQUEST, error))
 }
 
 #[handler]
-async fn token_endpoint(request: &Request, Data(server): Data<&AuthorizationServer>, body: poem::Body) -> Response {
+async fn token_endpoint(
+    request: &Request,
+    Data(server): Data<&AuthorizationServer>,
+    body: poem::Body,
+) -> Response {
     let params = match read_form(request.content_type(), body).await {
         Ok(params) => params,
         Err((status, error)) => {
@@ -129,7 +168,10 @@ async fn token_endpoint(request: &Request, Data(server): Data<&AuthorizationServ
     };
     let authorization = request.header(header::AUTHORIZATION);
     match crate::oauth::token::exchange(server, authorization, &params, now()).await {
-        Ok(token) => no_store_json(StatusCode::OK, serde_json::to_value(token).unwrap_or_default()),
+        Ok(token) => no_store_json(
+            StatusCode::OK,
+            serde_json::to_value(token).unwrap_or_default(),
+        ),
         Err(error) => oauth_error_response(&error),
     }
 }
@@ -159,7 +201,10 @@ fn discovery(Data(server): Data<&AuthorizationServer>) -> Response {
 
 #[handler]
 fn jwks_endpoint(Data(server): Data<&AuthorizationServer>) -> Response {
-    let keys = server.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let keys = server
+        .keys
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let body = keys.jwks(now(), server.max_token_lifetime());
     // Short caching: a rotated key must reach verifiers well before the old one is dropped.
     Response::builder()
@@ -170,14 +215,22 @@ fn jwks_endpoint(Data(server): Data<&AuthorizationServer>) -> Response {
 
 #[handler]
 fn healthz() -> Response {
-    Response::builder().content_type("application/json").body(r#"{"status":"ok"}"#)
+    Response::builder()
+        .content_type("application/json")
+        .body(r#"{"status":"ok"}"#)
 }
 
 /// RFC 6750 §3: the `WWW-Authenticate: Bearer` challenge.
-fn bearer_challenge(status: StatusCode, error: Option<(&str, &str)>, scope: Option<&str>) -> Response {
+fn bearer_challenge(
+    status: StatusCode,
+    error: Option<(&str, &str)>,
+    scope: Option<&str>,
+) -> Response {
     let mut challenge = String::from("Bearer realm=\"portcullis\"");
     if let Some((code, description)) = error {
-        challenge.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
+        challenge.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{description}\""
+        ));
     }
     if let Some(scope) = scope {
         challenge.push_str(&format!(", scope=\"{scope}\""));
@@ -202,35 +255,63 @@ async fn hello(request: &Request, Data(server): Data<&AuthorizationServer>) -> R
         return bearer_challenge(StatusCode::UNAUTHORIZED, None, None);
     };
     let token = match authorization.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            token.trim()
+        }
         _ => {
             return bearer_challenge(
                 StatusCode::BAD_REQUEST,
-                Some(("invalid_request", "send the access token as Authorization: Bearer <token>")),
+                Some((
+                    "invalid_request",
+                    "send the access token as Authorization: Bearer <token>",
+                )),
                 None,
             );
         }
     };
     let verifier = {
-        let keys = server.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = server
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let jwks = keys.jwks(now(), server.max_token_lifetime()).to_string();
-        Verifier::from_jwks_json(jwks.as_bytes(), &server.config.issuer, &server.config.audience)
+        Verifier::from_jwks_json(
+            jwks.as_bytes(),
+            &server.config.issuer,
+            &server.config.audience,
+        )
     };
     let claims = match verifier.and_then(|verifier| verifier.verify(token, now())) {
         Ok(claims) => claims,
         Err(VerifyError::BadJwks(reason)) => {
             tracing::error!(%reason, "the server's own JWKS is unusable");
-            return Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).finish();
+            return Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .finish();
         }
         Err(error) => {
             let description = error.to_string().replace('"', "'");
-            return bearer_challenge(StatusCode::UNAUTHORIZED, Some(("invalid_token", &description)), None);
+            return bearer_challenge(
+                StatusCode::UNAUTHORIZED,
+                Some(("invalid_token", &description)),
+                None,
+            );
         }
     };
-    match server.store.is_access_token_revoked(&claims.jti, now()).await {
+    match server
+        .store
+        .is_access_token_revoked(&claims.jti, now())
+        .await
+    {
         Ok(false) => {}
         Ok(true) => {
-            return bearer_challenge(StatusCode::UNAUTHORIZED, Some(("invalid_token", "the token has been revoked")), None);
+            return bearer_challenge(
+                StatusCode::UNAUTHORIZED,
+                Some(("invalid_token", "the token has been revoked")),
+                None,
+            );
         }
         Err(error) => return oauth_error_response(&OAuthError::from(error)),
     }
@@ -241,5 +322,7 @@ async fn hello(request: &Request, Data(server): Data<&AuthorizationServer>) -> R
             Some("read"),
         );
     }
-    Response::builder().content_type("text/plain; charset=utf-8").body("Hello, there!!")
+    Response::builder()
+        .content_type("text/plain; charset=utf-8")
+        .body("Hello, there!!")
 }

@@ -155,7 +155,10 @@ mod tests {
             "https://a.example/cb?tenant=7&code=x+y&state=s%26t"
         );
         let plain = RedirectUri::parse("https://a.example/cb").unwrap();
-        assert_eq!(plain.with_query(&[("error", "access_denied")]), "https://a.example/cb?error=access_denied");
+        assert_eq!(
+            plain.with_query(&[("error", "access_denied")]),
+            "https://a.example/cb?error=access_denied"
+        );
     }
 
     proptest! {

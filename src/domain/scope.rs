@@ -11,7 +11,9 @@ pub struct Scope(BTreeSet<String>);
 
 /// Why a scope string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("scope token {token:?} contains a character RFC 6749 §3.3 forbids (space, '\"', '\\\\' or a control character)")]
+#[error(
+    "scope token {token:?} contains a character RFC 6749 §3.3 forbids (space, '\"', '\\\\' or a control character)"
+)]
 pub struct InvalidScope {
     pub token: String,
 }
@@ -23,7 +25,9 @@ impl Scope {
         let mut tokens = BTreeSet::new();
         for token in input.split(' ').filter(|token| !token.is_empty()) {
             if !token.bytes().all(is_scope_char) {
-                return Err(InvalidScope { token: token.to_owned() });
+                return Err(InvalidScope {
+                    token: token.to_owned(),
+                });
             }
             tokens.insert(token.to_owned());
         }
@@ -45,7 +49,11 @@ impl Scope {
 
     /// The tokens of `self` that `allowed` lacks, space-separated (for error messages).
     pub fn missing_from(&self, allowed: &Scope) -> String {
-        self.0.difference(&allowed.0).cloned().collect::<Vec<_>>().join(" ")
+        self.0
+            .difference(&allowed.0)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
@@ -110,7 +118,10 @@ mod tests {
         let allowed = Scope::parse("read write").unwrap();
         assert!(Scope::parse("read").unwrap().is_subset_of(&allowed));
         assert!(!Scope::parse("read admin").unwrap().is_subset_of(&allowed));
-        assert_eq!(Scope::parse("read admin").unwrap().missing_from(&allowed), "admin");
+        assert_eq!(
+            Scope::parse("read admin").unwrap().missing_from(&allowed),
+            "admin"
+        );
     }
 
     proptest! {

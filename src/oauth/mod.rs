@@ -74,12 +74,19 @@ impl AuthorizationServer {
             ("scope", serde_json::json!(scope.to_string())),
         ];
         for (name, value) in claims {
-            payload.set_claim(name, Some(value)).map_err(OAuthError::server)?;
+            payload
+                .set_claim(name, Some(value))
+                .map_err(OAuthError::server)?;
         }
         if let Some(auth_time) = auth_time {
-            payload.set_claim("auth_time", Some(serde_json::json!(auth_time))).map_err(OAuthError::server)?;
+            payload
+                .set_claim("auth_time", Some(serde_json::json!(auth_time)))
+                .map_err(OAuthError::server)?;
         }
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (token, kid) = keys.sign(self.config.signing_alg, "at+jwt", &payload)?;
         tracing::debug!(%jti, %kid, %client_id, "issued an access token");
         Ok((token, IssuedAccessToken { jti, expires_at }))
@@ -89,8 +96,11 @@ impl AuthorizationServer {
 /// The scope a request asks for, checked against what may be granted. No `scope` (or an empty
 /// one) means all of `allowed`; anything outside it is `invalid_scope`, never silently narrowed.
 pub fn requested_scope(requested: Option<&str>, allowed: &Scope) -> Result<Scope, OAuthError> {
-    let Some(requested) = requested else { return Ok(allowed.clone()) };
-    let scope = Scope::parse(requested).map_err(|error| OAuthError::InvalidScope(error.to_string()))?;
+    let Some(requested) = requested else {
+        return Ok(allowed.clone());
+    };
+    let scope =
+        Scope::parse(requested).map_err(|error| OAuthError::InvalidScope(error.to_string()))?;
     if !scope.is_subset_of(allowed) {
         return Err(OAuthError::InvalidScope(format!(
             "scope {:?} cannot be granted here (allowed: {:?})",
@@ -98,5 +108,9 @@ pub fn requested_scope(requested: Option<&str>, allowed: &Scope) -> Result<Scope
             allowed.to_string()
         )));
     }
-    Ok(if scope.is_empty() { allowed.clone() } else { scope })
+    Ok(if scope.is_empty() {
+        allowed.clone()
+    } else {
+        scope
+    })
 }

@@ -59,7 +59,11 @@ async fn authorization_code(
 ) -> Result<TokenResponse, OAuthError> {
     let code = params.require("code")?;
     let code_hash = hash_secret(code);
-    let invalid = || OAuthError::InvalidGrant("the authorization code is invalid, expired or was issued to another client".into());
+    let invalid = || {
+        OAuthError::InvalidGrant(
+            "the authorization code is invalid, expired or was issued to another client".into(),
+        )
+    };
     let record = server.store.code(&code_hash).await?.ok_or_else(invalid)?;
     if record.used {
         return Err(revoke_after_replay(server, &record.grant_id, now).await);
@@ -77,27 +81,37 @@ async fn authorization_code(
     let verifier = params.get("code_verifier")?;
     match (&record.code_challenge, verifier) {
         (Some(challenge), Some(verifier)) => {
-            let verifier = CodeVerifier::parse(verifier).map_err(|error| OAuthError::InvalidGrant(error.to_string()))?;
+            let verifier = CodeVerifier::parse(verifier)
+                .map_err(|error| OAuthError::InvalidGrant(error.to_string()))?;
             if !challenge.is_satisfied_by(&verifier) {
-                return Err(OAuthError::InvalidGrant("code_verifier does not match the code_challenge (RFC 7636 §4.6)".into()));
+                return Err(OAuthError::InvalidGrant(
+                    "code_verifier does not match the code_challenge (RFC 7636 §4.6)".into(),
+                ));
             }
         }
         (Some(_), None) => {
             return Err(OAuthError::InvalidGrant(
-                "code_verifier is required: the authorization request carried a code_challenge".into(),
+                "code_verifier is required: the authorization request carried a code_challenge"
+                    .into(),
             ));
         }
         // RFC 9700 §2.1.1: a verifier without a challenge is a PKCE downgrade attempt.
         (None, Some(_)) => {
             return Err(OAuthError::InvalidGrant(
-                "code_verifier sent, but the authorization request carried no code_challenge".into(),
+                "code_verifier sent, but the authorization request carried no code_challenge"
+                    .into(),
             ));
         }
         (None, None) => {}
     }
 
-    let (access_token, issued) =
-        server.mint_access_token(&record.user_id, &client.client_id, &record.scope, Some(record.auth_time), now)?;
+    let (access_token, issued) = server.mint_access_token(
+        &record.user_id,
+        &client.client_id,
+        &record.scope,
+        Some(record.auth_time),
+        now,
+    )?;
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
         let token = random_secret();
         let record = RefreshToken {
@@ -117,14 +131,25 @@ async fn authorization_code(
         auth_time: record.auth_time,
         created_at: now,
         revoked_at: None,
-        expires_at: refresh.as_ref().map_or(issued.expires_at, |(_, token)| token.expires_at),
+        expires_at: refresh
+            .as_ref()
+            .map_or(issued.expires_at, |(_, token)| token.expires_at),
         access_tokens: vec![issued],
     };
     let refresh_hash = refresh.as_ref().map(|(token, _)| hash_secret(token));
-    let refresh_entry = refresh.as_ref().zip(refresh_hash.as_deref()).map(|((_, record), hash)| (hash, record));
-    match server.store.redeem_code(&code_hash, &grant, refresh_entry, now).await? {
+    let refresh_entry = refresh
+        .as_ref()
+        .zip(refresh_hash.as_deref())
+        .map(|((_, record), hash)| (hash, record));
+    match server
+        .store
+        .redeem_code(&code_hash, &grant, refresh_entry, now)
+        .await?
+    {
         Redemption::Redeemed => {}
-        Redemption::AlreadyUsed { grant_id } => return Err(revoke_after_replay(server, &grant_id, now).await),
+        Redemption::AlreadyUsed { grant_id } => {
+            return Err(revoke_after_replay(server, &grant_id, now).await);
+        }
         Redemption::Unknown => return Err(invalid()),
     }
     server.store.flush().await?;
@@ -144,10 +169,16 @@ async fn revoke_after_replay(server: &AuthorizationServer, grant_id: &str, now: 
     if let Err(error) = revoke_grant(server, grant_id, now).await {
         return error;
     }
-    OAuthError::InvalidGrant("the authorization code was already used; the tokens issued from it are now revoked".into())
+    OAuthError::InvalidGrant(
+        "the authorization code was already used; the tokens issued from it are now revoked".into(),
+    )
 }
 
-async fn revoke_grant(server: &AuthorizationServer, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+async fn revoke_grant(
+    server: &AuthorizationServer,
+    grant_id: &str,
+    now: i64,
+) -> Result<(), OAuthError> {
     server.store.revoke_grant(grant_id, now).await?;
     server.store.flush().await?;
     Ok(())
@@ -161,8 +192,16 @@ async fn refresh_token(
 ) -> Result<TokenResponse, OAuthError> {
     let presented = params.require("refresh_token")?;
     let old_hash = hash_secret(presented);
-    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired, revoked or was issued to another client".into());
-    let old = server.store.refresh_token(&old_hash).await?.ok_or_else(invalid)?;
+    let invalid = || {
+        OAuthError::InvalidGrant(
+            "the refresh token is invalid, expired, revoked or was issued to another client".into(),
+        )
+    };
+    let old = server
+        .store
+        .refresh_token(&old_hash)
+        .await?
+        .ok_or_else(invalid)?;
     // RFC 6749 §6: bound to the client it was issued to.
     if old.client_id != client.client_id {
         return Err(invalid());
@@ -173,14 +212,23 @@ async fn refresh_token(
     if old.expires_at <= now {
         return Err(invalid());
     }
-    let grant = server.store.grant(&old.grant_id).await?.ok_or_else(invalid)?;
+    let grant = server
+        .store
+        .grant(&old.grant_id)
+        .await?
+        .ok_or_else(invalid)?;
     if grant.revoked_at.is_some() || server.store.user(&grant.user_id).await?.is_none() {
         return Err(invalid());
     }
     // RFC 6749 §6: the requested scope may narrow, never widen, the original grant.
     let scope = super::requested_scope(params.get("scope")?, &old.scope)?;
-    let (access_token, issued) =
-        server.mint_access_token(&grant.user_id, &client.client_id, &scope, Some(grant.auth_time), now)?;
+    let (access_token, issued) = server.mint_access_token(
+        &grant.user_id,
+        &client.client_id,
+        &scope,
+        Some(grant.auth_time),
+        now,
+    )?;
     let new_token = random_secret();
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let new_record = RefreshToken {
@@ -192,11 +240,19 @@ async fn refresh_token(
     };
     match server
         .store
-        .rotate_refresh_token(&old_hash, &hash_secret(&new_token), &new_record, &issued, now)
+        .rotate_refresh_token(
+            &old_hash,
+            &hash_secret(&new_token),
+            &new_record,
+            &issued,
+            now,
+        )
         .await?
     {
         Rotation::Rotated => {}
-        Rotation::AlreadyRotated { grant_id } => return Err(revoke_after_reuse(server, &grant_id, now).await),
+        Rotation::AlreadyRotated { grant_id } => {
+            return Err(revoke_after_reuse(server, &grant_id, now).await);
+        }
         Rotation::Invalid => return Err(invalid()),
     }
     server.store.flush().await?;
@@ -217,7 +273,9 @@ async fn revoke_after_reuse(server: &AuthorizationServer, grant_id: &str, now: i
     if let Err(error) = revoke_grant(server, grant_id, now).await {
         return error;
     }
-    OAuthError::InvalidGrant("the refresh token was already used; every token of this grant is now revoked".into())
+    OAuthError::InvalidGrant(
+        "the refresh token was already used; every token of this grant is now revoked".into(),
+    )
 }
 
 fn client_credentials(
@@ -228,10 +286,13 @@ fn client_credentials(
 ) -> Result<TokenResponse, OAuthError> {
     // RFC 6749 §4.4: "The client credentials grant type MUST only be used by confidential clients."
     if client.is_public() {
-        return Err(OAuthError::UnauthorizedClient("public clients cannot use client_credentials".into()));
+        return Err(OAuthError::UnauthorizedClient(
+            "public clients cannot use client_credentials".into(),
+        ));
     }
     let scope = super::requested_scope(params.get("scope")?, &client.scope)?;
-    let (access_token, _) = server.mint_access_token(&client.client_id, &client.client_id, &scope, None, now)?;
+    let (access_token, _) =
+        server.mint_access_token(&client.client_id, &client.client_id, &scope, None, now)?;
     // RFC 6749 §4.4.3: "A refresh token SHOULD NOT be included."
     Ok(TokenResponse {
         access_token,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User};
+use crate::domain::{
+    AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User,
+};
 
 pub mod memory;
 pub mod sled;
@@ -82,7 +84,9 @@ pub enum Redemption {
 pub enum Rotation {
     Rotated,
     /// The token had been rotated already: reuse (RFC 9700 §4.14.2), the caller revokes the grant.
-    AlreadyRotated { grant_id: String },
+    AlreadyRotated {
+        grant_id: String,
+    },
     /// Unknown, expired, or its grant revoked.
     Invalid,
 }
@@ -156,12 +160,24 @@ pub trait Maintenance: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
+    ClientStore
+    + UserStore
+    + SessionStore
+    + GrantStore
+    + RefreshTokenStore
+    + RevokedTokenStore
+    + Maintenance
 {
 }
 
 impl<T> Store for T where
-    T: ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
+    T: ClientStore
+        + UserStore
+        + SessionStore
+        + GrantStore
+        + RefreshTokenStore
+        + RevokedTokenStore
+        + Maintenance
 {
 }
 

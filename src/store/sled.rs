@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, Transactional,
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 use ::sled::{Db, Tree};
 use async_trait::async_trait;
@@ -134,7 +134,11 @@ fn revoke_grant_tx(
     if grant.revoked_at.is_none() {
         grant.revoked_at = Some(now);
     }
-    for token in grant.access_tokens.iter().filter(|token| token.expires_at > now) {
+    for token in grant
+        .access_tokens
+        .iter()
+        .filter(|token| token.expires_at > now)
+    {
         revoked_jtis.insert(token.jti.as_bytes(), &token.expires_at.to_be_bytes())?;
         expiry.insert(expiry_key(token.expires_at, TAG_JTI, &token.jti), &[])?;
     }
@@ -153,13 +157,19 @@ impl SledStore {
             .cache_capacity(cache_capacity_bytes)
             .open()
             .map_err(|source| match &source {
-                ::sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    OpenError::Locked { path: display.clone() }
-                }
-                _ => OpenError::Other { path: display.clone(), source },
+                ::sled::Error::Io(io) if io.to_string().contains("lock") => OpenError::Locked {
+                    path: display.clone(),
+                },
+                _ => OpenError::Other {
+                    path: display.clone(),
+                    source,
+                },
             })?;
         let tree = |name: &str| {
-            db.open_tree(name).map_err(|source| OpenError::Other { path: display.clone(), source })
+            db.open_tree(name).map_err(|source| OpenError::Other {
+                path: display.clone(),
+                source,
+            })
         };
         Ok(SledStore {
             clients: tree("clients")?,
@@ -234,7 +244,9 @@ impl SledStore {
         let removed = (tree, &self.expiry)
             .transaction(|(records, expiry)| {
                 expiry.remove(index_key)?;
-                let Some(bytes) = records.get(key)? else { return Ok(false) };
+                let Some(bytes) = records.get(key)? else {
+                    return Ok(false);
+                };
                 let purge_at = match tag {
                     TAG_CODE => tx_decode::<AuthorizationCode>(&bytes)?.purge_at,
                     TAG_GRANT => tx_decode::<Grant>(&bytes)?.expires_at,
@@ -258,7 +270,11 @@ impl SledStore {
 impl ClientStore for SledStore {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.clients
-            .compare_and_swap(client.client_id.as_bytes(), None as Option<&[u8]>, Some(encode(client)))
+            .compare_and_swap(
+                client.client_id.as_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(client)),
+            )
             .map_err(StoreError::backend)?
             .map_err(|_| StoreError::Conflict(format!("client {}", client.client_id)))?;
         self.group_commit.note_write();
@@ -285,7 +301,10 @@ impl ClientStore for SledStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
-        let removed = self.clients.remove(client_id.as_bytes()).map_err(StoreError::backend)?;
+        let removed = self
+            .clients
+            .remove(client_id.as_bytes())
+            .map_err(StoreError::backend)?;
         self.group_commit.note_write();
         removed.map(|_| ()).ok_or(StoreError::NotFound)
     }
@@ -297,10 +316,9 @@ impl UserStore for SledStore {
         (&self.users, &self.usernames)
             .transaction(|(users, usernames)| {
                 if usernames.get(user.username.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(format!(
-                        "username {}",
-                        user.username
-                    ))));
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                        format!("username {}", user.username),
+                    )));
                 }
                 usernames.insert(user.username.as_bytes(), user.id.as_bytes())?;
                 users.insert(user.id.as_bytes(), encode(user))?;
@@ -316,7 +334,11 @@ impl UserStore for SledStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        match self.usernames.get(username.as_bytes()).map_err(StoreError::backend)? {
+        match self
+            .usernames
+            .get(username.as_bytes())
+            .map_err(StoreError::backend)?
+        {
             Some(id) => self.get(&self.users, &String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
@@ -346,7 +368,13 @@ impl UserStore for SledStore {
 #[async_trait]
 impl SessionStore for SledStore {
     async fn insert_session(&self, id_hash: &str, session: &Session) -> StoreResult<()> {
-        self.insert_expiring(&self.sessions, TAG_SESSION, id_hash, session, session.expires_at)
+        self.insert_expiring(
+            &self.sessions,
+            TAG_SESSION,
+            id_hash,
+            session,
+            session.expires_at,
+        )
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<Session>> {
@@ -355,7 +383,9 @@ impl SessionStore for SledStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        self.sessions.remove(id_hash.as_bytes()).map_err(StoreError::backend)?;
+        self.sessions
+            .remove(id_hash.as_bytes())
+            .map_err(StoreError::backend)?;
         self.group_commit.note_write();
         Ok(())
     }
@@ -378,14 +408,21 @@ impl GrantStore for SledStore {
         refresh_token: Option<(&str, &RefreshToken)>,
         now: i64,
     ) -> StoreResult<Redemption> {
-        let outcome = (&self.codes, &self.grants, &self.refresh_tokens, &self.expiry)
+        let outcome = (
+            &self.codes,
+            &self.grants,
+            &self.refresh_tokens,
+            &self.expiry,
+        )
             .transaction(|(codes, grants, refresh_tokens, expiry)| {
                 let Some(bytes) = codes.get(code_hash.as_bytes())? else {
                     return Ok(Redemption::Unknown);
                 };
                 let mut code: AuthorizationCode = tx_decode(&bytes)?;
                 if code.used {
-                    return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id });
+                    return Ok(Redemption::AlreadyUsed {
+                        grant_id: code.grant_id,
+                    });
                 }
                 if code.expires_at <= now {
                     return Ok(Redemption::Unknown);
@@ -396,7 +433,9 @@ impl GrantStore for SledStore {
                     // A tombstone: the grant was revoked before it was created.
                     let existing: Grant = tx_decode(&existing)?;
                     if existing.revoked_at.is_some() {
-                        return Ok(Redemption::AlreadyUsed { grant_id: grant.id.clone() });
+                        return Ok(Redemption::AlreadyUsed {
+                            grant_id: grant.id.clone(),
+                        });
                     }
                 }
                 grants.insert(grant.id.as_bytes(), encode(grant))?;
@@ -448,7 +487,9 @@ impl RefreshTokenStore for SledStore {
                 };
                 let mut old: RefreshToken = tx_decode(&bytes)?;
                 if old.rotated {
-                    return Ok(Rotation::AlreadyRotated { grant_id: old.grant_id });
+                    return Ok(Rotation::AlreadyRotated {
+                        grant_id: old.grant_id,
+                    });
                 }
                 let mut grant: Grant = match grants.get(old.grant_id.as_bytes())? {
                     Some(bytes) => tx_decode(&bytes)?,
@@ -488,7 +529,10 @@ impl RevokedTokenStore for SledStore {
     }
 
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {
-        let stored = self.revoked_jtis.get(jti.as_bytes()).map_err(StoreError::backend)?;
+        let stored = self
+            .revoked_jtis
+            .get(jti.as_bytes())
+            .map_err(StoreError::backend)?;
         Ok(stored.is_some_and(|bytes| {
             let expires_at = i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]));
             expires_at > now
@@ -513,7 +557,9 @@ impl Maintenance for SledStore {
             .map_err(StoreError::backend)?;
         for index_key in due {
             if index_key.len() < 9 {
-                self.expiry.remove(&index_key).map_err(StoreError::backend)?;
+                self.expiry
+                    .remove(&index_key)
+                    .map_err(StoreError::backend)?;
                 continue;
             }
             match self.purge_entry(&index_key, now)? {

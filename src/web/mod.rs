@@ -118,23 +118,40 @@ fn cookie(request: &Request, name: &str) -> Option<String> {
 }
 
 fn set_cookie(server: &AuthorizationServer, name: &str, value: &str, max_age: i64) -> String {
-    let secure = if server.config.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if server.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
 /// The signed-in user of this request, with the session's id hash.
-async fn current_session(server: &AuthorizationServer, request: &Request) -> Result<Option<(String, Session, User)>, OAuthError> {
-    let Some(id) = cookie(request, SESSION_COOKIE) else { return Ok(None) };
+async fn current_session(
+    server: &AuthorizationServer,
+    request: &Request,
+) -> Result<Option<(String, Session, User)>, OAuthError> {
+    let Some(id) = cookie(request, SESSION_COOKIE) else {
+        return Ok(None);
+    };
     let id_hash = hash_secret(&id);
-    let Some(session) = server.store.session(&id_hash, now()).await? else { return Ok(None) };
-    let Some(user) = server.store.user(&session.user_id).await? else { return Ok(None) };
+    let Some(session) = server.store.session(&id_hash, now()).await? else {
+        return Ok(None);
+    };
+    let Some(user) = server.store.user(&session.user_id).await? else {
+        return Ok(None);
+    };
     Ok(Some((id_hash, session, user)))
 }
 
 /// Only local paths are followed after login: never `//host` or `/\host` (open redirect).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") => path,
+        Some(path)
+            if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") =>
+        {
+            path
+        }
         _ => "/",
     }
 }
@@ -150,17 +167,41 @@ pub async fn stylesheet() -> Response {
 #[handler]
 pub async fn index(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     match current_session(server, request).await {
-        Ok(Some((_, session, user))) => {
-            html(StatusCode::OK, IndexPage { username: Some(&user.username), csrf_token: &session.csrf_token })
-        }
-        Ok(None) => html(StatusCode::OK, IndexPage { username: None, csrf_token: "" }),
+        Ok(Some((_, session, user))) => html(
+            StatusCode::OK,
+            IndexPage {
+                username: Some(&user.username),
+                csrf_token: &session.csrf_token,
+            },
+        ),
+        Ok(None) => html(
+            StatusCode::OK,
+            IndexPage {
+                username: None,
+                csrf_token: "",
+            },
+        ),
         Err(error) => server_error_page(&error),
     }
 }
 
-fn login_page(server: &AuthorizationServer, status: StatusCode, next: &str, username: &str, error: Option<&str>) -> Response {
+fn login_page(
+    server: &AuthorizationServer,
+    status: StatusCode,
+    next: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
     let csrf_token = random_secret();
-    let mut response = html(status, LoginPage { csrf_token: &csrf_token, next, username, error });
+    let mut response = html(
+        status,
+        LoginPage {
+            csrf_token: &csrf_token,
+            next,
+            username,
+            error,
+        },
+    );
     if let Ok(value) = set_cookie(server, LOGIN_CSRF_COOKIE, &csrf_token, 3600).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -169,13 +210,18 @@ fn login_page(server: &AuthorizationServer, status: StatusCode, next: &str, user
 
 #[handler]
 pub async fn login_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
-    let params = Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let params =
+        Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
     let next = safe_next(params.get("next").ok().flatten());
     login_page(server, StatusCode::OK, next, "", None)
 }
 
 #[handler]
-pub async fn login_post(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+pub async fn login_post(
+    request: &Request,
+    body: Body,
+    Data(server): Data<&AuthorizationServer>,
+) -> Response {
     let params = match read_form(request.content_type(), body).await {
         Ok(params) => params,
         Err((status, error)) => return error_page(status, "Bad request", &error.description()),
@@ -184,21 +230,44 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
     let presented_csrf = params.get("csrf_token").ok().flatten().unwrap_or_default();
     let expected_csrf = cookie(request, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected_csrf.is_empty() || !constant_time_eq(presented_csrf, &expected_csrf) {
-        return login_page(server, StatusCode::FORBIDDEN, &next, "", Some("The form expired. Please sign in again."));
+        return login_page(
+            server,
+            StatusCode::FORBIDDEN,
+            &next,
+            "",
+            Some("The form expired. Please sign in again."),
+        );
     }
-    let username = params.get("username").ok().flatten().unwrap_or_default().to_owned();
-    let password = params.get("password").ok().flatten().unwrap_or_default().to_owned();
+    let username = params
+        .get("username")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .to_owned();
+    let password = params
+        .get("password")
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .to_owned();
     let user = match server.store.user_by_username(&username).await {
         Ok(user) => user,
         Err(error) => return server_error_page(&error.into()),
     };
     let stored = user.as_ref().map(|user| user.password_hash.clone());
-    let verified = tokio::task::spawn_blocking(move || password::verify(&password, stored.as_deref()))
-        .await
-        .unwrap_or(false);
+    let verified =
+        tokio::task::spawn_blocking(move || password::verify(&password, stored.as_deref()))
+            .await
+            .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
         // The same message whether the username exists or not.
-        return login_page(server, StatusCode::UNAUTHORIZED, &next, &username, Some("Wrong username or password."));
+        return login_page(
+            server,
+            StatusCode::UNAUTHORIZED,
+            &next,
+            &username,
+            Some("Wrong username or password."),
+        );
     };
     let id = random_secret();
     let now = now();
@@ -212,7 +281,11 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
     if let Some(old) = cookie(request, SESSION_COOKIE) {
         let _ = server.store.delete_session(&hash_secret(&old)).await;
     }
-    if let Err(error) = server.store.insert_session(&hash_secret(&id), &session).await {
+    if let Err(error) = server
+        .store
+        .insert_session(&hash_secret(&id), &session)
+        .await
+    {
         return server_error_page(&error.into());
     }
     if let Err(error) = server.store.flush().await {
@@ -232,7 +305,11 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
 }
 
 #[handler]
-pub async fn logout(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+pub async fn logout(
+    request: &Request,
+    body: Body,
+    Data(server): Data<&AuthorizationServer>,
+) -> Response {
     let params = match read_form(request.content_type(), body).await {
         Ok(params) => params,
         Err((status, error)) => return error_page(status, "Bad request", &error.description()),
@@ -241,7 +318,11 @@ pub async fn logout(request: &Request, body: Body, Data(server): Data<&Authoriza
         Ok(Some((id_hash, session, _))) => {
             let presented = params.get("csrf_token").ok().flatten().unwrap_or_default();
             if !constant_time_eq(presented, &session.csrf_token) {
-                return error_page(StatusCode::FORBIDDEN, "Form expired", "The sign-out form expired. Go back, reload and try again.");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Form expired",
+                    "The sign-out form expired. Go back, reload and try again.",
+                );
             }
             if let Err(error) = server.store.delete_session(&id_hash).await {
                 return server_error_page(&error.into());
@@ -260,23 +341,43 @@ pub async fn logout(request: &Request, body: Body, Data(server): Data<&Authoriza
 
 fn authorize_error(error: AuthorizeError) -> Response {
     match error {
-        AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &message),
+        AuthorizeError::Page(message) => error_page(
+            StatusCode::BAD_REQUEST,
+            "This authorization request is invalid",
+            &message,
+        ),
         AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
         AuthorizeError::Server(error) => server_error_page(&error),
     }
 }
 
 /// The parameters that travel from the authorization request through the consent form.
-const CARRIED_PARAMS: [&str; 7] =
-    ["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"];
+const CARRIED_PARAMS: [&str; 7] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
 
 /// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
 #[handler]
-pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
+pub async fn authorize_get(
+    request: &Request,
+    Data(server): Data<&AuthorizationServer>,
+) -> Response {
     let query = request.uri().query().unwrap_or_default();
     let params = match Params::parse(query.as_bytes()) {
         Ok(params) => params,
-        Err(error) => return error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description()),
+        Err(error) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request is invalid",
+                &error.description(),
+            );
+        }
     };
     let authorization = match authorize::validate(server, &params).await {
         Ok(authorization) => authorization,
@@ -286,13 +387,20 @@ pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationS
         Ok(Some(found)) => found,
         Ok(None) => {
             let next = format!("/o/authorize?{query}");
-            let login = format!("/login?{}", form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish());
+            let login = format!(
+                "/login?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", &next)
+                    .finish()
+            );
             return redirect(StatusCode::FOUND, &login);
         }
         Err(error) => return server_error_page(&error),
     };
     if authorization.client.skip_consent {
-        return match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
+        return match authorize::approve(server, &authorization, &user, session.auth_time, now())
+            .await
+        {
             Ok(location) => redirect(StatusCode::FOUND, &location),
             Err(error) => server_error_page(&error),
         };
@@ -323,7 +431,11 @@ pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationS
 
 /// POST /o/authorize: the consent form. The request is validated again from the posted fields.
 #[handler]
-pub async fn authorize_post(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
+pub async fn authorize_post(
+    request: &Request,
+    body: Body,
+    Data(server): Data<&AuthorizationServer>,
+) -> Response {
     let params = match read_form(request.content_type(), body).await {
         Ok(params) => params,
         Err((status, error)) => return error_page(status, "Bad request", &error.description()),
@@ -331,13 +443,21 @@ pub async fn authorize_post(request: &Request, body: Body, Data(server): Data<&A
     let (_, session, user) = match current_session(server, request).await {
         Ok(Some(found)) => found,
         Ok(None) => {
-            return error_page(StatusCode::FORBIDDEN, "Signed out", "Your session ended before you answered. Go back to the application and start again.");
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Signed out",
+                "Your session ended before you answered. Go back to the application and start again.",
+            );
         }
         Err(error) => return server_error_page(&error),
     };
     let presented = params.get("csrf_token").ok().flatten().unwrap_or_default();
     if !constant_time_eq(presented, &session.csrf_token) {
-        return error_page(StatusCode::FORBIDDEN, "Form expired", "The consent form expired or did not come from this server. Go back to the application and start again.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "The consent form expired or did not come from this server. Go back to the application and start again.",
+        );
     }
     let authorization = match authorize::validate(server, &params).await {
         Ok(authorization) => authorization,
@@ -346,11 +466,18 @@ pub async fn authorize_post(request: &Request, body: Body, Data(server): Data<&A
     let allow = params.contains("allow");
     let deny = params.contains("deny");
     if allow == deny {
-        return error_page(StatusCode::BAD_REQUEST, "No answer", "Press either Allow or Deny.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "No answer",
+            "Press either Allow or Deny.",
+        );
     }
     if deny {
         tracing::info!(client_id = %authorization.client.client_id, "user denied an authorization request");
-        return redirect(StatusCode::SEE_OTHER, &authorize::deny(server, &authorization));
+        return redirect(
+            StatusCode::SEE_OTHER,
+            &authorize::deny(server, &authorization),
+        );
     }
     match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
         Ok(location) => redirect(StatusCode::SEE_OTHER, &location),

@@ -23,9 +23,13 @@ pub fn hash(password: &str) -> Result<String, String> {
 pub fn verify(password: &str, stored: Option<&str>) -> bool {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let dummy = DUMMY.get_or_init(|| hash(&crate::secrets::random_secret()).unwrap_or_default());
-    let Ok(parsed) = PasswordHash::new(stored.unwrap_or(dummy)) else { return false };
+    let Ok(parsed) = PasswordHash::new(stored.unwrap_or(dummy)) else {
+        return false;
+    };
     let matches = password.len() <= MAX_PASSWORD_LEN
-        && Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        && Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
     matches && stored.is_some()
 }
 

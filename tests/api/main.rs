@@ -1,1 +1,12 @@
+//! The one integration-test binary: the server is started in-process on port 0 and exercised over
+//! HTTP, as clients and browsers use it.
 
+mod authorize;
+mod cli;
+mod discovery;
+mod helpers;
+mod refresh;
+mod resources;
+mod store;
+mod token;
+mod web;

@@ -1,0 +1,402 @@
+//! The authorization endpoint: RFC 6749 §4.1.1–4.1.2.1, RFC 7636 §4.3–4.4, RFC 9207.
+
+use crate::helpers::*;
+
+async fn assert_error_page(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 400);
+    assert!(
+        response.headers().get("location").is_none(),
+        "an untrusted request must never redirect"
+    );
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    response.text().await.unwrap()
+}
+
+fn assert_error_redirect(response: &reqwest::Response, error: &str, app: &TestApp) {
+    assert_eq!(response.status(), 302);
+    let location = location(response);
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some(error),
+        "{location}"
+    );
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some("state-123")
+    );
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(app.address.as_str())
+    );
+    assert!(query_param(&location, "code").is_none());
+}
+
+#[tokio::test]
+async fn unknown_or_missing_client_gets_an_error_page() {
+    let app = spawn_app().await;
+    let page = assert_error_page(
+        app.authorize(&[
+            ("response_type", "code"),
+            ("client_id", "nope"),
+            ("redirect_uri", REDIRECT_URI),
+        ])
+        .await,
+    )
+    .await;
+    assert!(page.contains("Unknown client"));
+    let page = assert_error_page(
+        app.authorize(&[("response_type", "code"), ("redirect_uri", REDIRECT_URI)])
+            .await,
+    )
+    .await;
+    assert!(page.contains("no client_id"));
+}
+
+#[tokio::test]
+async fn unregistered_or_missing_redirect_uri_never_redirects() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    for presented in [
+        "https://evil.example/callback",
+        "https://app.example.com/callback/",
+        "https://app.example.com/callback?x=1",
+        "https://app.example.com.evil.example/callback",
+        "https://evil.example@app.example.com/callback",
+        "https://app.example.com/callback#fragment",
+        "https://app.example.com/callback%2F..%2Fevil",
+        "https://APP.example.com/callback",
+        "http://app.example.com/callback",
+    ] {
+        let response = app
+            .authorize(&[
+                ("response_type", "code"),
+                ("client_id", &client.id),
+                ("redirect_uri", presented),
+                ("state", "s"),
+            ])
+            .await;
+        let page = assert_error_page(response).await;
+        assert!(page.contains("not registered"), "{presented}");
+    }
+    let page = assert_error_page(
+        app.authorize(&[("response_type", "code"), ("client_id", &client.id)])
+            .await,
+    )
+    .await;
+    assert!(page.contains("no redirect_uri"));
+}
+
+#[tokio::test]
+async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let base = |extra: &[(&'static str, &'static str)]| {
+        let mut params = vec![
+            ("client_id", client.id.clone()),
+            ("redirect_uri", REDIRECT_URI.into()),
+            ("state", "state-123".into()),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        params
+    };
+    let send = |params: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            app.browser
+                .get(app.url("/o/authorize"))
+                .query(&params)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_error_redirect(
+        &send(base(&[("response_type", "token")])).await,
+        "unsupported_response_type",
+        &app,
+    );
+    assert_error_redirect(&send(base(&[])).await, "invalid_request", &app);
+    assert_error_redirect(
+        &send(base(&[("response_type", "code"), ("scope", "read admin")])).await,
+        "invalid_scope",
+        &app,
+    );
+    assert_error_redirect(
+        &send(base(&[("response_type", "code"), ("scope", "re\"ad")])).await,
+        "invalid_scope",
+        &app,
+    );
+    assert_error_redirect(
+        &send(base(&[
+            ("response_type", "code"),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            ("code_challenge_method", "plain"),
+        ]))
+        .await,
+        "invalid_request",
+        &app,
+    );
+    assert_error_redirect(
+        &send(base(&[
+            ("response_type", "code"),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+        ]))
+        .await,
+        "invalid_request",
+        &app,
+    );
+    assert_error_redirect(
+        &send(base(&[
+            ("response_type", "code"),
+            ("code_challenge", "short"),
+            ("code_challenge_method", "S256"),
+        ]))
+        .await,
+        "invalid_request",
+        &app,
+    );
+    // RFC 6749 §3.1: parameters must not repeat.
+    assert_error_redirect(
+        &send(base(&[
+            ("response_type", "code"),
+            ("scope", "read"),
+            ("scope", "write"),
+        ]))
+        .await,
+        "invalid_request",
+        &app,
+    );
+}
+
+#[tokio::test]
+async fn public_clients_must_use_pkce() {
+    let app = spawn_app().await;
+    let client = app.public_client().await;
+    let response = app
+        .authorize(
+            &app.authorization_params(&client, None)
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_error_redirect(&response, "invalid_request", &app);
+    assert!(
+        query_param(&location(&response), "error_description")
+            .unwrap()
+            .contains("code_challenge")
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_the_code_grant_is_unauthorized() {
+    let app = spawn_app().await;
+    let client = app
+        .create_client(ClientOptions {
+            grant_types: vec![portcullis::domain::GrantType::ClientCredentials],
+            ..Default::default()
+        })
+        .await;
+    let response = app
+        .authorize(&app.authorization_params(&client, None))
+        .await;
+    assert_error_redirect(&response, "unauthorized_client", &app);
+}
+
+#[tokio::test]
+async fn signing_in_returns_to_the_request_then_consent_issues_a_code() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let params = app.authorization_params(&client, None);
+    let response = app.authorize(&params).await;
+    assert_eq!(response.status(), 302);
+    let login = location(&response);
+    assert!(login.starts_with("/login?next="), "{login}");
+    let next = query_param(&login, "next").unwrap();
+    assert!(next.starts_with("/o/authorize?"));
+
+    let response = app
+        .login_with_next("admin", &app.admin_password, &next)
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        location(&response),
+        next,
+        "login returns to the authorization request"
+    );
+
+    let consent = app.browser.get(app.url(&next)).send().await.unwrap();
+    assert_eq!(consent.status(), 200);
+    let html = consent.text().await.unwrap();
+    assert!(
+        html.contains("Test App")
+            && html.contains("<code>read</code>")
+            && html.contains("<code>write</code>")
+    );
+    assert!(html.contains("name=\"allow\"") && html.contains("name=\"deny\""));
+
+    let response = app.answer_consent(&html, "allow").await;
+    assert_eq!(response.status(), 303);
+    let location = location(&response);
+    assert!(location.starts_with(&format!("{REDIRECT_URI}?code=")));
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some("state-123")
+    );
+    assert_eq!(
+        query_param(&location, "iss").as_deref(),
+        Some(app.address.as_str())
+    );
+    assert!(
+        query_param(&location, "code").unwrap().len() >= 43,
+        "at least 256 bits"
+    );
+}
+
+#[tokio::test]
+async fn deny_redirects_with_access_denied() {
+    let app = spawn_app().await;
+    app.login_admin().await;
+    let client = app.confidential_client().await;
+    let html = app
+        .authorize(&app.authorization_params(&client, None))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let response = app.answer_consent(&html, "deny").await;
+    assert_eq!(response.status(), 303);
+    let location = location(&response);
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(
+        query_param(&location, "state").as_deref(),
+        Some("state-123")
+    );
+    assert!(query_param(&location, "code").is_none());
+}
+
+#[tokio::test]
+async fn consent_without_the_csrf_token_issues_nothing() {
+    let app = spawn_app().await;
+    app.login_admin().await;
+    let client = app.confidential_client().await;
+    let html = app
+        .authorize(&app.authorization_params(&client, None))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut form: Vec<(String, String)> = hidden_fields(&html)
+        .into_iter()
+        .filter(|(name, _)| name != "csrf_token")
+        .collect();
+    form.push(("allow".into(), "allow".into()));
+    let response = app
+        .browser
+        .post(app.url("/o/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("location").is_none());
+
+    form.push(("csrf_token".into(), "forged".into()));
+    let response = app
+        .browser
+        .post(app.url("/o/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn consent_post_is_validated_again() {
+    let app = spawn_app().await;
+    app.login_admin().await;
+    let client = app.confidential_client().await;
+    let html = app
+        .authorize(&app.authorization_params(&client, None))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let form: Vec<(String, String)> = hidden_fields(&html)
+        .into_iter()
+        .map(|(name, value)| {
+            if name == "redirect_uri" {
+                (name, "https://evil.example/".into())
+            } else {
+                (name, value)
+            }
+        })
+        .chain([("allow".to_owned(), "allow".to_owned())])
+        .collect();
+    let response = app
+        .browser
+        .post(app.url("/o/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn skip_consent_clients_get_a_code_at_once() {
+    let app = spawn_app().await;
+    app.login_admin().await;
+    let client = app
+        .create_client(ClientOptions {
+            skip_consent: true,
+            ..Default::default()
+        })
+        .await;
+    let response = app
+        .authorize(&app.authorization_params(&client, None))
+        .await;
+    assert_eq!(response.status(), 302);
+    assert!(query_param(&location(&response), "code").is_some());
+}
+
+#[tokio::test]
+async fn no_scope_means_the_clients_scopes_and_the_grant_says_so() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let code = app.login_and_consent(&client, None, &[]).await;
+    let body: serde_json::Value = app
+        .exchange_code(&client, &code, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "read write");
+    let code = app
+        .login_and_consent(&client, None, &[("scope", "read")])
+        .await;
+    let body: serde_json::Value = app
+        .exchange_code(&client, &code, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "read");
+}

@@ -1,0 +1,230 @@
+//! The binary: admin commands, the data-dir lock, serve and graceful shutdown.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+fn portcullis(data: &std::path::Path, keys: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .env("PORTCULLIS_DATA_DIR", data)
+        .env("PORTCULLIS_KEYS_DIR", keys)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn run(command: &mut Command) -> (bool, serde_json::Value, String) {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (
+        output.status.success(),
+        json,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn client_and_user_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let (ok, created, _) = run(portcullis(&data, &keys).args([
+        "client",
+        "create",
+        "--name",
+        "Web",
+        "--redirect-uri",
+        "https://app.example.com/cb",
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "read write",
+    ]));
+    assert!(ok);
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["client_secret"].as_str().unwrap().len(), 43);
+    assert_eq!(created["redirect_uris"][0], "https://app.example.com/cb");
+    assert_eq!(created["scope"], "read write");
+
+    let (ok, public, _) = run(portcullis(&data, &keys).args([
+        "client",
+        "create",
+        "--name",
+        "SPA",
+        "--public",
+        "--redirect-uri",
+        "http://127.0.0.1:3000/cb",
+    ]));
+    assert!(ok);
+    assert!(
+        public.get("client_secret").is_none(),
+        "public clients get no secret"
+    );
+
+    let (ok, shown, _) = run(portcullis(&data, &keys).args(["client", "show", &id]));
+    assert!(ok);
+    assert!(
+        shown.get("client_secret").is_none(),
+        "a secret is shown once"
+    );
+    let (ok, rotated, _) = run(portcullis(&data, &keys).args(["client", "rotate-secret", &id]));
+    assert!(ok);
+    assert_ne!(rotated["client_secret"], created["client_secret"]);
+    let (ok, list, _) = run(portcullis(&data, &keys).args(["client", "list"]));
+    assert!(ok);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(run(portcullis(&data, &keys).args(["client", "delete", &id])).0);
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["client", "show", &id]));
+    assert!(!ok && stderr.contains("no client"));
+
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args([
+        "client",
+        "create",
+        "--name",
+        "Bad",
+        "--redirect-uri",
+        "https://a.example/cb#frag",
+    ]));
+    assert!(!ok && stderr.contains("fragment"), "{stderr}");
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args([
+        "client",
+        "create",
+        "--name",
+        "Bad",
+        "--public",
+        "--grant-type",
+        "client_credentials",
+    ]));
+    assert!(!ok && stderr.contains("public client"), "{stderr}");
+
+    let mut child = portcullis(&data, &keys)
+        .args([
+            "user",
+            "create",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--admin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let user: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(user.get("password").is_none());
+    let (ok, generated, _) =
+        run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
+    assert!(ok && generated["password"].as_str().unwrap().len() >= 20);
+    let (_, _, stderr) =
+        run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
+    assert!(stderr.contains("already exists"));
+    let (ok, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
+    assert!(ok);
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    assert!(run(portcullis(&data, &keys).args(["user", "delete", "bob"])).0);
+    assert!(run(portcullis(&data, &keys).arg("purge")).0);
+}
+
+#[tokio::test]
+async fn admin_commands_fail_at_once_while_a_server_holds_the_store() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let (ok, _, stderr) = run(
+        portcullis(&app.data_dir.path().join("store"), app.keys_dir.path()).args(["user", "list"]),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    assert!(
+        app.server.store.users().await.unwrap().len() == 1,
+        "the server's store is untouched"
+    );
+}
+
+#[test]
+fn keys_rotate_keeps_the_old_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    portcullis::keys::KeyRing::load_or_generate(
+        &keys,
+        &[
+            portcullis::keys::Algorithm::ES256,
+            portcullis::keys::Algorithm::RS256,
+        ],
+        0,
+    )
+    .unwrap();
+    let (ok, before, _) = run(portcullis(&dir.path().join("data"), &keys).args(["keys", "list"]));
+    assert!(ok);
+    assert_eq!(before.as_array().unwrap().len(), 2);
+    let (ok, after, _) = run(portcullis(&dir.path().join("data"), &keys).args(["keys", "rotate"]));
+    assert!(ok);
+    let after = after.as_array().unwrap();
+    assert_eq!(after.len(), 4);
+    assert_eq!(after.iter().filter(|key| key["active"] == true).count(), 2);
+}
+
+#[test]
+fn serve_prints_the_admin_password_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = portcullis(&dir.path().join("data"), &dir.path().join("keys"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("Created user \"admin\" with password: "),
+        "{line}"
+    );
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let port = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited early"
+        );
+        if let Some(rest) = line.split("port=").nth(1) {
+            break rest
+                .trim()
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .parse::<u16>()
+                .unwrap();
+        }
+    };
+    let health = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(health.is_ok());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit 0 after SIGTERM");
+    let (ok, users, _) =
+        run(portcullis(&dir.path().join("data"), &dir.path().join("keys")).args(["user", "list"]));
+    assert!(ok, "the store opens cleanly after shutdown");
+    assert_eq!(users[0]["username"], "admin");
+}

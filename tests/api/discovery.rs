@@ -1,0 +1,166 @@
+//! Discovery (RFC 8414, OIDC Discovery), JWKS (RFC 7517, RFC 7638 kids), health, trailing slashes.
+
+use portcullis::keys::thumbprint;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn both_discovery_documents_describe_what_exists() {
+    let app = spawn_app().await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/openid-configuration/",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let doc: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(doc["issuer"], app.address.as_str());
+        assert_eq!(doc["authorization_endpoint"], app.url("/o/authorize"));
+        assert_eq!(doc["token_endpoint"], app.url("/o/token"));
+        assert_eq!(doc["jwks_uri"], app.url("/.well-known/jwks.json"));
+        assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        for grant in ["authorization_code", "refresh_token", "client_credentials"] {
+            assert!(
+                doc["grant_types_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&grant.into())
+            );
+        }
+        for method in ["client_secret_basic", "client_secret_post", "none"] {
+            assert!(
+                doc["token_endpoint_auth_methods_supported"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&method.into())
+            );
+        }
+        assert!(
+            doc["scopes_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&"read".into())
+        );
+    }
+    // Every endpoint it names answers.
+    let doc: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.http
+            .get(doc["jwks_uri"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_ne!(
+        app.http
+            .post(doc["token_endpoint"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_ne!(
+        app.http
+            .get(doc["authorization_endpoint"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn jwks_publishes_public_keys_with_thumbprint_kids() {
+    let app = spawn_app().await;
+    let jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    let algs: Vec<&str> = keys
+        .iter()
+        .map(|key| key["alg"].as_str().unwrap())
+        .collect();
+    assert!(algs.contains(&"ES256") && algs.contains(&"RS256"));
+    for key in keys {
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(key.get(private).is_none(), "no private member {private}");
+        }
+        assert_eq!(key["use"], "sig");
+        let jwk = josekit::jwk::Jwk::from_map(key.as_object().unwrap().clone()).unwrap();
+        assert_eq!(key["kid"].as_str().unwrap(), thumbprint(&jwk));
+    }
+}
+
+#[tokio::test]
+async fn keys_are_created_private_and_reused_across_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    let files: Vec<_> = std::fs::read_dir(app.keys_dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "one ES256 and one RS256 key");
+    for file in &files {
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let ring = portcullis::keys::KeyRing::load_or_generate(
+        app.keys_dir.path(),
+        &[portcullis::keys::Algorithm::ES256],
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        ring.keys().len(),
+        2,
+        "existing keys are loaded, none generated"
+    );
+}
+
+#[tokio::test]
+async fn health_and_trailing_slashes() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let client = app.confidential_client().await;
+    let response = app
+        .http
+        .post(app.url("/o/token/"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "DOT clients post to /o/token/");
+    assert_eq!(
+        app.http
+            .get(app.url("/no/such/path"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
