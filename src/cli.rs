@@ -48,12 +48,12 @@ pub enum Command {
 pub enum UserCommand {
     /// Create a user; without --password-stdin a random password is generated and printed.
     Create {
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_USERNAME")]
         username: String,
         /// Read the password from the first line of standard input.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_PASSWORD_STDIN")]
         password_stdin: bool,
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_ADMIN")]
         admin: bool,
     },
     /// List users.
@@ -66,23 +66,27 @@ pub enum UserCommand {
 pub enum ClientCommand {
     /// Register a client; prints its id and (confidential clients) its secret, shown once.
     Create {
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_NAME")]
         name: String,
         /// A public client (SPA, native app): no secret, PKCE required.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_PUBLIC")]
         public: bool,
         /// A redirect URI (repeatable); exact match at authorization time.
-        #[arg(long = "redirect-uri")]
+        #[arg(long = "redirect-uri", env = "PORTCULLIS_REDIRECT_URI")]
         redirect_uris: Vec<String>,
         /// A grant type (repeatable): authorization_code, refresh_token, client_credentials.
         /// Default: authorization_code and refresh_token.
-        #[arg(long = "grant-type")]
+        #[arg(
+            long = "grant-type",
+            env = "PORTCULLIS_GRANT_TYPE",
+            value_delimiter = ','
+        )]
         grant_types: Vec<String>,
         /// Space-separated scopes the client may request.
-        #[arg(long, default_value = "read")]
+        #[arg(long, env = "PORTCULLIS_SCOPE", default_value = "read")]
         scope: String,
         /// Skip the consent page for this (trusted, first-party) client.
-        #[arg(long)]
+        #[arg(long, env = "PORTCULLIS_SKIP_CONSENT")]
         skip_consent: bool,
     },
     /// List clients.

@@ -27,6 +27,7 @@ impl From<SigningAlg> for Algorithm {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Server and store settings (every command)")]
 pub struct Settings {
     /// Address to listen on (port 0 picks a free port).
     #[arg(
@@ -113,6 +114,14 @@ pub struct Settings {
         global = true
     )]
     pub purge_interval: u64,
+    /// Seconds between checks of the keys directory for rotated keys.
+    #[arg(
+        long,
+        env = "PORTCULLIS_KEY_RELOAD_INTERVAL",
+        default_value_t = 10,
+        global = true
+    )]
+    pub key_reload_interval: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +196,7 @@ impl Settings {
             cors_origin: Vec::new(),
             cache_mb: 16,
             purge_interval: 300,
+            key_reload_interval: 10,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and the `swagger-ui` client exist, bind (port 0 allowed), serve until a shutdown signal, flush.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::Server;
@@ -45,6 +45,8 @@ pub struct App {
     /// The password of the `admin` user created by this start, if one was.
     pub initial_admin_password: Option<String>,
     purge_interval: Duration,
+    keys_dir: std::path::PathBuf,
+    key_reload_interval: Duration,
 }
 
 pub fn now() -> i64 {
@@ -97,11 +99,8 @@ impl App {
             &required_algorithms(config.signing_alg),
             now(),
         )?;
-        let server = AuthorizationServer {
-            config: Arc::new(config),
-            store,
-            keys: Arc::new(RwLock::new(keys)),
-        };
+        let server = AuthorizationServer::new(config, store, keys)
+            .map_err(|error| StartupError::Keys(KeyError::Generate(error.to_string())))?;
         let initial_admin_password = bootstrap(&server).await?;
         Ok(App {
             port: local.port(),
@@ -109,6 +108,8 @@ impl App {
             server,
             initial_admin_password,
             purge_interval: Duration::from_secs(settings.purge_interval.max(1)),
+            keys_dir: settings.keys_dir.clone(),
+            key_reload_interval: Duration::from_secs(settings.key_reload_interval.max(1)),
         })
     }
 
@@ -130,6 +131,11 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let reload = tokio::spawn(reload_keys_in_background(
+            self.server.clone(),
+            self.keys_dir.clone(),
+            self.key_reload_interval,
+        ));
         let purge = tokio::spawn(purge_in_background(
             self.server.store.clone(),
             self.purge_interval,
@@ -142,6 +148,7 @@ impl App {
             )
             .await;
         purge.abort();
+        reload.abort();
         if let Err(error) = self.server.store.flush().await {
             tracing::error!(%error, "could not flush the store at shutdown");
         }
@@ -159,6 +166,52 @@ async fn purge_in_background(store: SharedStore, interval: Duration) {
             Ok(counts) if counts.total() > 0 => tracing::info!(?counts, "purged expired records"),
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "background purge failed"),
+        }
+    }
+}
+
+/// Picks up keys rotated by `portcullis keys rotate` while the server runs: the new key signs,
+/// the retired one stays published until its tokens expire.
+async fn reload_keys_in_background(
+    server: AuthorizationServer,
+    dir: std::path::PathBuf,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let fingerprint = |ring: &KeyRing| -> Vec<(String, Option<i64>)> {
+            ring.keys()
+                .iter()
+                .map(|key| (key.kid.clone(), key.retired_at))
+                .collect()
+        };
+        let ring = match KeyRing::load(&dir) {
+            Ok(ring) => ring,
+            Err(error) => {
+                tracing::error!(%error, "could not reload the keys directory; keeping the loaded keys");
+                continue;
+            }
+        };
+        let current = server.keys();
+        if fingerprint(&ring) == fingerprint(&current.ring) {
+            continue;
+        }
+        if ring.active(server.config.signing_alg).is_none() {
+            tracing::error!(alg = %server.config.signing_alg, "the keys directory has no active signing key; keeping the loaded keys");
+            continue;
+        }
+        match server.install_keys(ring) {
+            Ok(()) => {
+                let kid = server
+                    .keys()
+                    .ring
+                    .active(server.config.signing_alg)
+                    .map(|key| key.kid.clone());
+                tracing::info!(kid = ?kid, "reloaded signing keys");
+            }
+            Err(error) => tracing::error!(%error, "could not use the reloaded keys"),
         }
     }
 }

@@ -9,7 +9,6 @@ use serde_json::json;
 
 use crate::oauth::{AuthorizationServer, OAuthError, Params};
 use crate::startup::now;
-use crate::verify::{Verifier, VerifyError};
 
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -201,11 +200,7 @@ fn discovery(Data(server): Data<&AuthorizationServer>) -> Response {
 
 #[handler]
 fn jwks_endpoint(Data(server): Data<&AuthorizationServer>) -> Response {
-    let keys = server
-        .keys
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let body = keys.jwks(now(), server.max_token_lifetime());
+    let body = server.keys().ring.jwks(now(), server.max_token_lifetime());
     // Short caching: a rotated key must reach verifiers well before the old one is dropped.
     Response::builder()
         .header(header::CACHE_CONTROL, "public, max-age=60")
@@ -271,26 +266,8 @@ async fn hello(request: &Request, Data(server): Data<&AuthorizationServer>) -> R
             );
         }
     };
-    let verifier = {
-        let keys = server
-            .keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let jwks = keys.jwks(now(), server.max_token_lifetime()).to_string();
-        Verifier::from_jwks_json(
-            jwks.as_bytes(),
-            &server.config.issuer,
-            &server.config.audience,
-        )
-    };
-    let claims = match verifier.and_then(|verifier| verifier.verify(token, now())) {
+    let claims = match server.keys().verifier.verify(token, now()) {
         Ok(claims) => claims,
-        Err(VerifyError::BadJwks(reason)) => {
-            tracing::error!(%reason, "the server's own JWKS is unusable");
-            return Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .finish();
-        }
         Err(error) => {
             let description = error.to_string().replace('"', "'");
             return bearer_challenge(

@@ -10,6 +10,7 @@ use josekit::jwt::JwtPayload;
 use crate::domain::{IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
 use crate::store::SharedStore;
+use crate::verify::{Verifier, VerifyError};
 
 pub mod authorize;
 pub mod client_auth;
@@ -34,15 +35,52 @@ pub struct OAuthConfig {
     pub signing_alg: Algorithm,
 }
 
+/// The keys in use, and a verifier for the tokens they sign, swapped together when keys reload.
+pub struct LoadedKeys {
+    pub ring: KeyRing,
+    pub verifier: Verifier,
+}
+
 /// What the protocol functions work with: settings, storage, keys.
 #[derive(Clone)]
 pub struct AuthorizationServer {
     pub config: Arc<OAuthConfig>,
     pub store: SharedStore,
-    pub keys: Arc<RwLock<KeyRing>>,
+    keys: Arc<RwLock<Arc<LoadedKeys>>>,
 }
 
 impl AuthorizationServer {
+    pub fn new(
+        config: OAuthConfig,
+        store: SharedStore,
+        ring: KeyRing,
+    ) -> Result<AuthorizationServer, VerifyError> {
+        let loaded = LoadedKeys::new(ring, &config)?;
+        Ok(AuthorizationServer {
+            config: Arc::new(config),
+            store,
+            keys: Arc::new(RwLock::new(Arc::new(loaded))),
+        })
+    }
+
+    /// The keys in use now (cheap: one reference count).
+    pub fn keys(&self) -> Arc<LoadedKeys> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the keys (after `keys rotate` changed the keys directory).
+    pub fn install_keys(&self, ring: KeyRing) -> Result<(), VerifyError> {
+        let loaded = Arc::new(LoadedKeys::new(ring, &self.config)?);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
+        Ok(())
+    }
+
     /// The longest a token signed now can stay valid: how long a retired key stays in the JWKS.
     pub fn max_token_lifetime(&self) -> i64 {
         self.config.access_token_ttl
@@ -83,13 +121,22 @@ impl AuthorizationServer {
                 .set_claim("auth_time", Some(serde_json::json!(auth_time)))
                 .map_err(OAuthError::server)?;
         }
-        let keys = self
-            .keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (token, kid) = keys.sign(self.config.signing_alg, "at+jwt", &payload)?;
+        let keys = self.keys();
+        let (token, kid) = keys
+            .ring
+            .sign(self.config.signing_alg, "at+jwt", &payload)?;
         tracing::debug!(%jti, %kid, %client_id, "issued an access token");
         Ok((token, IssuedAccessToken { jti, expires_at }))
+    }
+}
+
+impl LoadedKeys {
+    fn new(ring: KeyRing, config: &OAuthConfig) -> Result<LoadedKeys, VerifyError> {
+        // Every key on disk, retired ones included: a token they signed is still checked
+        // against its own `exp`.
+        let jwks = ring.jwks(0, i64::MAX / 2).to_string();
+        let verifier = Verifier::from_jwks_json(jwks.as_bytes(), &config.issuer, &config.audience)?;
+        Ok(LoadedKeys { ring, verifier })
     }
 }
 

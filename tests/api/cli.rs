@@ -176,12 +176,33 @@ fn keys_rotate_keeps_the_old_public_key() {
     assert_eq!(after.iter().filter(|key| key["active"] == true).count(), 2);
 }
 
+/// One HTTP/1.1 request over a plain socket; returns the whole response.
+fn http(port: u16, request: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 #[test]
-fn serve_prints_the_admin_password_and_stops_cleanly_on_sigterm() {
+fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = portcullis(&dir.path().join("data"), &dir.path().join("keys"))
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let (ok, client, _) = run(portcullis(&data, &keys).args([
+        "client",
+        "create",
+        "--name",
+        "M2M",
+        "--grant-type",
+        "client_credentials",
+    ]));
+    assert!(ok);
+    let secret = client["client_secret"].as_str().unwrap().to_owned();
+    let mut child = portcullis(&data, &keys)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -193,23 +214,41 @@ fn serve_prints_the_admin_password_and_stops_cleanly_on_sigterm() {
         line.contains("Created user \"admin\" with password: "),
         "{line}"
     );
+    let password = line.trim().rsplit(' ').next().unwrap().to_owned();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
     let port = loop {
         let mut line = String::new();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited early"
+            "the server exited early: {log}"
         );
+        log.push_str(&line);
         if let Some(rest) = line.split("port=").nth(1) {
-            break rest
-                .trim()
-                .trim_matches(|c: char| !c.is_ascii_digit())
-                .parse::<u16>()
-                .unwrap();
+            break rest.trim().parse::<u16>().unwrap();
         }
     };
-    let health = std::net::TcpStream::connect(("127.0.0.1", port));
-    assert!(health.is_ok());
+    let body = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={secret}",
+        client["client_id"].as_str().unwrap()
+    );
+    let response = http(
+        port,
+        &format!(
+            "POST /o/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let access_token = response
+        .split("\"access_token\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -223,8 +262,15 @@ fn serve_prints_the_admin_password_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit 0 after SIGTERM");
-    let (ok, users, _) =
-        run(portcullis(&dir.path().join("data"), &dir.path().join("keys")).args(["user", "list"]));
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    assert!(log.contains("/o/token"), "requests are logged: {log}");
+    for secret_value in [&password, &secret, &access_token] {
+        assert!(
+            !log.contains(secret_value.as_str()),
+            "a secret reached the log"
+        );
+    }
+    let (ok, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
     assert!(ok, "the store opens cleanly after shutdown");
     assert_eq!(users[0]["username"], "admin");
 }

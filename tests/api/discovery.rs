@@ -164,3 +164,71 @@ async fn health_and_trailing_slashes() {
         404
     );
 }
+
+#[tokio::test]
+async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
+    let app = spawn_app_with(|settings| settings.key_reload_interval = 1, None).await;
+    let client = app.confidential_client().await;
+    async fn token(app: &TestApp, client: &TestClient) -> String {
+        let body: serde_json::Value = app
+            .token(&[("grant_type", "client_credentials")], Some(client))
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+    let kid_of = |token: &str| {
+        josekit::jwt::decode_header(token)
+            .unwrap()
+            .claim("kid")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = token(&app, &client).await;
+
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "rotate"])
+        .env("PORTCULLIS_KEYS_DIR", app.keys_dir.path())
+        .env("PORTCULLIS_DATA_DIR", app.data_dir.path().join("unused"))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let after = loop {
+        let candidate = token(&app, &client).await;
+        if kid_of(&candidate) != kid_of(&before) {
+            break candidate;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let jwks: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&kid_of(&before).as_str()),
+        "the old key stays published while its tokens live"
+    );
+    assert!(kids.contains(&kid_of(&after).as_str()));
+    assert_eq!(app.hello(Some(&before)).await.status(), 200);
+    assert_eq!(app.hello(Some(&after)).await.status(), 200);
+}
