@@ -24,3 +24,10 @@ fi
 # The verifier must build without the server (no poem server, no sled, no pages).
 cargo build --quiet --no-default-features
 cargo test
+
+# Interoperability with a third-party client library (Authlib), against the real binary.
+if ! python3 -c "import authlib, requests" >/dev/null 2>&1; then
+  echo "test.sh: installing the Python packages of the interop check (authlib, requests)"
+  python3 -m pip install --quiet --disable-pip-version-check authlib requests
+fi
+python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
