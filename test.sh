@@ -26,8 +26,8 @@ cargo build --quiet --no-default-features
 cargo test
 
 # Interoperability with a third-party client library (Authlib), against the real binary.
-if ! python3 -c "import authlib, requests" >/dev/null 2>&1; then
+if ! python3 -c "import authlib, joserfc, requests" >/dev/null 2>&1; then
   echo "test.sh: installing the Python packages of the interop check (authlib, requests)"
-  python3 -m pip install --quiet --disable-pip-version-check authlib requests
+  python3 -m pip install --quiet --disable-pip-version-check authlib joserfc requests
 fi
 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
