@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
+use portcullis::store::UserStore;
 
 fn portcullis(data: &std::path::Path, keys: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -186,6 +187,69 @@ fn http(port: u16, request: &str) -> String {
     response
 }
 
+/// A `portcullis serve` child process on a free port.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    stdout: BufReader<std::process::ChildStdout>,
+    stderr: BufReader<std::process::ChildStderr>,
+    log: String,
+}
+
+fn serve(mut command: Command) -> Served {
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let port = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server exited early: {log}"
+        );
+        log.push_str(&line);
+        if let Some(rest) = line.split("port=").nth(1) {
+            break rest.trim().parse::<u16>().unwrap();
+        }
+    };
+    Served {
+        child,
+        port,
+        stdout,
+        stderr,
+        log,
+    }
+}
+
+impl Served {
+    /// SIGTERM, wait for the exit (at most 15 s), return the status, the whole log and what
+    /// stdout still held.
+    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::io::Read::read_to_string(&mut self.stderr, &mut self.log).unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut stdout).unwrap();
+        (status, self.log, stdout)
+    }
+}
+
 #[test]
 fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,40 +264,20 @@ fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm(
     ]));
     assert!(ok);
     let secret = client["client_secret"].as_str().unwrap().to_owned();
-    let mut child = portcullis(&data, &keys)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut served = serve(portcullis(&data, &keys));
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
+    served.stdout.read_line(&mut line).unwrap();
     assert!(
         line.contains("Created user \"admin\" with password: "),
         "{line}"
     );
     let password = line.trim().rsplit(' ').next().unwrap().to_owned();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut log = String::new();
-    let port = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited early: {log}"
-        );
-        log.push_str(&line);
-        if let Some(rest) = line.split("port=").nth(1) {
-            break rest.trim().parse::<u16>().unwrap();
-        }
-    };
     let body = format!(
         "grant_type=client_credentials&client_id={}&client_secret={secret}",
         client["client_id"].as_str().unwrap()
     );
     let response = http(
-        port,
+        served.port,
         &format!(
             "POST /o/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -249,20 +293,8 @@ fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm(
         .unwrap()
         .to_owned();
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, log, _) = served.stop();
     assert!(status.success(), "exit 0 after SIGTERM");
-    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
     assert!(log.contains("/o/token"), "requests are logged: {log}");
     for secret_value in [&password, &secret, &access_token] {
         assert!(
@@ -273,4 +305,28 @@ fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm(
     let (ok, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
     assert!(ok, "the store opens cleanly after shutdown");
     assert_eq!(users[0]["username"], "admin");
+}
+
+#[tokio::test]
+async fn the_admin_password_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let mut command = portcullis(&data, &keys);
+    command.env("PORTCULLIS_ADMIN_PASSWORD", "from the environment");
+    let (status, _, stdout) = serve(command).stop();
+    assert!(
+        !stdout.contains("password"),
+        "a password from the environment is not printed: {stdout}"
+    );
+    assert!(status.success());
+    let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+    let admin = store
+        .user_by_username("admin")
+        .await
+        .unwrap()
+        .expect("the admin exists");
+    assert!(portcullis::web::password::verify(
+        "from the environment",
+        Some(&admin.password_hash)
+    ));
 }

@@ -7,6 +7,7 @@ mod discovery;
 mod helpers;
 mod refresh;
 mod resources;
+mod startup;
 mod store;
 mod token;
 mod web;
