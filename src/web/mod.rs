@@ -144,11 +144,15 @@ async fn current_session(
     Ok(Some((id_hash, session, user)))
 }
 
-/// Only local paths are followed after login: never `//host` or `/\host` (open redirect).
+/// Only local paths are followed after login: never `//host` or `/\host`, and nothing with
+/// whitespace, control characters or backslashes, which browsers strip or rewrite into
+/// `//host` (open redirect, RFC 9700 §4.11).
 fn safe_next(next: Option<&str>) -> &str {
     match next {
         Some(path)
-            if path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") =>
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) =>
         {
             path
         }

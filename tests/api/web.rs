@@ -103,6 +103,9 @@ async fn next_never_leaves_the_site() {
         "https://evil.example/",
         "/\\evil.example",
         "javascript:alert(1)",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/ /evil.example",
     ] {
         let response = app
             .login_with_next("admin", &app.admin_password, next)
