@@ -23,7 +23,7 @@ fi
 
 # The verifier must build without the server (no poem server, no sled, no pages).
 cargo build --quiet --no-default-features
-cargo test
+cargo test --lib --tests
 
 # Interoperability with a third-party client library (Authlib), against the real binary.
 if ! python3 -c "import authlib, joserfc, requests" >/dev/null 2>&1; then

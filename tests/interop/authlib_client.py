@@ -40,9 +40,15 @@ def cli(env, *args):
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
+PASSED = 0
+
+
 def expect(condition, message):
+    global PASSED
     if not condition:
+        print(f"interop: {PASSED} passed, 1 failed")
         raise SystemExit(f"FAIL: {message}")
+    PASSED += 1
     print(f"ok - {message}")
 
 
@@ -197,7 +203,7 @@ def main():
     finally:
         server.terminate()
         expect(server.wait(timeout=15) == 0, "SIGTERM stops the server with exit 0")
-    print("all interop checks passed")
+    print(f"interop: {PASSED} passed, 0 failed")
 
 
 if __name__ == "__main__":
