@@ -85,6 +85,13 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, ErrorPage { title, message })
 }
 
+/// A posted form, or the error page that answers a bad one.
+async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
+    read_form(request.content_type(), body)
+        .await
+        .map_err(|(status, error)| error_page(status, "Bad request", &error.description()))
+}
+
 fn server_error_page(error: &OAuthError) -> Response {
     if let OAuthError::Server(cause) = error {
         tracing::error!(error = %cause, "page failed inside the server");
@@ -152,7 +159,9 @@ fn safe_next(next: Option<&str>) -> &str {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
-                && !path.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) =>
+                && !path
+                    .chars()
+                    .any(|c| c == '\\' || c.is_whitespace() || c.is_control()) =>
         {
             path
         }
@@ -226,9 +235,9 @@ pub async fn login_post(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let params = match read_form(request.content_type(), body).await {
+    let params = match read_page_form(request, body).await {
         Ok(params) => params,
-        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+        Err(page) => return page,
     };
     let next = safe_next(params.get("next").ok().flatten()).to_owned();
     let presented_csrf = params.get("csrf_token").ok().flatten().unwrap_or_default();
@@ -314,9 +323,9 @@ pub async fn logout(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let params = match read_form(request.content_type(), body).await {
+    let params = match read_page_form(request, body).await {
         Ok(params) => params,
-        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+        Err(page) => return page,
     };
     match current_session(server, request).await {
         Ok(Some((id_hash, session, _))) => {
@@ -440,9 +449,9 @@ pub async fn authorize_post(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let params = match read_form(request.content_type(), body).await {
+    let params = match read_page_form(request, body).await {
         Ok(params) => params,
-        Err((status, error)) => return error_page(status, "Bad request", &error.description()),
+        Err(page) => return page,
     };
     let (_, session, user) = match current_session(server, request).await {
         Ok(Some(found)) => found,
