@@ -1,27 +1,145 @@
-//! The JSON side of HTTP: the token endpoint, discovery, JWKS, the example protected resource and
-//! health. This is where `OAuthError` becomes a status code and headers (RFC 6749 §5.2, RFC 6750
-//! §3), and where bodies are size-bounded before anything parses them.
+//! HTTP: every route of the server, the OpenAPI document and Swagger UI. The JSON endpoints are
+//! poem-openapi operations (`token`, `well_known`, `resources`), so the document at
+//! `/openapi.json` is generated from the same code that answers; the HTML pages are in `web/`.
+//! This is where `OAuthError` becomes a status code and headers, and where bodies are bounded.
 
 use poem::http::{StatusCode, header};
-use poem::web::Data;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
-use serde_json::json;
+use poem_openapi::{OpenApiService, Tags};
 
-use crate::oauth::{AuthorizationServer, OAuthError, Params};
-use crate::startup::now;
+use crate::oauth::AuthorizationServer;
 
-/// The largest request body accepted by form endpoints.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub mod errors;
+pub mod form;
+pub mod resources;
+pub mod token;
+pub mod well_known;
+
+pub use form::{MAX_BODY_BYTES, read_form};
+
+#[derive(Tags)]
+pub enum Tag {
+    /// OAuth 2.0 endpoints (RFC 6749, RFC 7636).
+    #[oai(rename = "OAuth 2.0")]
+    OAuth,
+    /// Discovery and keys: what a client or resource server reads first.
+    Discovery,
+    /// Protected resources and health.
+    Resources,
+}
+
+type Apis = (
+    token::TokenApi,
+    well_known::WellKnownApi,
+    resources::ResourceApi,
+);
+
+fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            token::TokenApi,
+            well_known::WellKnownApi,
+            resources::ResourceApi,
+        ),
+        "portcullis",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "An OAuth 2.0 authorization server whose access tokens are RFC 9068 JWTs, verifiable \
+         offline against the JWKS. The authorization endpoint (`/o/authorize`) and the login and \
+         consent pages are HTML and are not listed here; press Authorize to run them.",
+    )
+}
+
+/// The OpenAPI document as served by a server whose issuer is `issuer`: the server URL and the
+/// OAuth flow URLs are absolute (poem-openapi only takes literals).
+pub fn openapi_document(issuer: &str) -> String {
+    let raw = openapi_service().spec();
+    let mut document: serde_json::Value =
+        serde_json::from_str(&raw).expect("poem-openapi writes JSON");
+    document["servers"] = serde_json::json!([{ "url": issuer }]);
+    if let Some(schemes) = document
+        .pointer_mut("/components/securitySchemes")
+        .and_then(|v| v.as_object_mut())
+    {
+        for scheme in schemes.values_mut() {
+            let Some(flows) = scheme.get_mut("flows").and_then(|f| f.as_object_mut()) else {
+                continue;
+            };
+            for flow in flows.values_mut() {
+                for field in ["authorizationUrl", "tokenUrl", "refreshUrl"] {
+                    if let Some(url) = flow.get_mut(field) {
+                        if let Some(path) = url.as_str().filter(|u| u.starts_with('/')) {
+                            *url = serde_json::Value::String(format!("{issuer}{path}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&document).expect("a JSON value serializes");
+    text.push('\n');
+    text
+}
+
+/// Swagger UI with its assets inlined (works offline), PKCE on, and the `swagger-ui` client.
+/// poem-openapi's page never calls `initOAuth`, so we keep a handle on the UI and call it.
+pub fn swagger_ui_page(issuer: &str, document: &str) -> String {
+    let service = openapi_service();
+    let html = service.swagger_ui_html().replace(&service.spec(), document);
+    let redirect = format!("{issuer}/docs/oauth2-redirect.html");
+    let redirect = serde_json::to_string(&redirect).expect("a string serializes");
+    html.replace("SwaggerUIBundle({", "window.ui = SwaggerUIBundle({")
+        .replace("oauth2RedirectUrl: oauth2RedirectUrl,", &format!("oauth2RedirectUrl: {redirect},"))
+        .replace(
+            "deepLinking: true,\n    })",
+            &format!(
+                "deepLinking: true,\n        persistAuthorization: false,\n    }});\n    window.ui.initOAuth({{ clientId: {client}, usePkceWithAuthorizationCodeGrant: true, scopes: ['read'] }});",
+                client = serde_json::to_string(crate::startup::SWAGGER_UI_CLIENT_ID).expect("a string serializes"),
+            ),
+        )
+        .replace("<title>Swagger UI</title>", "<title>portcullis API</title>")
+}
+
+/// The paths of the OpenAPI operations (a test checks this list against the document).
+pub const OPERATION_PATHS: [&str; 6] = [
+    "/o/token",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks.json",
+    "/api/hello",
+    "/healthz",
+];
 
 /// Every route of the server.
 pub fn routes(server: AuthorizationServer) -> impl Endpoint {
-    Route::new()
-        .at("/.well-known/oauth-authorization-server", get(discovery))
-        .at("/.well-known/openid-configuration", get(discovery))
-        .at("/.well-known/jwks.json", get(jwks_endpoint))
-        .at("/o/token", post(token_endpoint))
-        .at("/api/hello", get(hello))
-        .at("/healthz", get(healthz))
+    let document = openapi_document(&server.config.issuer);
+    let docs_page = swagger_ui_page(&server.config.issuer, &document);
+    // The operations keep their full paths: mount the one service at each of them, so that the
+    // HTML routes (and `/`) stay separate.
+    let operations = std::sync::Arc::new(poem::IntoEndpoint::into_endpoint(openapi_service()));
+    let mut route = Route::new();
+    for path in OPERATION_PATHS {
+        route = route.at(path, operations.clone());
+    }
+    route
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(document.clone())
+            })),
+        )
+        .at(
+            "/docs",
+            get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("text/html; charset=utf-8")
+                    .body(docs_page.clone())
+            })),
+        )
+        .at("/docs/oauth2-redirect.html", get(swagger_oauth2_redirect))
         .at(
             "/o/authorize",
             get(crate::web::authorize_get).post(crate::web::authorize_post),
@@ -37,6 +155,16 @@ pub fn routes(server: AuthorizationServer) -> impl Endpoint {
         .around(|endpoint, request| async move { dispatch(endpoint, request).await })
 }
 
+/// Swagger UI's OAuth2 redirect page (from swagger-ui, Apache-2.0): hands the code to the page
+/// that opened the sign-in window.
+#[handler]
+fn swagger_oauth2_redirect() -> Response {
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .header("Referrer-Policy", "no-referrer")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(include_str!("../../templates/swagger-oauth2-redirect.html"))
+}
 /// Runs every request: accepts paths with a trailing slash (DOT clients send one), logs method,
 /// path and status (never the query, which may carry codes or state), and turns any error poem
 /// raises itself (unknown path, wrong method) into a plain answer without internals.
@@ -74,232 +202,4 @@ async fn dispatch<E: Endpoint>(
     };
     tracing::info!(%method, path = %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(response)
-}
-
-/// A JSON response with `Cache-Control: no-store` (RFC 6749 §5.1).
-fn no_store_json(status: StatusCode, body: serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CACHE_CONTROL, "no-store")
-        .header(header::PRAGMA, "no-cache")
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-/// RFC 6749 §5.2: 400 with a JSON `error`, or 401 with `WWW-Authenticate` for `invalid_client`.
-pub fn oauth_error_response(error: &OAuthError) -> Response {
-    if let OAuthError::Server(cause) = error {
-        tracing::error!(error = %cause, "request failed inside the server");
-    }
-    let status = match error {
-        OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-        OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut response = no_store_json(
-        status,
-        json!({ "error": error.code(), "error_description": error.description() }),
-    );
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"portcullis\", charset=\"UTF-8\""),
-        );
-    }
-    response
-}
-
-/// Reads a urlencoded form body: the right content type, at most [`MAX_BODY_BYTES`].
-pub async fn read_form(
-    content_type: Option<&str>,
-    body: poem::Body,
-) -> Result<Params, (StatusCode, OAuthError)> {
-    let essence = content_type
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            OAuthError::InvalidRequest(format!(
-                "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2), not {:?}",
-                if essence.is_empty() {
-                    "nothing"
-                } else {
-                    essence
-                }
-            )),
-        ));
-    }
-    let body = body
-        .into_bytes_limit(MAX_BODY_BYTES)
-        .await
-        .map_err(|error| match error {
-            poem::error::ReadBodyError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                OAuthError::InvalidRequest(format!(
-                    "the body is larger than {MAX_BODY_BYTES} bytes"
-                )),
-            ),
-            _ => (
-                StatusCode::BAD_REQUEST,
-                OAuthError::InvalidRequest("the body could not be read".into()),
-            ),
-        })?;
-    Params::parse(&body).map_err(|error| (StatusCode::BAD_REQUEST, error))
-}
-
-#[handler]
-async fn token_endpoint(
-    request: &Request,
-    Data(server): Data<&AuthorizationServer>,
-    body: poem::Body,
-) -> Response {
-    let params = match read_form(request.content_type(), body).await {
-        Ok(params) => params,
-        Err((status, error)) => {
-            let mut response = oauth_error_response(&error);
-            response.set_status(status);
-            return response;
-        }
-    };
-    let authorization = request.header(header::AUTHORIZATION);
-    match crate::oauth::token::exchange(server, authorization, &params, now()).await {
-        Ok(token) => no_store_json(
-            StatusCode::OK,
-            serde_json::to_value(token).unwrap_or_default(),
-        ),
-        Err(error) => oauth_error_response(&error),
-    }
-}
-
-/// RFC 8414 §2 and OpenID Connect Discovery 1.0 §3: what exists now, nothing more.
-#[handler]
-fn discovery(Data(server): Data<&AuthorizationServer>) -> Response {
-    let issuer = &server.config.issuer;
-    let body = json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/o/authorize"),
-        "token_endpoint": format!("{issuer}/o/token"),
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "scopes_supported": ["read", "write"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "code_challenge_methods_supported": ["S256"],
-        "authorization_response_iss_parameter_supported": true,
-    });
-    Response::builder()
-        .header(header::CACHE_CONTROL, "public, max-age=300")
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-#[handler]
-fn jwks_endpoint(Data(server): Data<&AuthorizationServer>) -> Response {
-    let body = server.keys().ring.jwks(now(), server.max_token_lifetime());
-    // Short caching: a rotated key must reach verifiers well before the old one is dropped.
-    Response::builder()
-        .header(header::CACHE_CONTROL, "public, max-age=60")
-        .content_type("application/jwk-set+json")
-        .body(body.to_string())
-}
-
-#[handler]
-fn healthz() -> Response {
-    Response::builder()
-        .content_type("application/json")
-        .body(r#"{"status":"ok"}"#)
-}
-
-/// RFC 6750 §3: the `WWW-Authenticate: Bearer` challenge.
-fn bearer_challenge(
-    status: StatusCode,
-    error: Option<(&str, &str)>,
-    scope: Option<&str>,
-) -> Response {
-    let mut challenge = String::from("Bearer realm=\"portcullis\"");
-    if let Some((code, description)) = error {
-        challenge.push_str(&format!(
-            ", error=\"{code}\", error_description=\"{description}\""
-        ));
-    }
-    if let Some(scope) = scope {
-        challenge.push_str(&format!(", scope=\"{scope}\""));
-    }
-    let mut body = json!({});
-    if let Some((code, description)) = error {
-        body = json!({ "error": code, "error_description": description });
-    }
-    Response::builder()
-        .status(status)
-        .header(header::WWW_AUTHENTICATE, challenge)
-        .header(header::CACHE_CONTROL, "no-store")
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-/// The example protected resource: scope `read`, RFC 6750 answers.
-#[handler]
-async fn hello(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
-    let Some(authorization) = request.header(header::AUTHORIZATION) else {
-        // RFC 6750 §3.1: no error code when the request carried no authentication.
-        return bearer_challenge(StatusCode::UNAUTHORIZED, None, None);
-    };
-    let token = match authorization.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            token.trim()
-        }
-        _ => {
-            return bearer_challenge(
-                StatusCode::BAD_REQUEST,
-                Some((
-                    "invalid_request",
-                    "send the access token as Authorization: Bearer <token>",
-                )),
-                None,
-            );
-        }
-    };
-    let claims = match server.keys().verifier.verify(token, now()) {
-        Ok(claims) => claims,
-        Err(error) => {
-            let description = error.to_string().replace('"', "'");
-            return bearer_challenge(
-                StatusCode::UNAUTHORIZED,
-                Some(("invalid_token", &description)),
-                None,
-            );
-        }
-    };
-    match server
-        .store
-        .is_access_token_revoked(&claims.jti, now())
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
-            return bearer_challenge(
-                StatusCode::UNAUTHORIZED,
-                Some(("invalid_token", "the token has been revoked")),
-                None,
-            );
-        }
-        Err(error) => return oauth_error_response(&OAuthError::from(error)),
-    }
-    if !claims.has_scope("read") {
-        return bearer_challenge(
-            StatusCode::FORBIDDEN,
-            Some(("insufficient_scope", "this resource needs scope read")),
-            Some("read"),
-        );
-    }
-    Response::builder()
-        .content_type("text/plain; charset=utf-8")
-        .body("Hello, there!!")
 }

@@ -89,7 +89,7 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
 async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
     read_form(request.content_type(), body)
         .await
-        .map_err(|(status, error)| error_page(status, "Bad request", &error.description()))
+        .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))
 }
 
 fn server_error_page(error: &OAuthError) -> Response {

@@ -76,8 +76,10 @@ async fn bad_tokens_are_401_invalid_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    assert!(challenge(&response).contains("invalid_request"));
+    // RFC 6750 §3.1: another authentication scheme is "no authentication information": a bare
+    // challenge, no error code.
+    assert_eq!(response.status(), 401);
+    assert_eq!(challenge(&response), "Bearer realm=\"portcullis\"");
 }
 
 #[tokio::test]

@@ -1,0 +1,175 @@
+//! The example protected resource and health. `/api/hello` answers as RFC 6750 §3 says: 401 with
+//! a bare `WWW-Authenticate: Bearer` challenge when no token came, 401 `invalid_token` for a bad
+//! one, 403 `insufficient_scope` when `read` is missing.
+
+use poem::Request;
+use poem::http::header;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, OAuthScopes, Object, OpenApi, SecurityScheme};
+
+use super::Tag;
+use super::errors::{BearerErrorBody, BearerErrorCode, OAuthErrorBody};
+use crate::oauth::{AuthorizationServer, OAuthError};
+use crate::startup::now;
+
+/// The scopes this server's own resources know.
+#[derive(OAuthScopes)]
+pub enum Scopes {
+    /// Read access (needed by /api/hello).
+    #[oai(rename = "read")]
+    Read,
+    /// Write access.
+    #[oai(rename = "write")]
+    Write,
+}
+
+/// The authorization code flow with PKCE against this server (what Swagger UI's Authorize
+/// button runs). URLs are relative here; the served document makes them absolute.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "oauth2",
+    ty = "oauth2",
+    flows(authorization_code(
+        authorization_url = "/o/authorize",
+        token_url = "/o/token",
+        scopes = "Scopes"
+    ))
+)]
+pub struct OAuth2(#[allow(dead_code)] Bearer);
+
+/// A bearer access token (RFC 6750 §2.1), e.g. from client_credentials.
+#[derive(SecurityScheme)]
+#[oai(rename = "bearer", ty = "bearer", bearer_format = "JWT")]
+pub struct BearerToken(#[allow(dead_code)] Bearer);
+
+#[derive(SecurityScheme)]
+pub enum ResourceAuth {
+    OAuth2(OAuth2),
+    Bearer(BearerToken),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "no_bearer_token")]
+pub enum HelloResponse {
+    /// `Hello, there!!`
+    #[oai(status = 200)]
+    Ok(PlainText<String>),
+    /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired, revoked,
+    /// or for another issuer or audience.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<BearerErrorBody>,
+        #[oai(header = "WWW-Authenticate")] String,
+    ),
+    /// `insufficient_scope`: the token lacks scope `read`.
+    #[oai(status = 403)]
+    Forbidden(
+        Json<BearerErrorBody>,
+        #[oai(header = "WWW-Authenticate")] String,
+    ),
+    /// `server_error`.
+    #[oai(status = 500)]
+    ServerError(Json<OAuthErrorBody>),
+}
+
+impl HelloResponse {
+    fn refuse(
+        error: Option<BearerErrorCode>,
+        description: Option<String>,
+        scope: Option<&str>,
+    ) -> HelloResponse {
+        let body = BearerErrorBody {
+            error,
+            error_description: description,
+            scope: scope.map(str::to_owned),
+        };
+        let challenge = body.challenge();
+        match error {
+            Some(BearerErrorCode::InsufficientScope) => {
+                HelloResponse::Forbidden(Json(body), challenge)
+            }
+            _ => HelloResponse::Unauthorized(Json(body), challenge),
+        }
+    }
+}
+
+/// RFC 6750 §3.1: a request without a bearer token (none at all, or another scheme) gets the
+/// challenge without an error code.
+fn no_bearer_token(_: poem::Error) -> HelloResponse {
+    HelloResponse::refuse(None, None, None)
+}
+
+#[derive(Debug, Object)]
+pub struct Health {
+    /// `ok`
+    pub status: String,
+}
+
+pub struct ResourceApi;
+
+#[OpenApi]
+impl ResourceApi {
+    /// Example protected resource
+    ///
+    /// Needs an access token with scope `read`. Press Authorize, sign in, then try it.
+    #[oai(path = "/api/hello", method = "get", tag = "Tag::Resources")]
+    async fn hello(
+        &self,
+        request: &Request,
+        server: poem::web::Data<&AuthorizationServer>,
+        #[oai(scope = "Scopes::Read")] _auth: ResourceAuth,
+    ) -> HelloResponse {
+        let token = request
+            .header(header::AUTHORIZATION)
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .unwrap_or_default();
+        let claims = match server.keys().verifier.verify(token, now()) {
+            Ok(claims) => claims,
+            Err(error) => {
+                return HelloResponse::refuse(
+                    Some(BearerErrorCode::InvalidToken),
+                    Some(error.to_string()),
+                    None,
+                );
+            }
+        };
+        match server
+            .store
+            .is_access_token_revoked(&claims.jti, now())
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                return HelloResponse::refuse(
+                    Some(BearerErrorCode::InvalidToken),
+                    Some("the token has been revoked".into()),
+                    None,
+                );
+            }
+            Err(error) => {
+                return HelloResponse::ServerError(Json(OAuthErrorBody::from(&OAuthError::from(
+                    error,
+                ))));
+            }
+        }
+        if !claims.has_scope("read") {
+            return HelloResponse::refuse(
+                Some(BearerErrorCode::InsufficientScope),
+                Some("this resource needs scope read".into()),
+                Some("read"),
+            );
+        }
+        HelloResponse::Ok(PlainText("Hello, there!!".into()))
+    }
+
+    /// Liveness
+    #[oai(path = "/healthz", method = "get", tag = "Tag::Resources")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+        })
+    }
+}

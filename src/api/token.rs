@@ -1,0 +1,187 @@
+//! POST /o/token (RFC 6749 §3.2) as an OpenAPI operation. The protocol is in `oauth::token`; this
+//! file maps its outcome to RFC 6749 §5.1–5.2 responses, all with `Cache-Control: no-store`.
+
+use poem::Request;
+use poem::http::header;
+use poem_openapi::auth::Basic;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+
+use super::Tag;
+use super::errors::OAuthErrorBody;
+use super::form::{FormError, OAuthForm};
+use crate::oauth::{AuthorizationServer, OAuthError};
+use crate::startup::now;
+
+/// HTTP Basic client authentication (`client_secret_basic`, RFC 6749 §2.3.1): the client id and
+/// secret, each form-urlencoded.
+#[derive(SecurityScheme)]
+#[oai(rename = "clientBasic", ty = "basic")]
+pub struct ClientBasic(#[allow(dead_code)] Basic);
+
+/// Confidential clients authenticate with Basic or with `client_id` + `client_secret` in the
+/// body (never both); public clients send `client_id` alone.
+#[derive(SecurityScheme)]
+pub enum TokenEndpointAuth {
+    Basic(ClientBasic),
+    #[oai(fallback)]
+    Body,
+}
+
+/// A token request. Which fields apply depends on `grant_type`.
+#[derive(Debug, Object)]
+pub struct TokenRequest {
+    /// `authorization_code`, `refresh_token` or `client_credentials`.
+    pub grant_type: String,
+    /// authorization_code: the code from the authorization response.
+    pub code: Option<String>,
+    /// authorization_code: the redirect URI of the authorization request.
+    pub redirect_uri: Option<String>,
+    /// authorization_code: the PKCE code verifier (RFC 7636).
+    pub code_verifier: Option<String>,
+    /// refresh_token: the refresh token.
+    pub refresh_token: Option<String>,
+    /// refresh_token, client_credentials: the scope wanted (space-separated); a refresh may
+    /// only narrow it.
+    pub scope: Option<String>,
+    /// The client id, when not authenticating with Basic.
+    pub client_id: Option<String>,
+    /// The client secret of a confidential client not using Basic.
+    pub client_secret: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Object)]
+pub struct TokenResponseBody {
+    /// An RFC 9068 JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// An opaque refresh token (authorization_code and refresh_token grants).
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
+    /// The granted scope.
+    pub scope: String,
+}
+
+const NO_STORE: &str = "no-store";
+const NO_CACHE: &str = "no-cache";
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "token_request_unreadable")]
+pub enum TokenResponse {
+    /// Tokens issued.
+    #[oai(status = 200)]
+    Ok(
+        Json<TokenResponseBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type` or
+    /// `invalid_scope`.
+    #[oai(status = 400)]
+    BadRequest(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `invalid_client`: unknown client, wrong or missing secret.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<OAuthErrorBody>,
+        #[oai(header = "WWW-Authenticate")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// `invalid_request`: the body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// `server_error`.
+    #[oai(status = 500)]
+    ServerError(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+impl From<&OAuthError> for TokenResponse {
+    /// RFC 6749 §5.2: 400, or 401 with `WWW-Authenticate` for `invalid_client`.
+    fn from(error: &OAuthError) -> TokenResponse {
+        let body = Json(OAuthErrorBody::from(error));
+        match error {
+            OAuthError::InvalidClient(_) => TokenResponse::Unauthorized(
+                body,
+                "Basic realm=\"portcullis\", charset=\"UTF-8\"".into(),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            OAuthError::Server(_) => TokenResponse::ServerError(body, NO_STORE.into()),
+            _ => TokenResponse::BadRequest(body, NO_STORE.into(), NO_CACHE.into()),
+        }
+    }
+}
+
+/// Extractor failures (wrong content type, oversized or unreadable body) as RFC 6749 JSON.
+fn token_request_unreadable(error: poem::Error) -> TokenResponse {
+    if let Some(form) = error.downcast_ref::<FormError>() {
+        if form.status == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
+            return TokenResponse::PayloadTooLarge(
+                Json(OAuthErrorBody::from(&form.error)),
+                NO_STORE.into(),
+            );
+        }
+        return TokenResponse::from(&form.error);
+    }
+    let reason = match error.downcast_ref::<poem_openapi::error::ContentTypeError>() {
+        Some(_) => {
+            format!("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2): {error}")
+        }
+        None => format!("the request could not be read: {error}"),
+    };
+    TokenResponse::from(&OAuthError::InvalidRequest(reason))
+}
+
+pub struct TokenApi;
+
+#[OpenApi]
+impl TokenApi {
+    /// Token endpoint
+    ///
+    /// Exchanges an authorization code (with its PKCE verifier), a refresh token (rotated: the
+    /// answer carries a new one, and presenting a used one revokes the whole grant) or client
+    /// credentials for an RFC 9068 JWT access token.
+    #[oai(
+        path = "/o/token",
+        method = "post",
+        tag = "Tag::OAuth",
+        operation_id = "token"
+    )]
+    async fn token(
+        &self,
+        request: &Request,
+        server: poem::web::Data<&AuthorizationServer>,
+        _auth: TokenEndpointAuth,
+        body: OAuthForm<TokenRequest>,
+    ) -> TokenResponse {
+        let authorization = request.header(header::AUTHORIZATION);
+        match crate::oauth::token::exchange(server.0, authorization, &body.params, now()).await {
+            Ok(token) => TokenResponse::Ok(
+                Json(TokenResponseBody {
+                    access_token: token.access_token,
+                    token_type: token.token_type.into(),
+                    expires_in: token.expires_in,
+                    refresh_token: token.refresh_token,
+                    scope: token.scope,
+                }),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+            Err(error) => TokenResponse::from(&error),
+        }
+    }
+}
