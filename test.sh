@@ -4,30 +4,39 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-missing=()
-for package in pkg-config libssl-dev; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    echo "test.sh: installing ${missing[*]}"
-    $sudo apt-get update -qq
-    $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "test.sh: please install ${missing[*]} (OpenSSL headers and pkg-config) first" >&2
+apt_install() {
+  local missing=()
+  for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: please install ${missing[*]} first" >&2
     exit 1
   fi
-fi
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "test.sh: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Build: OpenSSL headers. Browser test: Debian's Chromium (playwright-core drives it; it never
+# downloads a browser of its own).
+apt_install pkg-config libssl-dev chromium
 
 # The verifier must build without the server (no poem server, no sled, no pages).
 cargo build --quiet --no-default-features
 cargo test --lib --tests
 
-# Interoperability with a third-party client library (Authlib), against the real binary.
-if ! python3 -c "import authlib, joserfc, requests" >/dev/null 2>&1; then
-  echo "test.sh: installing the Python packages of the interop check (authlib, requests)"
-  python3 -m pip install --quiet --disable-pip-version-check authlib joserfc requests
+# Python checks: the committed OpenAPI document validates as OpenAPI 3, and a third-party client
+# library (Authlib, joserfc) runs the flows against the real binary.
+if ! python3 -c "import authlib, joserfc, requests, openapi_spec_validator" >/dev/null 2>&1; then
+  echo "test.sh: installing the Python packages of the checks"
+  python3 -m pip install --quiet --disable-pip-version-check authlib joserfc requests openapi-spec-validator
 fi
+python3 -m openapi_spec_validator openapi/openapi.json
 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
+
+# Swagger UI in a real browser: Authorize, sign in, consent, call /api/hello.
+(cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; } && node --test)

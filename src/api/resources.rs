@@ -24,8 +24,8 @@ pub enum Scopes {
     Write,
 }
 
-/// The authorization code flow with PKCE against this server (what Swagger UI's Authorize
-/// button runs). URLs are relative here; the served document makes them absolute.
+/// Sign in with the authorization code flow and PKCE (Swagger UI uses the public client
+/// `swagger-ui`).
 #[derive(SecurityScheme)]
 #[oai(
     rename = "oauth2",
@@ -113,7 +113,12 @@ impl ResourceApi {
     /// Example protected resource
     ///
     /// Needs an access token with scope `read`. Press Authorize, sign in, then try it.
-    #[oai(path = "/api/hello", method = "get", tag = "Tag::Resources")]
+    #[oai(
+        path = "/api/hello",
+        method = "get",
+        tag = "Tag::Resources",
+        operation_id = "hello"
+    )]
     async fn hello(
         &self,
         request: &Request,
@@ -166,7 +171,12 @@ impl ResourceApi {
     }
 
     /// Liveness
-    #[oai(path = "/healthz", method = "get", tag = "Tag::Resources")]
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        tag = "Tag::Resources",
+        operation_id = "health"
+    )]
     async fn healthz(&self) -> Json<Health> {
         Json(Health {
             status: "ok".into(),

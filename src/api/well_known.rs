@@ -111,7 +111,8 @@ impl WellKnownApi {
     #[oai(
         path = "/.well-known/oauth-authorization-server",
         method = "get",
-        tag = "Tag::Discovery"
+        tag = "Tag::Discovery",
+        operation_id = "oauthAuthorizationServerMetadata"
     )]
     async fn oauth_metadata(
         &self,
@@ -126,7 +127,8 @@ impl WellKnownApi {
     #[oai(
         path = "/.well-known/openid-configuration",
         method = "get",
-        tag = "Tag::Discovery"
+        tag = "Tag::Discovery",
+        operation_id = "openidConfiguration"
     )]
     async fn openid_configuration(
         &self,
@@ -142,7 +144,8 @@ impl WellKnownApi {
     #[oai(
         path = "/.well-known/jwks.json",
         method = "get",
-        tag = "Tag::Discovery"
+        tag = "Tag::Discovery",
+        operation_id = "jwks"
     )]
     async fn jwks(&self, server: poem::web::Data<&AuthorizationServer>) -> JwksResponse {
         let value = server.keys().ring.jwks(now(), server.max_token_lifetime());

@@ -5,6 +5,7 @@ mod authorize;
 mod cli;
 mod discovery;
 mod helpers;
+mod openapi;
 mod refresh;
 mod resources;
 mod startup;
