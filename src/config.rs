@@ -130,6 +130,8 @@ pub enum ConfigError {
     Issuer(String, &'static str),
     #[error("--{0} must be at least 1 second")]
     Ttl(&'static str),
+    #[error("--cors-origin {0:?} is not an origin: write scheme://host[:port], without a path")]
+    CorsOrigin(String),
 }
 
 /// The issuer as RFC 8414 §2 wants it: https (http allowed for development), no query or

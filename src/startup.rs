@@ -47,6 +47,7 @@ pub struct App {
     purge_interval: Duration,
     keys_dir: std::path::PathBuf,
     key_reload_interval: Duration,
+    cors_origins: crate::api::cors::CorsOrigins,
 }
 
 pub fn now() -> i64 {
@@ -93,6 +94,15 @@ impl App {
             address: settings.listen.clone(),
             source,
         })?;
+        let cors_origins = settings
+            .cors_origin
+            .iter()
+            .map(|origin| {
+                crate::api::cors::normalize_origin(origin)
+                    .filter(|normalized| normalized == origin.trim_end_matches('/'))
+                    .ok_or_else(|| ConfigError::CorsOrigin(origin.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let config = settings.oauth_config(&format!("http://{local}"))?;
         let keys = KeyRing::load_or_generate(
             &settings.keys_dir,
@@ -109,6 +119,7 @@ impl App {
             initial_admin_password,
             purge_interval: Duration::from_secs(settings.purge_interval.max(1)),
             keys_dir: settings.keys_dir.clone(),
+            cors_origins: crate::api::cors::CorsOrigins(cors_origins),
             key_reload_interval: Duration::from_secs(settings.key_reload_interval.max(1)),
         })
     }
@@ -142,7 +153,7 @@ impl App {
         ));
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
-                crate::api::routes(self.server.clone()),
+                crate::api::routes(self.server.clone(), self.cors_origins),
                 shutdown,
                 Some(Duration::from_secs(10)),
             )

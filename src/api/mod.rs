@@ -9,6 +9,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::oauth::AuthorizationServer;
 
+pub mod cors;
 pub mod errors;
 pub mod form;
 pub mod resources;
@@ -112,7 +113,7 @@ pub const OPERATION_PATHS: [&str; 6] = [
 ];
 
 /// Every route of the server.
-pub fn routes(server: AuthorizationServer) -> impl Endpoint {
+pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> impl Endpoint {
     let document = openapi_document(&server.config.issuer);
     let docs_page = swagger_ui_page(&server.config.issuer, &document);
     // The operations keep their full paths: mount the one service at each of them, so that the
@@ -151,8 +152,9 @@ pub fn routes(server: AuthorizationServer) -> impl Endpoint {
         .at("/logout", post(crate::web::logout))
         .at("/static/portcullis.css", get(crate::web::stylesheet))
         .at("/", get(crate::web::index))
-        .data(server)
         .around(|endpoint, request| async move { dispatch(endpoint, request).await })
+        .data(server)
+        .data(cors_origins)
 }
 
 /// Swagger UI's OAuth2 redirect page (from swagger-ui, Apache-2.0): hands the code to the page
@@ -185,7 +187,7 @@ async fn dispatch<E: Endpoint>(
     }
     let method = request.method().clone();
     let started = std::time::Instant::now();
-    let response = match endpoint.call(request).await {
+    let response = match cors::with_cors(&*endpoint, request).await {
         Ok(response) => response.into_response(),
         Err(error) => {
             let status = error.status();

@@ -3,6 +3,7 @@
 
 mod authorize;
 mod cli;
+mod cors;
 mod discovery;
 mod helpers;
 mod openapi;
