@@ -167,6 +167,30 @@ fn swagger_oauth2_redirect() -> Response {
         .header(header::CACHE_CONTROL, "no-store")
         .body(include_str!("../../templates/swagger-oauth2-redirect.html"))
 }
+/// The methods each path answers (for `Allow` on a 405).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    Some(match path {
+        "/o/token" | "/logout" => "POST",
+        "/o/authorize" | "/login" => "GET, POST",
+        "/.well-known/oauth-authorization-server"
+        | "/.well-known/openid-configuration"
+        | "/.well-known/jwks.json"
+        | "/api/hello"
+        | "/healthz"
+        | "/openapi.json"
+        | "/docs"
+        | "/docs/oauth2-redirect.html"
+        | "/static/portcullis.css"
+        | "/" => "GET",
+        _ => return None,
+    })
+}
+
 /// Runs every request: accepts paths with a trailing slash (DOT clients send one), logs method,
 /// path and status (never the query, which may carry codes or state), and turns any error poem
 /// raises itself (unknown path, wrong method) into a plain answer without internals.
@@ -196,10 +220,19 @@ async fn dispatch<E: Endpoint>(
                 StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
                 _ => error.to_string(),
             };
-            Response::builder()
+            let mut response = Response::builder()
                 .status(status)
                 .content_type("text/plain; charset=utf-8")
-                .body(message)
+                .body(message);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+                if let Some(methods) = allowed_methods(&path) {
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, poem::http::HeaderValue::from_static(methods));
+                }
+            }
+            response
         }
     };
     tracing::info!(%method, path = %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");

@@ -497,6 +497,7 @@ async fn garbage_bodies_get_invalid_request_never_500() {
     assert_oauth_error(repeated, 400, "invalid_request").await;
     let response = app.http.get(app.url("/o/token")).send().await.unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST", "RFC 9110 §15.5.6");
 }
 
 #[tokio::test]
