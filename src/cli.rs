@@ -15,11 +15,7 @@ use crate::startup::{App, now};
 use crate::store::{SharedStore, SledStore, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "An OAuth 2.0 authorization server with JWT access tokens"
-)]
+#[command(name = "portcullis", version, about = "An OAuth 2.0 authorization server with JWT access tokens")]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
@@ -76,11 +72,7 @@ pub enum ClientCommand {
         redirect_uris: Vec<String>,
         /// A grant type (repeatable): authorization_code, refresh_token, client_credentials.
         /// Default: authorization_code and refresh_token.
-        #[arg(
-            long = "grant-type",
-            env = "PORTCULLIS_GRANT_TYPE",
-            value_delimiter = ','
-        )]
+        #[arg(long = "grant-type", env = "PORTCULLIS_GRANT_TYPE", value_delimiter = ',')]
         grant_types: Vec<String>,
         /// Space-separated scopes the client may request.
         #[arg(long, env = "PORTCULLIS_SCOPE", default_value = "read")]
@@ -129,10 +121,7 @@ fn open_store(settings: &Settings) -> Result<SharedStore, CliError> {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 fn client_json(client: &Client) -> serde_json::Value {
@@ -170,16 +159,9 @@ pub async fn run_admin(settings: &Settings, command: Command) -> Result<(), CliE
 async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        UserCommand::Create {
-            username,
-            password_stdin,
-            admin,
-        } => {
-            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control)
-            {
-                return Err(CliError(
-                    "--username must be 1 to 150 printable characters".into(),
-                ));
+        UserCommand::Create { username, password_stdin, admin } => {
+            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control) {
+                return Err(CliError("--username must be 1 to 150 printable characters".into()));
             }
             let (password, generated) = if password_stdin {
                 let mut input = String::new();
@@ -203,8 +185,7 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             };
             store.insert_user(&user).await?;
             store.flush().await?;
-            let mut output =
-                json!({ "id": user.id, "username": user.username, "admin": user.admin });
+            let mut output = json!({ "id": user.id, "username": user.username, "admin": user.admin });
             if generated {
                 output["password"] = json!(password);
             }
@@ -215,20 +196,15 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 .users()
                 .await?
                 .iter()
-                .map(
-                    |user| json!({ "id": user.id, "username": user.username, "admin": user.admin }),
-                )
+                .map(|user| json!({ "id": user.id, "username": user.username, "admin": user.admin }))
                 .collect();
             print_json(&json!(users));
         }
         UserCommand::Delete { username } => {
-            store
-                .delete_user(&username)
-                .await
-                .map_err(|error| match error {
-                    StoreError::NotFound => CliError(format!("no user named {username:?}")),
-                    other => other.into(),
-                })?;
+            store.delete_user(&username).await.map_err(|error| match error {
+                StoreError::NotFound => CliError(format!("no user named {username:?}")),
+                other => other.into(),
+            })?;
             store.flush().await?;
         }
     }
@@ -238,14 +214,7 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
 async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        ClientCommand::Create {
-            name,
-            public,
-            redirect_uris,
-            grant_types,
-            scope,
-            skip_consent,
-        } => {
+        ClientCommand::Create { name, public, redirect_uris, grant_types, scope, skip_consent } => {
             let redirect_uris = redirect_uris
                 .iter()
                 .map(|uri| RedirectUri::parse(uri).map_err(|error| CliError(error.to_string())))
@@ -263,9 +232,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
                 grants = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
             }
             if public && grants.contains(&GrantType::ClientCredentials) {
-                return Err(CliError(
-                    "a public client cannot use client_credentials (RFC 6749 §4.4)".into(),
-                ));
+                return Err(CliError("a public client cannot use client_credentials (RFC 6749 §4.4)".into()));
             }
             if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
                 return Err(CliError(
@@ -277,11 +244,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             let client = Client {
                 client_id: random_token(18),
                 name,
-                client_type: if public {
-                    ClientType::Public
-                } else {
-                    ClientType::Confidential
-                },
+                client_type: if public { ClientType::Public } else { ClientType::Confidential },
                 secret_hash: secret.as_deref().map(hash_secret),
                 redirect_uris,
                 grant_types: grants,
@@ -299,8 +262,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             print_json(&output);
         }
         ClientCommand::List => {
-            let clients: Vec<serde_json::Value> =
-                store.clients().await?.iter().map(client_json).collect();
+            let clients: Vec<serde_json::Value> = store.clients().await?.iter().map(client_json).collect();
             print_json(&json!(clients));
         }
         ClientCommand::Show { client_id } => {
@@ -311,13 +273,10 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             print_json(&client_json(&client));
         }
         ClientCommand::Delete { client_id } => {
-            store
-                .delete_client(&client_id)
-                .await
-                .map_err(|error| match error {
-                    StoreError::NotFound => CliError(format!("no client {client_id:?}")),
-                    other => other.into(),
-                })?;
+            store.delete_client(&client_id).await.map_err(|error| match error {
+                StoreError::NotFound => CliError(format!("no client {client_id:?}")),
+                other => other.into(),
+            })?;
             store.flush().await?;
         }
         ClientCommand::RotateSecret { client_id } => {
@@ -326,9 +285,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
                 .await?
                 .ok_or_else(|| CliError(format!("no client {client_id:?}")))?;
             if client.is_public() {
-                return Err(CliError(format!(
-                    "{client_id:?} is a public client: it has no secret"
-                )));
+                return Err(CliError(format!("{client_id:?} is a public client: it has no secret")));
             }
             let secret = random_secret();
             client.secret_hash = Some(hash_secret(&secret));
@@ -370,9 +327,7 @@ fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
 
 /// `serve`: build, print the admin password of a first start, run until Ctrl-C or SIGTERM.
 pub async fn serve(settings: Settings) -> Result<(), CliError> {
-    let app = App::build(settings)
-        .await
-        .map_err(|error| CliError(error.to_string()))?;
+    let app = App::build(settings).await.map_err(|error| CliError(error.to_string()))?;
     if let Some(password) = &app.initial_admin_password {
         // Printed once, to the terminal, never to the log (SPEC "Running").
         println!(
@@ -380,12 +335,10 @@ pub async fn serve(settings: Settings) -> Result<(), CliError> {
             app.issuer()
         );
     }
-    let shutdown = shutdown_signal()
-        .map_err(|error| CliError(format!("could not install signal handlers: {error}")))?;
+    let shutdown =
+        shutdown_signal().map_err(|error| CliError(format!("could not install signal handlers: {error}")))?;
     tracing::info!(issuer = %app.issuer(), port = app.port(), "listening");
-    app.run_until_stopped(shutdown)
-        .await
-        .map_err(|error| CliError(error.to_string()))
+    app.run_until_stopped(shutdown).await.map_err(|error| CliError(error.to_string()))
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed here, before the server announces itself, so

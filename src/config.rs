@@ -30,97 +30,46 @@ impl From<SigningAlg> for Algorithm {
 #[command(next_help_heading = "Server and store settings (every command)")]
 pub struct Settings {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(
-        long,
-        env = "PORTCULLIS_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: String,
     /// Issuer identifier (https, or http on loopback); default: http://<listen>.
     #[arg(long, env = "PORTCULLIS_ISSUER", global = true)]
     pub issuer: Option<String>,
     /// Directory of the embedded store.
-    #[arg(
-        long,
-        env = "PORTCULLIS_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Directory of the signing keys (private keys, mode 0600).
-    #[arg(
-        long,
-        env = "PORTCULLIS_KEYS_DIR",
-        default_value = "./keys",
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_KEYS_DIR", default_value = "./keys", global = true)]
     pub keys_dir: PathBuf,
     /// Access token lifetime in seconds.
-    #[arg(
-        long,
-        env = "PORTCULLIS_ACCESS_TOKEN_TTL",
-        default_value_t = 900,
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_ACCESS_TOKEN_TTL", default_value_t = 900, global = true)]
     pub access_token_ttl: u32,
     /// Refresh token lifetime in seconds (30 days).
-    #[arg(
-        long,
-        env = "PORTCULLIS_REFRESH_TOKEN_TTL",
-        default_value_t = 2_592_000,
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, global = true)]
     pub refresh_token_ttl: u32,
     /// Authorization code lifetime in seconds.
     #[arg(long, env = "PORTCULLIS_CODE_TTL", default_value_t = 60, global = true)]
     pub code_ttl: u32,
     /// Login session lifetime in seconds.
-    #[arg(
-        long,
-        env = "PORTCULLIS_SESSION_TTL",
-        default_value_t = 28_800,
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_SESSION_TTL", default_value_t = 28_800, global = true)]
     pub session_ttl: u32,
     /// The `aud` of access tokens; default: the issuer.
     #[arg(long, env = "PORTCULLIS_AUDIENCE", global = true)]
     pub audience: Option<String>,
     /// Algorithm that signs access tokens.
-    #[arg(
-        long,
-        env = "PORTCULLIS_SIGNING_ALG",
-        value_enum,
-        default_value = "ES256",
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_SIGNING_ALG", value_enum, default_value = "ES256", global = true)]
     pub signing_alg: SigningAlg,
     /// Origins allowed to call the JSON endpoints from a browser (repeatable; env: comma-separated).
-    #[arg(
-        long,
-        env = "PORTCULLIS_CORS_ORIGIN",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_CORS_ORIGIN", value_delimiter = ',', global = true)]
     pub cors_origin: Vec<String>,
     /// Store cache size in MiB.
     #[arg(long, env = "PORTCULLIS_CACHE_MB", default_value_t = 64, global = true)]
     pub cache_mb: u64,
     /// Seconds between background purges of expired records.
-    #[arg(
-        long,
-        env = "PORTCULLIS_PURGE_INTERVAL",
-        default_value_t = 300,
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_PURGE_INTERVAL", default_value_t = 300, global = true)]
     pub purge_interval: u64,
     /// Seconds between checks of the keys directory for rotated keys.
-    #[arg(
-        long,
-        env = "PORTCULLIS_KEY_RELOAD_INTERVAL",
-        default_value_t = 10,
-        global = true
-    )]
+    #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value_t = 10, global = true)]
     pub key_reload_interval: u64,
 }
 
@@ -137,19 +86,13 @@ pub enum ConfigError {
 /// The issuer as RFC 8414 §2 wants it: https (http allowed for development), no query or
 /// fragment, no trailing slash.
 pub fn validate_issuer(issuer: &str) -> Result<String, ConfigError> {
-    let url = url::Url::parse(issuer)
-        .map_err(|_| ConfigError::Issuer(issuer.into(), "not an absolute URL"))?;
+    let url =
+        url::Url::parse(issuer).map_err(|_| ConfigError::Issuer(issuer.into(), "not an absolute URL"))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::Issuer(
-            issuer.into(),
-            "must be an https (or http) URL",
-        ));
+        return Err(ConfigError::Issuer(issuer.into(), "must be an https (or http) URL"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::Issuer(
-            issuer.into(),
-            "must not have a query or fragment (RFC 8414 §2)",
-        ));
+        return Err(ConfigError::Issuer(issuer.into(), "must not have a query or fragment (RFC 8414 §2)"));
     }
     if url.host().is_none() {
         return Err(ConfigError::Issuer(issuer.into(), "must have a host"));

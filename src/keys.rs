@@ -55,10 +55,7 @@ impl std::fmt::Display for Algorithm {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("keys directory {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("key file {path} is not a portcullis key file: {reason}")]
     Malformed { path: String, reason: String },
     #[error("no active {0} key")]
@@ -111,11 +108,7 @@ pub struct KeyRing {
 /// RFC 7638 §3: the SHA-256 of the JSON object of the required members, in lexicographic order,
 /// with no whitespace.
 pub fn thumbprint(jwk: &Jwk) -> String {
-    let member = |name: &str| {
-        jwk.parameter(name)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    };
+    let member = |name: &str| jwk.parameter(name).cloned().unwrap_or(serde_json::Value::Null);
     let mut required = BTreeMap::new();
     let names: &[&str] = match jwk.key_type() {
         "EC" => &["crv", "kty", "x", "y"],
@@ -132,23 +125,14 @@ pub fn thumbprint(jwk: &Jwk) -> String {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| KeyError::Io { path: path.display().to_string(), source }
 }
 
 fn generate_pem(alg: Algorithm) -> Result<String, KeyError> {
     let pem = match alg {
-        Algorithm::ES256 => ES256
-            .generate_key_pair()
-            .map(|pair| pair.to_pem_private_key()),
-        Algorithm::RS256 => RS256
-            .generate_key_pair(2048)
-            .map(|pair| pair.to_pem_private_key()),
-        Algorithm::EdDSA => EdDSA
-            .generate_key_pair(EdCurve::Ed25519)
-            .map(|pair| pair.to_pem_private_key()),
+        Algorithm::ES256 => ES256.generate_key_pair().map(|pair| pair.to_pem_private_key()),
+        Algorithm::RS256 => RS256.generate_key_pair(2048).map(|pair| pair.to_pem_private_key()),
+        Algorithm::EdDSA => EdDSA.generate_key_pair(EdCurve::Ed25519).map(|pair| pair.to_pem_private_key()),
     }
     .map_err(|error| KeyError::Generate(error.to_string()))?;
     String::from_utf8(pem).map_err(|error| KeyError::Generate(error.to_string()))
@@ -169,24 +153,15 @@ fn load_key(path: &Path, file: KeyFile) -> Result<SigningKey, KeyError> {
                     reason: "an ES256 key must be on P-256".into(),
                 });
             }
-            (
-                pair.to_jwk_public_key(),
-                Box::new(ES256.signer_from_pem(pem).map_err(malformed)?),
-            )
+            (pair.to_jwk_public_key(), Box::new(ES256.signer_from_pem(pem).map_err(malformed)?))
         }
         Algorithm::RS256 => {
             let pair = RS256.key_pair_from_pem(pem).map_err(malformed)?;
-            (
-                pair.to_jwk_public_key(),
-                Box::new(RS256.signer_from_pem(pem).map_err(malformed)?),
-            )
+            (pair.to_jwk_public_key(), Box::new(RS256.signer_from_pem(pem).map_err(malformed)?))
         }
         Algorithm::EdDSA => {
             let pair = EdDSA.key_pair_from_pem(pem).map_err(malformed)?;
-            (
-                pair.to_jwk_public_key(),
-                Box::new(EdDSA.signer_from_pem(pem).map_err(malformed)?),
-            )
+            (pair.to_jwk_public_key(), Box::new(EdDSA.signer_from_pem(pem).map_err(malformed)?))
         }
     };
     let kid = thumbprint(&public_jwk);
@@ -224,11 +199,7 @@ fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
 
 impl KeyRing {
     /// Loads every key in `dir`, creating the directory and any missing active key of `required`.
-    pub fn load_or_generate(
-        dir: &Path,
-        required: &[Algorithm],
-        now: i64,
-    ) -> Result<KeyRing, KeyError> {
+    pub fn load_or_generate(dir: &Path, required: &[Algorithm], now: i64) -> Result<KeyRing, KeyError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let mut ring = KeyRing::load(dir)?;
         for &alg in required {
@@ -255,11 +226,10 @@ impl KeyRing {
                 continue;
             }
             let bytes = fs::read(&path).map_err(io_error(&path))?;
-            let file: KeyFile =
-                serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
-                    path: path.display().to_string(),
-                    reason: error.to_string(),
-                })?;
+            let file: KeyFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
             keys.push(load_key(&path, file)?);
         }
         keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
@@ -267,12 +237,7 @@ impl KeyRing {
     }
 
     fn generate(&mut self, dir: &Path, alg: Algorithm, now: i64) -> Result<&SigningKey, KeyError> {
-        let file = KeyFile {
-            alg,
-            created_at: now,
-            retired_at: None,
-            private_key_pem: generate_pem(alg)?,
-        };
+        let file = KeyFile { alg, created_at: now, retired_at: None, private_key_pem: generate_pem(alg)? };
         let provisional = dir.join(format!("new-{}.json", crate::secrets::random_token(8)));
         let key = load_key(&provisional, file.clone())?;
         let path = dir.join(format!("{}-{}.json", alg.as_str().to_lowercase(), key.kid));
@@ -286,29 +251,19 @@ impl KeyRing {
     /// retired (they sign nothing more, and stay published until their tokens expire).
     pub fn rotate(&mut self, dir: &Path, now: i64) -> Result<Vec<String>, KeyError> {
         let algs: Vec<Algorithm> = {
-            let mut algs: Vec<Algorithm> = self
-                .keys
-                .iter()
-                .filter(|k| k.retired_at.is_none())
-                .map(|k| k.alg)
-                .collect();
+            let mut algs: Vec<Algorithm> =
+                self.keys.iter().filter(|k| k.retired_at.is_none()).map(|k| k.alg).collect();
             algs.sort();
             algs.dedup();
             algs
         };
         let mut new_kids = Vec::new();
         for alg in algs {
-            for key in self
-                .keys
-                .iter_mut()
-                .filter(|k| k.alg == alg && k.retired_at.is_none())
-            {
+            for key in self.keys.iter_mut().filter(|k| k.alg == alg && k.retired_at.is_none()) {
                 let bytes = fs::read(&key.path).map_err(io_error(&key.path))?;
-                let mut file: KeyFile =
-                    serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
-                        path: key.path.display().to_string(),
-                        reason: error.to_string(),
-                    })?;
+                let mut file: KeyFile = serde_json::from_slice(&bytes).map_err(|error| {
+                    KeyError::Malformed { path: key.path.display().to_string(), reason: error.to_string() }
+                })?;
                 file.retired_at = Some(now);
                 write_key_file(&key.path, &file)?;
                 key.retired_at = Some(now);
@@ -320,10 +275,7 @@ impl KeyRing {
 
     /// The newest unretired key of `alg`: the one that signs.
     pub fn active(&self, alg: Algorithm) -> Option<&SigningKey> {
-        self.keys
-            .iter()
-            .rev()
-            .find(|key| key.alg == alg && key.retired_at.is_none())
+        self.keys.iter().rev().find(|key| key.alg == alg && key.retired_at.is_none())
     }
 
     pub fn keys(&self) -> &[SigningKey] {
@@ -337,10 +289,7 @@ impl KeyRing {
         let keys: Vec<serde_json::Value> = self
             .keys
             .iter()
-            .filter(|key| {
-                key.retired_at
-                    .is_none_or(|retired| retired + max_token_lifetime >= now)
-            })
+            .filter(|key| key.retired_at.is_none_or(|retired| retired + max_token_lifetime >= now))
             .map(|key| serde_json::Value::Object(key.public_jwk.as_ref().clone()))
             .collect();
         serde_json::json!({ "keys": keys })
@@ -348,12 +297,7 @@ impl KeyRing {
 
     /// Signs `payload` with the active key of `alg`, with header `typ` (RFC 9068 §2.1: `at+jwt`
     /// for access tokens) and the key's `kid`.
-    pub fn sign(
-        &self,
-        alg: Algorithm,
-        typ: &str,
-        payload: &JwtPayload,
-    ) -> Result<(String, &str), KeyError> {
+    pub fn sign(&self, alg: Algorithm, typ: &str, payload: &JwtPayload) -> Result<(String, &str), KeyError> {
         let key = self.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
         let mut header = JwsHeader::new();
         header.set_token_type(typ);
@@ -372,18 +316,14 @@ mod tests {
     fn rfc7638_example_thumbprint() {
         // RFC 7638 §3.1.
         let jwk = Jwk::from_bytes(br#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
-        assert_eq!(
-            thumbprint(&jwk),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        assert_eq!(thumbprint(&jwk), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
     #[test]
     fn generates_loads_rotates_and_retires() {
         let dir = tempfile::tempdir().unwrap();
         let mut ring =
-            KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256, Algorithm::RS256], 1000)
-                .unwrap();
+            KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256, Algorithm::RS256], 1000).unwrap();
         let first = ring.active(Algorithm::ES256).unwrap().kid.clone();
         for entry in fs::read_dir(dir.path()).unwrap() {
             use std::os::unix::fs::PermissionsExt;
@@ -391,11 +331,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let reloaded = KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256], 2000).unwrap();
-        assert_eq!(
-            reloaded.active(Algorithm::ES256).unwrap().kid,
-            first,
-            "an existing key is reused"
-        );
+        assert_eq!(reloaded.active(Algorithm::ES256).unwrap().kid, first, "an existing key is reused");
 
         ring.rotate(dir.path(), 5000).unwrap();
         let second = ring.active(Algorithm::ES256).unwrap().kid.clone();
@@ -408,14 +344,8 @@ mod tests {
                 .map(|k| k["kid"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert!(
-            published(&ring, 5900).contains(&first),
-            "kept while its tokens can live"
-        );
-        assert!(
-            !published(&ring, 5901).contains(&first),
-            "dropped once they cannot"
-        );
+        assert!(published(&ring, 5900).contains(&first), "kept while its tokens can live");
+        assert!(!published(&ring, 5901).contains(&first), "dropped once they cannot");
         assert!(published(&ring, 5901).contains(&second));
         let reloaded = KeyRing::load(dir.path()).unwrap();
         assert_eq!(reloaded.active(Algorithm::ES256).unwrap().kid, second);

@@ -27,10 +27,7 @@ pub enum StartupError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error("could not listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
+    Bind { address: String, source: std::io::Error },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("could not hash the admin password: {0}")]
@@ -71,29 +68,17 @@ impl App {
     }
 
     /// Builds the app on any store (tests use the in-memory one).
-    pub async fn build_with_store(
-        settings: Settings,
-        store: SharedStore,
-    ) -> Result<App, StartupError> {
-        let listener =
-            std::net::TcpListener::bind(&settings.listen).map_err(|source| StartupError::Bind {
-                address: settings.listen.clone(),
-                source,
-            })?;
+    pub async fn build_with_store(settings: Settings, store: SharedStore) -> Result<App, StartupError> {
+        let listener = std::net::TcpListener::bind(&settings.listen)
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
         listener
             .set_nonblocking(true)
-            .map_err(|source| StartupError::Bind {
-                address: settings.listen.clone(),
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| StartupError::Bind {
-            address: settings.listen.clone(),
-            source,
-        })?;
-        let acceptor = TcpAcceptor::from_std(listener).map_err(|source| StartupError::Bind {
-            address: settings.listen.clone(),
-            source,
-        })?;
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
+        let acceptor = TcpAcceptor::from_std(listener)
+            .map_err(|source| StartupError::Bind { address: settings.listen.clone(), source })?;
         let cors_origins = settings
             .cors_origin
             .iter()
@@ -104,11 +89,8 @@ impl App {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let config = settings.oauth_config(&format!("http://{local}"))?;
-        let keys = KeyRing::load_or_generate(
-            &settings.keys_dir,
-            &required_algorithms(config.signing_alg),
-            now(),
-        )?;
+        let keys =
+            KeyRing::load_or_generate(&settings.keys_dir, &required_algorithms(config.signing_alg), now())?;
         let server = AuthorizationServer::new(config, store, keys)
             .map_err(|error| StartupError::Keys(KeyError::Generate(error.to_string())))?;
         let initial_admin_password = bootstrap(&server).await?;
@@ -147,10 +129,7 @@ impl App {
             self.keys_dir.clone(),
             self.key_reload_interval,
         ));
-        let purge = tokio::spawn(purge_in_background(
-            self.server.store.clone(),
-            self.purge_interval,
-        ));
+        let purge = tokio::spawn(purge_in_background(self.server.store.clone(), self.purge_interval));
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 crate::api::routes(self.server.clone(), self.cors_origins),
@@ -183,20 +162,13 @@ async fn purge_in_background(store: SharedStore, interval: Duration) {
 
 /// Picks up keys rotated by `portcullis keys rotate` while the server runs: the new key signs,
 /// the retired one stays published until its tokens expire.
-async fn reload_keys_in_background(
-    server: AuthorizationServer,
-    dir: std::path::PathBuf,
-    interval: Duration,
-) {
+async fn reload_keys_in_background(server: AuthorizationServer, dir: std::path::PathBuf, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let fingerprint = |ring: &KeyRing| -> Vec<(String, Option<i64>)> {
-            ring.keys()
-                .iter()
-                .map(|key| (key.kid.clone(), key.retired_at))
-                .collect()
+            ring.keys().iter().map(|key| (key.kid.clone(), key.retired_at)).collect()
         };
         let ring = match KeyRing::load(&dir) {
             Ok(ring) => ring,
@@ -215,11 +187,7 @@ async fn reload_keys_in_background(
         }
         match server.install_keys(ring) {
             Ok(()) => {
-                let kid = server
-                    .keys()
-                    .ring
-                    .active(server.config.signing_alg)
-                    .map(|key| key.kid.clone());
+                let kid = server.keys().ring.active(server.config.signing_alg).map(|key| key.kid.clone());
                 tracing::info!(kid = ?kid, "reloaded signing keys");
             }
             Err(error) => tracing::error!(%error, "could not use the reloaded keys"),
@@ -259,11 +227,8 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
             Err(error) => return Err(error.into()),
         }
     }
-    let redirect = RedirectUri::parse(&format!(
-        "{}/docs/oauth2-redirect.html",
-        server.config.issuer
-    ))
-    .expect("the issuer is a valid absolute URL");
+    let redirect = RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", server.config.issuer))
+        .expect("the issuer is a valid absolute URL");
     match store.client(SWAGGER_UI_CLIENT_ID).await? {
         Some(mut client) if client.redirect_uris != vec![redirect.clone()] => {
             client.redirect_uris = vec![redirect];

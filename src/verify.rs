@@ -109,13 +109,8 @@ impl Verifier {
     /// A verifier for tokens from `issuer` meant for `audience`, with the keys of `jwks` (the
     /// JSON of a JWK Set). Keys without `kid` or with an algorithm outside the allowlist are
     /// skipped.
-    pub fn from_jwks_json(
-        jwks: &[u8],
-        issuer: &str,
-        audience: &str,
-    ) -> Result<Verifier, VerifyError> {
-        let set =
-            JwkSet::from_bytes(jwks).map_err(|error| VerifyError::BadJwks(error.to_string()))?;
+    pub fn from_jwks_json(jwks: &[u8], issuer: &str, audience: &str) -> Result<Verifier, VerifyError> {
+        let set = JwkSet::from_bytes(jwks).map_err(|error| VerifyError::BadJwks(error.to_string()))?;
         let mut keys = HashMap::new();
         for jwk in set.keys() {
             let (Some(kid), Some(alg)) = (jwk.key_id(), jwk.algorithm()) else {
@@ -126,18 +121,10 @@ impl Verifier {
             }
             keys.insert(
                 kid.to_owned(),
-                VerifyingKey {
-                    alg: alg.to_owned(),
-                    verifier: verifier_for(jwk, alg)?,
-                },
+                VerifyingKey { alg: alg.to_owned(), verifier: verifier_for(jwk, alg)? },
             );
         }
-        Ok(Verifier {
-            keys,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-            leeway_seconds: 30,
-        })
+        Ok(Verifier { keys, issuer: issuer.to_owned(), audience: audience.to_owned(), leeway_seconds: 30 })
     }
 
     /// Tolerated clock skew for `exp`, `nbf` and `iat` (default 30 s).
@@ -152,72 +139,44 @@ impl Verifier {
             return Err(VerifyError::Malformed);
         }
         let header = jwt::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let alg = header
-            .claim("alg")
-            .and_then(|alg| alg.as_str())
-            .unwrap_or("none")
-            .to_owned();
+        let alg = header.claim("alg").and_then(|alg| alg.as_str()).unwrap_or("none").to_owned();
         if !ALLOWED_ALGORITHMS.contains(&alg.as_str()) {
             return Err(VerifyError::AlgorithmNotAllowed(alg));
         }
-        let typ = header
-            .claim("typ")
-            .and_then(|typ| typ.as_str())
-            .map(str::to_owned);
+        let typ = header.claim("typ").and_then(|typ| typ.as_str()).map(str::to_owned);
         // RFC 9068 §4: "application/at+jwt" is the same media type as "at+jwt".
         if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
             return Err(VerifyError::WrongType(typ));
         }
-        let kid = header
-            .claim("kid")
-            .and_then(|kid| kid.as_str())
-            .ok_or(VerifyError::MissingKeyId)?;
-        let key = self
-            .keys
-            .get(kid)
-            .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+        let kid = header.claim("kid").and_then(|kid| kid.as_str()).ok_or(VerifyError::MissingKeyId)?;
+        let key = self.keys.get(kid).ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
         if key.alg != alg {
             // The header may not choose an algorithm other than the key's (RFC 8725 §3.1).
             return Err(VerifyError::AlgorithmNotAllowed(alg));
         }
-        let (payload, _) = jwt::decode_with_verifier(token, key.verifier.as_ref()).map_err(
-            |error| match error {
+        let (payload, _) =
+            jwt::decode_with_verifier(token, key.verifier.as_ref()).map_err(|error| match error {
                 josekit::JoseError::InvalidSignature(_) => VerifyError::BadSignature,
                 _ => VerifyError::Malformed,
-            },
-        )?;
+            })?;
         self.check_claims(&payload, now)
     }
 
-    fn check_claims(
-        &self,
-        payload: &JwtPayload,
-        now: i64,
-    ) -> Result<AccessTokenClaims, VerifyError> {
+    fn check_claims(&self, payload: &JwtPayload, now: i64) -> Result<AccessTokenClaims, VerifyError> {
         let string = |name: &'static str| {
-            payload
-                .claim(name)
-                .and_then(|value| value.as_str())
-                .ok_or(VerifyError::MissingClaim(name))
+            payload.claim(name).and_then(|value| value.as_str()).ok_or(VerifyError::MissingClaim(name))
         };
         let integer = |name: &'static str| {
-            payload
-                .claim(name)
-                .and_then(|value| value.as_i64())
-                .ok_or(VerifyError::MissingClaim(name))
+            payload.claim(name).and_then(|value| value.as_i64()).ok_or(VerifyError::MissingClaim(name))
         };
         let iss = string("iss")?;
         if iss != self.issuer {
             return Err(VerifyError::WrongIssuer(iss.to_owned()));
         }
-        let aud = payload
-            .claim("aud")
-            .ok_or(VerifyError::MissingClaim("aud"))?;
+        let aud = payload.claim("aud").ok_or(VerifyError::MissingClaim("aud"))?;
         let audience_matches = match aud {
             serde_json::Value::String(aud) => aud == &self.audience,
-            serde_json::Value::Array(auds) => {
-                auds.iter().any(|aud| aud.as_str() == Some(&self.audience))
-            }
+            serde_json::Value::Array(auds) => auds.iter().any(|aud| aud.as_str() == Some(&self.audience)),
             _ => false,
         };
         if !audience_matches {

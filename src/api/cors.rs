@@ -1,4 +1,5 @@
-//! CORS for the endpoints a browser application calls directly (token, discovery, JWKS). An
+//! CORS for the endpoints a browser application calls directly (token, revocation, discovery,
+//! JWKS). An
 //! origin is allowed when it is in `--cors-origin` or is the origin of a redirect URI some client
 //! registered: a single-page app registered with `https://app.example/cb` may call the token
 //! endpoint from `https://app.example`. Other origins, and every HTML page, get no CORS headers.
@@ -10,8 +11,9 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::oauth::AuthorizationServer;
 
 /// The paths that answer cross-origin requests.
-pub const CORS_PATHS: [&str; 4] = [
+pub const CORS_PATHS: [&str; 5] = [
     "/o/token",
+    "/o/revoke_token",
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
@@ -39,10 +41,7 @@ async fn is_allowed(request: &Request, origin: &str) -> bool {
     if normalized != origin {
         return false;
     }
-    if request
-        .data::<CorsOrigins>()
-        .is_some_and(|configured| configured.0.contains(&normalized))
-    {
+    if request.data::<CorsOrigins>().is_some_and(|configured| configured.0.contains(&normalized)) {
         return true;
     }
     let Some(server) = request.data::<AuthorizationServer>() else {
@@ -65,16 +64,11 @@ pub async fn with_cors<E: Endpoint>(endpoint: &E, request: Request) -> poem::Res
     let path = request.uri().path();
     let origin = request.header(header::ORIGIN).map(str::to_owned);
     let (Some(origin), true) = (origin, CORS_PATHS.contains(&path)) else {
-        return endpoint
-            .call(request)
-            .await
-            .map(IntoResponse::into_response);
+        return endpoint.call(request).await.map(IntoResponse::into_response);
     };
     let allowed = is_allowed(&request, &origin).await;
     let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let origin_value = HeaderValue::from_str(&origin).ok().filter(|_| allowed);
     if preflight {
         let Some(origin_value) = origin_value else {
@@ -88,26 +82,17 @@ pub async fn with_cors<E: Endpoint>(endpoint: &E, request: Request) -> poem::Res
             .status(StatusCode::NO_CONTENT)
             .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin_value)
             .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST")
-            .header(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                "Authorization, Content-Type",
-            )
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "Authorization, Content-Type")
             .header(header::ACCESS_CONTROL_MAX_AGE, "600")
             .header(header::VARY, "Origin")
             .finish());
     }
-    let mut response = endpoint
-        .call(request)
-        .await
-        .map(IntoResponse::into_response)?;
+    let mut response = endpoint.call(request).await.map(IntoResponse::into_response)?;
     let headers = response.headers_mut();
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some(origin_value) = origin_value {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin_value);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("WWW-Authenticate"),
-        );
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("WWW-Authenticate"));
     }
     Ok(response)
 }

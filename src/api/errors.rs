@@ -46,10 +46,7 @@ impl From<&OAuthError> for OAuthErrorBody {
             OAuthError::UnsupportedResponseType(_) => OAuthErrorCode::UnsupportedResponseType,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         };
-        OAuthErrorBody {
-            error: code,
-            error_description: error.description(),
-        }
+        OAuthErrorBody { error: code, error_description: error.description() }
     }
 }
 
@@ -78,19 +75,13 @@ impl BearerErrorBody {
     /// The `WWW-Authenticate: Bearer` challenge carrying the same information (RFC 6750 §3).
     pub fn challenge(&self) -> String {
         let mut challenge = String::from("Bearer realm=\"portcullis\"");
-        if let Some(code) = self
-            .error
-            .as_ref()
-            .and_then(poem_openapi::types::ToJSON::to_json)
-        {
+        if let Some(code) = self.error.as_ref().and_then(poem_openapi::types::ToJSON::to_json) {
             challenge.push_str(&format!(", error={code}"));
         }
         if let Some(description) = &self.error_description {
             // RFC 6750 §3: quoted-string without '"' or '\'.
-            let safe: String = description
-                .chars()
-                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-                .collect();
+            let safe: String =
+                description.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
             challenge.push_str(&format!(", error_description=\"{safe}\""));
         }
         if let Some(scope) = &self.scope {

@@ -37,44 +37,27 @@ impl From<FormError> for poem::Error {
 
 /// Reads a urlencoded form body: the right content type, at most [`MAX_BODY_BYTES`].
 pub async fn read_form(content_type: Option<&str>, body: poem::Body) -> Result<Params, FormError> {
-    let essence = content_type
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim();
+    let essence = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(FormError {
             status: StatusCode::BAD_REQUEST,
             error: OAuthError::InvalidRequest(format!(
                 "the body must be application/x-www-form-urlencoded (RFC 6749 §3.2), not {:?}",
-                if essence.is_empty() {
-                    "nothing"
-                } else {
-                    essence
-                }
+                if essence.is_empty() { "nothing" } else { essence }
             )),
         });
     }
-    let bytes = body
-        .into_bytes_limit(MAX_BODY_BYTES)
-        .await
-        .map_err(|error| match error {
-            poem::error::ReadBodyError::PayloadTooLarge => FormError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                error: OAuthError::InvalidRequest(format!(
-                    "the body is larger than {MAX_BODY_BYTES} bytes"
-                )),
-            },
-            _ => FormError {
-                status: StatusCode::BAD_REQUEST,
-                error: OAuthError::InvalidRequest("the body could not be read".into()),
-            },
-        })?;
-    Params::parse(&bytes).map_err(|error| FormError {
-        status: StatusCode::BAD_REQUEST,
-        error,
-    })
+    let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|error| match error {
+        poem::error::ReadBodyError::PayloadTooLarge => FormError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: OAuthError::InvalidRequest(format!("the body is larger than {MAX_BODY_BYTES} bytes")),
+        },
+        _ => FormError {
+            status: StatusCode::BAD_REQUEST,
+            error: OAuthError::InvalidRequest("the body could not be read".into()),
+        },
+    })?;
+    Params::parse(&bytes).map_err(|error| FormError { status: StatusCode::BAD_REQUEST, error })
 }
 
 impl<T: Type> Payload for OAuthForm<T> {
@@ -101,10 +84,7 @@ impl<T: Type> ParsePayload for OAuthForm<T> {
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let params = read_form(request.content_type(), body.take()?).await?;
-        Ok(OAuthForm {
-            params,
-            schema: PhantomData,
-        })
+        Ok(OAuthForm { params, schema: PhantomData })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod errors;
 pub mod form;
 pub mod resources;
+pub mod revocation;
 pub mod token;
 pub mod well_known;
 
@@ -29,19 +30,11 @@ pub enum Tag {
     Resources,
 }
 
-type Apis = (
-    token::TokenApi,
-    well_known::WellKnownApi,
-    resources::ResourceApi,
-);
+type Apis = (token::TokenApi, revocation::RevocationApi, well_known::WellKnownApi, resources::ResourceApi);
 
 fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (
-            token::TokenApi,
-            well_known::WellKnownApi,
-            resources::ResourceApi,
-        ),
+        (token::TokenApi, revocation::RevocationApi, well_known::WellKnownApi, resources::ResourceApi),
         "portcullis",
         env!("CARGO_PKG_VERSION"),
     )
@@ -56,12 +49,9 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
 /// OAuth flow URLs are absolute (poem-openapi only takes literals).
 pub fn openapi_document(issuer: &str) -> String {
     let raw = openapi_service().spec();
-    let mut document: serde_json::Value =
-        serde_json::from_str(&raw).expect("poem-openapi writes JSON");
+    let mut document: serde_json::Value = serde_json::from_str(&raw).expect("poem-openapi writes JSON");
     document["servers"] = serde_json::json!([{ "url": issuer }]);
-    if let Some(schemes) = document
-        .pointer_mut("/components/securitySchemes")
-        .and_then(|v| v.as_object_mut())
+    if let Some(schemes) = document.pointer_mut("/components/securitySchemes").and_then(|v| v.as_object_mut())
     {
         for scheme in schemes.values_mut() {
             let Some(flows) = scheme.get_mut("flows").and_then(|f| f.as_object_mut()) else {
@@ -103,8 +93,10 @@ pub fn swagger_ui_page(issuer: &str, document: &str) -> String {
 }
 
 /// The paths of the OpenAPI operations (a test checks this list against the document).
-pub const OPERATION_PATHS: [&str; 6] = [
+pub const OPERATION_PATHS: [&str; 8] = [
     "/o/token",
+    "/o/revoke_token",
+    "/o/introspect",
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
@@ -127,28 +119,18 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
-                Response::builder()
-                    .content_type("application/json")
-                    .body(document.clone())
+                Response::builder().content_type("application/json").body(document.clone())
             })),
         )
         .at(
             "/docs",
             get(poem::endpoint::make_sync(move |_| {
-                Response::builder()
-                    .content_type("text/html; charset=utf-8")
-                    .body(docs_page.clone())
+                Response::builder().content_type("text/html; charset=utf-8").body(docs_page.clone())
             })),
         )
         .at("/docs/oauth2-redirect.html", get(swagger_oauth2_redirect))
-        .at(
-            "/o/authorize",
-            get(crate::web::authorize_get).post(crate::web::authorize_post),
-        )
-        .at(
-            "/login",
-            get(crate::web::login_get).post(crate::web::login_post),
-        )
+        .at("/o/authorize", get(crate::web::authorize_get).post(crate::web::authorize_post))
+        .at("/login", get(crate::web::login_get).post(crate::web::login_post))
         .at("/logout", post(crate::web::logout))
         .at("/static/portcullis.css", get(crate::web::stylesheet))
         .at("/", get(crate::web::index))
@@ -169,13 +151,9 @@ fn swagger_oauth2_redirect() -> Response {
 }
 /// The methods each path answers (for `Allow` on a 405).
 fn allowed_methods(path: &str) -> Option<&'static str> {
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     Some(match path {
-        "/o/token" | "/logout" => "POST",
+        "/o/token" | "/o/revoke_token" | "/o/introspect" | "/logout" => "POST",
         "/o/authorize" | "/login" => "GET, POST",
         "/.well-known/oauth-authorization-server"
         | "/.well-known/openid-configuration"
@@ -194,10 +172,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
 /// Runs every request: accepts paths with a trailing slash (DOT clients send one), logs method,
 /// path and status (never the query, which may carry codes or state), and turns any error poem
 /// raises itself (unknown path, wrong method) into a plain answer without internals.
-async fn dispatch<E: Endpoint>(
-    endpoint: std::sync::Arc<E>,
-    mut request: Request,
-) -> poem::Result<Response> {
+async fn dispatch<E: Endpoint>(endpoint: std::sync::Arc<E>, mut request: Request) -> poem::Result<Response> {
     let path = request.uri().path().to_owned();
     if path.len() > 1 && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');
@@ -220,10 +195,8 @@ async fn dispatch<E: Endpoint>(
                 StatusCode::METHOD_NOT_ALLOWED => "method not allowed".to_owned(),
                 _ => error.to_string(),
             };
-            let mut response = Response::builder()
-                .status(status)
-                .content_type("text/plain; charset=utf-8")
-                .body(message);
+            let mut response =
+                Response::builder().status(status).content_type("text/plain; charset=utf-8").body(message);
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
                 if let Some(methods) = allowed_methods(&path) {

@@ -58,16 +58,10 @@ pub enum HelloResponse {
     /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired, revoked,
     /// or for another issuer or audience.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<BearerErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `insufficient_scope`: the token lacks scope `read`.
     #[oai(status = 403)]
-    Forbidden(
-        Json<BearerErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Forbidden(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `server_error`.
     #[oai(status = 500)]
     ServerError(Json<OAuthErrorBody>),
@@ -79,16 +73,10 @@ impl HelloResponse {
         description: Option<String>,
         scope: Option<&str>,
     ) -> HelloResponse {
-        let body = BearerErrorBody {
-            error,
-            error_description: description,
-            scope: scope.map(str::to_owned),
-        };
+        let body = BearerErrorBody { error, error_description: description, scope: scope.map(str::to_owned) };
         let challenge = body.challenge();
         match error {
-            Some(BearerErrorCode::InsufficientScope) => {
-                HelloResponse::Forbidden(Json(body), challenge)
-            }
+            Some(BearerErrorCode::InsufficientScope) => HelloResponse::Forbidden(Json(body), challenge),
             _ => HelloResponse::Unauthorized(Json(body), challenge),
         }
     }
@@ -113,12 +101,7 @@ impl ResourceApi {
     /// Example protected resource
     ///
     /// Needs an access token with scope `read`. Press Authorize, sign in, then try it.
-    #[oai(
-        path = "/api/hello",
-        method = "get",
-        tag = "Tag::Resources",
-        operation_id = "hello"
-    )]
+    #[oai(path = "/api/hello", method = "get", tag = "Tag::Resources", operation_id = "hello")]
     async fn hello(
         &self,
         request: &Request,
@@ -141,11 +124,7 @@ impl ResourceApi {
                 );
             }
         };
-        match server
-            .store
-            .is_access_token_revoked(&claims.jti, now())
-            .await
-        {
+        match server.store.is_access_token_revoked(&claims.jti, now()).await {
             Ok(false) => {}
             Ok(true) => {
                 return HelloResponse::refuse(
@@ -155,9 +134,7 @@ impl ResourceApi {
                 );
             }
             Err(error) => {
-                return HelloResponse::ServerError(Json(OAuthErrorBody::from(&OAuthError::from(
-                    error,
-                ))));
+                return HelloResponse::ServerError(Json(OAuthErrorBody::from(&OAuthError::from(error))));
             }
         }
         if !claims.has_scope("read") {
@@ -171,15 +148,8 @@ impl ResourceApi {
     }
 
     /// Liveness
-    #[oai(
-        path = "/healthz",
-        method = "get",
-        tag = "Tag::Resources",
-        operation_id = "health"
-    )]
+    #[oai(path = "/healthz", method = "get", tag = "Tag::Resources", operation_id = "health")]
     async fn healthz(&self) -> Json<Health> {
-        Json(Health {
-            status: "ok".into(),
-        })
+        Json(Health { status: "ok".into() })
     }
 }

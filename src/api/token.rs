@@ -74,11 +74,7 @@ const NO_CACHE: &str = "no-cache";
 pub enum TokenResponse {
     /// Tokens issued.
     #[oai(status = 200)]
-    Ok(
-        Json<TokenResponseBody>,
-        #[oai(header = "Cache-Control")] String,
-        #[oai(header = "Pragma")] String,
-    ),
+    Ok(Json<TokenResponseBody>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
     /// `invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type` or
     /// `invalid_scope`.
     #[oai(status = 400)]
@@ -97,16 +93,10 @@ pub enum TokenResponse {
     ),
     /// `invalid_request`: the body is larger than 64 KiB.
     #[oai(status = 413)]
-    PayloadTooLarge(
-        Json<OAuthErrorBody>,
-        #[oai(header = "Cache-Control")] String,
-    ),
+    PayloadTooLarge(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
     /// `server_error`.
     #[oai(status = 500)]
-    ServerError(
-        Json<OAuthErrorBody>,
-        #[oai(header = "Cache-Control")] String,
-    ),
+    ServerError(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
 }
 
 impl From<&OAuthError> for TokenResponse {
@@ -130,10 +120,7 @@ impl From<&OAuthError> for TokenResponse {
 fn token_request_unreadable(error: poem::Error) -> TokenResponse {
     if let Some(form) = error.downcast_ref::<FormError>() {
         if form.status == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
-            return TokenResponse::PayloadTooLarge(
-                Json(OAuthErrorBody::from(&form.error)),
-                NO_STORE.into(),
-            );
+            return TokenResponse::PayloadTooLarge(Json(OAuthErrorBody::from(&form.error)), NO_STORE.into());
         }
         return TokenResponse::from(&form.error);
     }
@@ -155,12 +142,7 @@ impl TokenApi {
     /// Exchanges an authorization code (with its PKCE verifier), a refresh token (rotated: the
     /// answer carries a new one, and presenting a used one revokes the whole grant) or client
     /// credentials for an RFC 9068 JWT access token.
-    #[oai(
-        path = "/o/token",
-        method = "post",
-        tag = "Tag::OAuth",
-        operation_id = "token"
-    )]
+    #[oai(path = "/o/token", method = "post", tag = "Tag::OAuth", operation_id = "token")]
     async fn token(
         &self,
         request: &Request,

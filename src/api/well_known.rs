@@ -13,6 +13,10 @@ pub struct ServerMetadata {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint: String,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub jwks_uri: String,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -58,10 +62,7 @@ pub struct JwkSet {
 #[derive(ApiResponse)]
 pub enum MetadataResponse {
     #[oai(status = 200)]
-    Ok(
-        Json<ServerMetadata>,
-        #[oai(header = "Cache-Control")] String,
-    ),
+    Ok(Json<ServerMetadata>, #[oai(header = "Cache-Control")] String),
 }
 
 #[derive(ApiResponse)]
@@ -81,14 +82,22 @@ fn metadata(server: &AuthorizationServer) -> MetadataResponse {
             issuer: issuer.clone(),
             authorization_endpoint: format!("{issuer}/o/authorize"),
             token_endpoint: format!("{issuer}/o/token"),
+            revocation_endpoint: format!("{issuer}/o/revoke_token"),
+            revocation_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ]),
+            introspection_endpoint: format!("{issuer}/o/introspect"),
+            // Public clients cannot prove who they are, so they may not introspect.
+            introspection_endpoint_auth_methods_supported: strings(&[
+                "client_secret_basic",
+                "client_secret_post",
+            ]),
             jwks_uri: format!("{issuer}/.well-known/jwks.json"),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),
-            grant_types_supported: strings(&[
-                "authorization_code",
-                "refresh_token",
-                "client_credentials",
-            ]),
+            grant_types_supported: strings(&["authorization_code", "refresh_token", "client_credentials"]),
             scopes_supported: strings(&["read", "write"]),
             token_endpoint_auth_methods_supported: strings(&[
                 "client_secret_basic",
@@ -114,10 +123,7 @@ impl WellKnownApi {
         tag = "Tag::Discovery",
         operation_id = "oauthAuthorizationServerMetadata"
     )]
-    async fn oauth_metadata(
-        &self,
-        server: poem::web::Data<&AuthorizationServer>,
-    ) -> MetadataResponse {
+    async fn oauth_metadata(&self, server: poem::web::Data<&AuthorizationServer>) -> MetadataResponse {
         metadata(server.0)
     }
 
@@ -130,10 +136,7 @@ impl WellKnownApi {
         tag = "Tag::Discovery",
         operation_id = "openidConfiguration"
     )]
-    async fn openid_configuration(
-        &self,
-        server: poem::web::Data<&AuthorizationServer>,
-    ) -> MetadataResponse {
+    async fn openid_configuration(&self, server: poem::web::Data<&AuthorizationServer>) -> MetadataResponse {
         metadata(server.0)
     }
 
@@ -141,12 +144,7 @@ impl WellKnownApi {
     ///
     /// Verify access tokens offline: pick the key by the token's `kid`, check the signature with
     /// that key's `alg` only.
-    #[oai(
-        path = "/.well-known/jwks.json",
-        method = "get",
-        tag = "Tag::Discovery",
-        operation_id = "jwks"
-    )]
+    #[oai(path = "/.well-known/jwks.json", method = "get", tag = "Tag::Discovery", operation_id = "jwks")]
     async fn jwks(&self, server: poem::web::Data<&AuthorizationServer>) -> JwksResponse {
         let value = server.keys().ring.jwks(now(), server.max_token_lifetime());
         // Our own keys always have these members; a key that did not would be left out.

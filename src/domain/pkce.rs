@@ -37,8 +37,7 @@ impl CodeChallenge {
             Some(other) => return Err(PkceError::UnsupportedMethod(other.to_owned())),
             None => return Err(PkceError::UnsupportedMethod("plain".to_owned())),
         }
-        let base64url_alphabet =
-            |byte: u8| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_';
+        let base64url_alphabet = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_';
         if challenge.len() != 43 || !challenge.bytes().all(base64url_alphabet) {
             return Err(PkceError::MalformedChallenge);
         }
@@ -73,18 +72,14 @@ mod tests {
     fn rfc7636_appendix_b_example() {
         let verifier = CodeVerifier::parse("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").unwrap();
         let challenge =
-            CodeChallenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", Some("S256"))
-                .unwrap();
+            CodeChallenge::parse("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", Some("S256")).unwrap();
         assert!(challenge.is_satisfied_by(&verifier));
     }
 
     #[test]
     fn plain_and_unknown_methods_are_refused() {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert_eq!(
-            CodeChallenge::parse(challenge, None),
-            Err(PkceError::UnsupportedMethod("plain".into()))
-        );
+        assert_eq!(CodeChallenge::parse(challenge, None), Err(PkceError::UnsupportedMethod("plain".into())));
         assert!(CodeChallenge::parse(challenge, Some("plain")).is_err());
         assert!(CodeChallenge::parse(challenge, Some("s256")).is_err());
     }

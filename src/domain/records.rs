@@ -42,11 +42,8 @@ impl GrantType {
         }
     }
 
-    pub const ALL: [GrantType; 3] = [
-        GrantType::AuthorizationCode,
-        GrantType::RefreshToken,
-        GrantType::ClientCredentials,
-    ];
+    pub const ALL: [GrantType; 3] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
 }
 
 /// A registered client application.

@@ -32,8 +32,7 @@ impl RedirectUri {
         if input.len() > MAX_REDIRECT_URI_LEN {
             return Err(InvalidRedirectUri::TooLong);
         }
-        let url = url::Url::parse(input)
-            .map_err(|_| InvalidRedirectUri::NotAbsolute(input.to_owned()))?;
+        let url = url::Url::parse(input).map_err(|_| InvalidRedirectUri::NotAbsolute(input.to_owned()))?;
         if url.fragment().is_some() || input.contains('#') {
             return Err(InvalidRedirectUri::Fragment(input.to_owned()));
         }

@@ -25,9 +25,7 @@ impl Scope {
         let mut tokens = BTreeSet::new();
         for token in input.split(' ').filter(|token| !token.is_empty()) {
             if !token.bytes().all(is_scope_char) {
-                return Err(InvalidScope {
-                    token: token.to_owned(),
-                });
+                return Err(InvalidScope { token: token.to_owned() });
             }
             tokens.insert(token.to_owned());
         }
@@ -49,11 +47,7 @@ impl Scope {
 
     /// The tokens of `self` that `allowed` lacks, space-separated (for error messages).
     pub fn missing_from(&self, allowed: &Scope) -> String {
-        self.0
-            .difference(&allowed.0)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.0.difference(&allowed.0).cloned().collect::<Vec<_>>().join(" ")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
@@ -118,10 +112,7 @@ mod tests {
         let allowed = Scope::parse("read write").unwrap();
         assert!(Scope::parse("read").unwrap().is_subset_of(&allowed));
         assert!(!Scope::parse("read admin").unwrap().is_subset_of(&allowed));
-        assert_eq!(
-            Scope::parse("read admin").unwrap().missing_from(&allowed),
-            "admin"
-        );
+        assert_eq!(Scope::parse("read admin").unwrap().missing_from(&allowed), "admin");
     }
 
     proptest! {

@@ -43,10 +43,7 @@ pub fn error_redirect(
     issuer: &str,
 ) -> String {
     let description = error.description();
-    let mut params = vec![
-        ("error", error.code()),
-        ("error_description", description.as_str()),
-    ];
+    let mut params = vec![("error", error.code()), ("error_description", description.as_str())];
     if let Some(state) = state {
         params.push(("state", state));
     }
@@ -61,45 +58,32 @@ pub async fn validate(
 ) -> Result<AuthorizationRequest, AuthorizeError> {
     let page = |message: String| AuthorizeError::Page(message);
     // 1. The client: without a known client nothing else can be trusted.
-    let client_id = params
-        .get("client_id")
-        .map_err(|error| page(error.description()))?
-        .ok_or_else(|| page("The request has no client_id. The application that sent you here is misconfigured.".into()))?;
+    let client_id = params.get("client_id").map_err(|error| page(error.description()))?.ok_or_else(|| {
+        page("The request has no client_id. The application that sent you here is misconfigured.".into())
+    })?;
     let client = server.store.client(client_id).await?.ok_or_else(|| {
-        page(format!(
-            "Unknown client {client_id:?}. The application that sent you here is not registered."
-        ))
+        page(format!("Unknown client {client_id:?}. The application that sent you here is not registered."))
     })?;
     // 2. The redirect URI: exact match against the registered list, and required.
     let presented = params
         .get("redirect_uri")
         .map_err(|error| page(error.description()))?
         .ok_or_else(|| page("The request has no redirect_uri. The application must send one of its registered redirect URIs.".into()))?;
-    let redirect_uri = client
-        .registered_redirect_uri(presented)
-        .cloned()
-        .ok_or_else(|| {
-            page(format!(
-                "The redirect URI {presented:?} is not registered for {}. Nothing was sent to it.",
-                client.name
-            ))
-        })?;
+    let redirect_uri = client.registered_redirect_uri(presented).cloned().ok_or_else(|| {
+        page(format!(
+            "The redirect URI {presented:?} is not registered for {}. Nothing was sent to it.",
+            client.name
+        ))
+    })?;
 
     // From here on, errors go back to the client.
     let state = params.get("state").ok().flatten().map(str::to_owned);
     let issuer = server.config.issuer.clone();
     let redirect = |error: OAuthError| {
-        AuthorizeError::Redirect(error_redirect(
-            &redirect_uri,
-            state.as_deref(),
-            &error,
-            &issuer,
-        ))
+        AuthorizeError::Redirect(error_redirect(&redirect_uri, state.as_deref(), &error, &issuer))
     };
     if params.get("state").is_err() {
-        return Err(redirect(OAuthError::InvalidRequest(
-            "parameter state is repeated; send it once".into(),
-        )));
+        return Err(redirect(OAuthError::InvalidRequest("parameter state is repeated; send it once".into())));
     }
     match params.get("response_type").map_err(&redirect)? {
         Some("code") => {}
@@ -120,8 +104,8 @@ pub async fn validate(
         )));
     }
     // SPEC: no silent narrowing.
-    let scope = super::requested_scope(params.get("scope").map_err(&redirect)?, &client.scope)
-        .map_err(&redirect)?;
+    let scope =
+        super::requested_scope(params.get("scope").map_err(&redirect)?, &client.scope).map_err(&redirect)?;
     let code_challenge = match params.get("code_challenge").map_err(&redirect)? {
         Some(challenge) => {
             let method = params.get("code_challenge_method").map_err(&redirect)?;
@@ -138,13 +122,7 @@ pub async fn validate(
         }
         None => None,
     };
-    Ok(AuthorizationRequest {
-        client,
-        redirect_uri,
-        scope,
-        state,
-        code_challenge,
-    })
+    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge })
 }
 
 /// The user approved: stores a single-use code and returns where to send the user.
@@ -172,10 +150,7 @@ pub async fn approve(
         // long as the access tokens issued from it can live.
         purge_at: expires_at + server.config.access_token_ttl,
     };
-    server
-        .store
-        .insert_code(&hash_secret(&code), &record)
-        .await?;
+    server.store.insert_code(&hash_secret(&code), &record).await?;
     server.store.flush().await?;
     tracing::info!(client_id = %request.client.client_id, grant_id = %record.grant_id, "issued an authorization code");
     let mut params = vec![("code", code.as_str())];

@@ -18,19 +18,12 @@ use crate::store::ClientStore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCredentials {
     /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`.
-    Basic {
-        client_id: String,
-        client_secret: String,
-    },
+    Basic { client_id: String, client_secret: String },
     /// `client_id` (and `client_secret` for confidential clients) in the body.
-    Body {
-        client_id: String,
-        client_secret: Option<String>,
-    },
+    Body { client_id: String, client_secret: Option<String> },
 }
 
-const AUTH_FAILED: &str =
-    "client authentication failed: unknown client, or wrong or missing client secret";
+const AUTH_FAILED: &str = "client authentication failed: unknown client, or wrong or missing client secret";
 
 /// A digest no secret hashes to, compared against when the client is unknown.
 const DUMMY_SECRET_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -66,10 +59,7 @@ pub fn parse_basic(header: &str) -> Result<(String, String), OAuthError> {
 }
 
 /// Reads the client's credentials from the `Authorization` header and the body.
-pub fn credentials(
-    authorization: Option<&str>,
-    params: &Params,
-) -> Result<ClientCredentials, OAuthError> {
+pub fn credentials(authorization: Option<&str>, params: &Params) -> Result<ClientCredentials, OAuthError> {
     match authorization {
         Some(header) => {
             let (client_id, client_secret) = parse_basic(header)?;
@@ -77,21 +67,18 @@ pub fn credentials(
             // each request."
             if params.contains("client_secret") {
                 return Err(OAuthError::InvalidRequest(
-                    "the client authenticated twice (Basic and client_secret in the body): use one method".into(),
+                    "the client authenticated twice (Basic and client_secret in the body): use one method"
+                        .into(),
                 ));
             }
             if let Some(body_id) = params.get("client_id")? {
                 if body_id != client_id {
                     return Err(OAuthError::InvalidRequest(
-                        "client_id in the body differs from the one in the Authorization header"
-                            .into(),
+                        "client_id in the body differs from the one in the Authorization header".into(),
                     ));
                 }
             }
-            Ok(ClientCredentials::Basic {
-                client_id,
-                client_secret,
-            })
+            Ok(ClientCredentials::Basic { client_id, client_secret })
         }
         None => {
             let client_id = params.get("client_id")?.ok_or_else(|| {
@@ -114,14 +101,8 @@ pub async fn authenticate(
     credentials: &ClientCredentials,
 ) -> Result<Client, OAuthError> {
     let (client_id, secret) = match credentials {
-        ClientCredentials::Basic {
-            client_id,
-            client_secret,
-        } => (client_id, Some(client_secret.as_str())),
-        ClientCredentials::Body {
-            client_id,
-            client_secret,
-        } => (client_id, client_secret.as_deref()),
+        ClientCredentials::Basic { client_id, client_secret } => (client_id, Some(client_secret.as_str())),
+        ClientCredentials::Body { client_id, client_secret } => (client_id, client_secret.as_deref()),
     };
     let Some(client) = clients.client(client_id).await? else {
         let _ = secret_matches(secret.unwrap_or_default(), DUMMY_SECRET_HASH);
@@ -148,30 +129,14 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_url_decoded() {
-        assert_eq!(
-            parse_basic(&basic("my%3Aapp:s%2Bcret")).unwrap(),
-            ("my:app".into(), "s+cret".into())
-        );
-        assert_eq!(
-            parse_basic(&basic("app:")).unwrap(),
-            ("app".into(), "".into())
-        );
+        assert_eq!(parse_basic(&basic("my%3Aapp:s%2Bcret")).unwrap(), ("my:app".into(), "s+cret".into()));
+        assert_eq!(parse_basic(&basic("app:")).unwrap(), ("app".into(), "".into()));
     }
 
     #[test]
     fn malformed_basic_is_invalid_client() {
-        for header in [
-            "Basic !!!",
-            "Basic",
-            "Bearer abc",
-            &basic("no-colon"),
-            &basic(":secret"),
-        ] {
-            assert_eq!(
-                parse_basic(header).unwrap_err().code(),
-                "invalid_client",
-                "{header}"
-            );
+        for header in ["Basic !!!", "Basic", "Bearer abc", &basic("no-colon"), &basic(":secret")] {
+            assert_eq!(parse_basic(header).unwrap_err().code(), "invalid_client", "{header}");
         }
     }
 

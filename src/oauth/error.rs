@@ -62,9 +62,7 @@ impl OAuthError {
     /// The `error_description` on the wire: what to fix. Internal causes are not disclosed.
     pub fn description(&self) -> String {
         match self {
-            OAuthError::Server(_) => {
-                "the server could not complete the request; try again later".to_owned()
-            }
+            OAuthError::Server(_) => "the server could not complete the request; try again later".to_owned(),
             other => other.to_string(),
         }
     }

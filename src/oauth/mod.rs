@@ -15,7 +15,9 @@ use crate::verify::{Verifier, VerifyError};
 pub mod authorize;
 pub mod client_auth;
 pub mod error;
+pub mod introspect;
 pub mod params;
+pub mod revoke;
 pub mod token;
 
 pub use error::OAuthError;
@@ -65,19 +67,13 @@ impl AuthorizationServer {
 
     /// The keys in use now (cheap: one reference count).
     pub fn keys(&self) -> Arc<LoadedKeys> {
-        self.keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Replaces the keys (after `keys rotate` changed the keys directory).
     pub fn install_keys(&self, ring: KeyRing) -> Result<(), VerifyError> {
         let loaded = Arc::new(LoadedKeys::new(ring, &self.config)?);
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
         Ok(())
     }
 
@@ -112,19 +108,13 @@ impl AuthorizationServer {
             ("scope", serde_json::json!(scope.to_string())),
         ];
         for (name, value) in claims {
-            payload
-                .set_claim(name, Some(value))
-                .map_err(OAuthError::server)?;
+            payload.set_claim(name, Some(value)).map_err(OAuthError::server)?;
         }
         if let Some(auth_time) = auth_time {
-            payload
-                .set_claim("auth_time", Some(serde_json::json!(auth_time)))
-                .map_err(OAuthError::server)?;
+            payload.set_claim("auth_time", Some(serde_json::json!(auth_time))).map_err(OAuthError::server)?;
         }
         let keys = self.keys();
-        let (token, kid) = keys
-            .ring
-            .sign(self.config.signing_alg, "at+jwt", &payload)?;
+        let (token, kid) = keys.ring.sign(self.config.signing_alg, "at+jwt", &payload)?;
         tracing::debug!(%jti, %kid, %client_id, "issued an access token");
         Ok((token, IssuedAccessToken { jti, expires_at }))
     }
@@ -146,8 +136,7 @@ pub fn requested_scope(requested: Option<&str>, allowed: &Scope) -> Result<Scope
     let Some(requested) = requested else {
         return Ok(allowed.clone());
     };
-    let scope =
-        Scope::parse(requested).map_err(|error| OAuthError::InvalidScope(error.to_string()))?;
+    let scope = Scope::parse(requested).map_err(|error| OAuthError::InvalidScope(error.to_string()))?;
     if !scope.is_subset_of(allowed) {
         return Err(OAuthError::InvalidScope(format!(
             "scope {:?} cannot be granted here (allowed: {:?})",
@@ -155,9 +144,5 @@ pub fn requested_scope(requested: Option<&str>, allowed: &Scope) -> Result<Scope
             allowed.to_string()
         )));
     }
-    Ok(if scope.is_empty() {
-        allowed.clone()
-    } else {
-        scope
-    })
+    Ok(if scope.is_empty() { allowed.clone() } else { scope })
 }

@@ -37,16 +37,10 @@ impl Params {
     /// The value of `name`; `None` when absent or empty. Fails when the parameter repeats
     /// (RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once").
     pub fn get(&self, name: &str) -> Result<Option<&str>, OAuthError> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str());
+        let mut values = self.0.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str());
         let first = values.next();
         if values.next().is_some() {
-            return Err(OAuthError::InvalidRequest(format!(
-                "parameter {name} is repeated; send it once"
-            )));
+            return Err(OAuthError::InvalidRequest(format!("parameter {name} is repeated; send it once")));
         }
         Ok(first.filter(|value| !value.is_empty()))
     }
@@ -58,9 +52,7 @@ impl Params {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|(key, value)| key == name && !value.is_empty())
+        self.0.iter().any(|(key, value)| key == name && !value.is_empty())
     }
 
     pub fn pairs(&self) -> &[(String, String)] {
@@ -79,10 +71,7 @@ mod tests {
         assert_eq!(params.get("a").unwrap(), Some("1"));
         assert_eq!(params.get("b").unwrap(), None);
         assert_eq!(params.get("missing").unwrap(), None);
-        assert!(matches!(
-            params.get("c"),
-            Err(OAuthError::InvalidRequest(_))
-        ));
+        assert!(matches!(params.get("c"), Err(OAuthError::InvalidRequest(_))));
         assert!(params.require("b").is_err());
     }
 

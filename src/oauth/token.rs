@@ -81,8 +81,8 @@ async fn authorization_code(
     let verifier = params.get("code_verifier")?;
     match (&record.code_challenge, verifier) {
         (Some(challenge), Some(verifier)) => {
-            let verifier = CodeVerifier::parse(verifier)
-                .map_err(|error| OAuthError::InvalidGrant(error.to_string()))?;
+            let verifier =
+                CodeVerifier::parse(verifier).map_err(|error| OAuthError::InvalidGrant(error.to_string()))?;
             if !challenge.is_satisfied_by(&verifier) {
                 return Err(OAuthError::InvalidGrant(
                     "code_verifier does not match the code_challenge (RFC 7636 §4.6)".into(),
@@ -91,15 +91,13 @@ async fn authorization_code(
         }
         (Some(_), None) => {
             return Err(OAuthError::InvalidGrant(
-                "code_verifier is required: the authorization request carried a code_challenge"
-                    .into(),
+                "code_verifier is required: the authorization request carried a code_challenge".into(),
             ));
         }
         // RFC 9700 §2.1.1: a verifier without a challenge is a PKCE downgrade attempt.
         (None, Some(_)) => {
             return Err(OAuthError::InvalidGrant(
-                "code_verifier sent, but the authorization request carried no code_challenge"
-                    .into(),
+                "code_verifier sent, but the authorization request carried no code_challenge".into(),
             ));
         }
         (None, None) => {}
@@ -131,21 +129,13 @@ async fn authorization_code(
         auth_time: record.auth_time,
         created_at: now,
         revoked_at: None,
-        expires_at: refresh
-            .as_ref()
-            .map_or(issued.expires_at, |(_, token)| token.expires_at),
+        expires_at: refresh.as_ref().map_or(issued.expires_at, |(_, token)| token.expires_at),
         access_tokens: vec![issued],
     };
     let refresh_hash = refresh.as_ref().map(|(token, _)| hash_secret(token));
-    let refresh_entry = refresh
-        .as_ref()
-        .zip(refresh_hash.as_deref())
-        .map(|((_, record), hash)| (hash, record));
-    match server
-        .store
-        .redeem_code(&code_hash, &grant, refresh_entry, now)
-        .await?
-    {
+    let refresh_entry =
+        refresh.as_ref().zip(refresh_hash.as_deref()).map(|((_, record), hash)| (hash, record));
+    match server.store.redeem_code(&code_hash, &grant, refresh_entry, now).await? {
         Redemption::Redeemed => {}
         Redemption::AlreadyUsed { grant_id } => {
             return Err(revoke_after_replay(server, &grant_id, now).await);
@@ -174,11 +164,7 @@ async fn revoke_after_replay(server: &AuthorizationServer, grant_id: &str, now: 
     )
 }
 
-async fn revoke_grant(
-    server: &AuthorizationServer,
-    grant_id: &str,
-    now: i64,
-) -> Result<(), OAuthError> {
+async fn revoke_grant(server: &AuthorizationServer, grant_id: &str, now: i64) -> Result<(), OAuthError> {
     server.store.revoke_grant(grant_id, now).await?;
     server.store.flush().await?;
     Ok(())
@@ -197,11 +183,7 @@ async fn refresh_token(
             "the refresh token is invalid, expired, revoked or was issued to another client".into(),
         )
     };
-    let old = server
-        .store
-        .refresh_token(&old_hash)
-        .await?
-        .ok_or_else(invalid)?;
+    let old = server.store.refresh_token(&old_hash).await?.ok_or_else(invalid)?;
     // RFC 6749 §6: bound to the client it was issued to.
     if old.client_id != client.client_id {
         return Err(invalid());
@@ -212,23 +194,14 @@ async fn refresh_token(
     if old.expires_at <= now {
         return Err(invalid());
     }
-    let grant = server
-        .store
-        .grant(&old.grant_id)
-        .await?
-        .ok_or_else(invalid)?;
+    let grant = server.store.grant(&old.grant_id).await?.ok_or_else(invalid)?;
     if grant.revoked_at.is_some() || server.store.user(&grant.user_id).await?.is_none() {
         return Err(invalid());
     }
     // RFC 6749 §6: the requested scope may narrow, never widen, the original grant.
     let scope = super::requested_scope(params.get("scope")?, &old.scope)?;
-    let (access_token, issued) = server.mint_access_token(
-        &grant.user_id,
-        &client.client_id,
-        &scope,
-        Some(grant.auth_time),
-        now,
-    )?;
+    let (access_token, issued) =
+        server.mint_access_token(&grant.user_id, &client.client_id, &scope, Some(grant.auth_time), now)?;
     let new_token = random_secret();
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let new_record = RefreshToken {
@@ -240,13 +213,7 @@ async fn refresh_token(
     };
     match server
         .store
-        .rotate_refresh_token(
-            &old_hash,
-            &hash_secret(&new_token),
-            &new_record,
-            &issued,
-            now,
-        )
+        .rotate_refresh_token(&old_hash, &hash_secret(&new_token), &new_record, &issued, now)
         .await?
     {
         Rotation::Rotated => {}
@@ -286,9 +253,7 @@ fn client_credentials(
 ) -> Result<TokenResponse, OAuthError> {
     // RFC 6749 §4.4: "The client credentials grant type MUST only be used by confidential clients."
     if client.is_public() {
-        return Err(OAuthError::UnauthorizedClient(
-            "public clients cannot use client_credentials".into(),
-        ));
+        return Err(OAuthError::UnauthorizedClient("public clients cannot use client_credentials".into()));
     }
     let scope = super::requested_scope(params.get("scope")?, &client.scope)?;
     let (access_token, _) =

@@ -32,27 +32,18 @@ impl MemoryStore {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied operation (each operation
         // validates before it mutates), so a poisoned lock is safe to keep using.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Revokes a grant inside an already-locked state (shared by revoke_grant and reuse detection).
 fn revoke_grant_locked(state: &mut State, grant_id: &str, now: i64) {
-    let grant = state
-        .grants
-        .entry(grant_id.to_owned())
-        .or_insert_with(|| tombstone(grant_id, now));
+    let grant = state.grants.entry(grant_id.to_owned()).or_insert_with(|| tombstone(grant_id, now));
     if grant.revoked_at.is_none() {
         grant.revoked_at = Some(now);
     }
-    let live: Vec<IssuedAccessToken> = grant
-        .access_tokens
-        .iter()
-        .filter(|token| token.expires_at > now)
-        .cloned()
-        .collect();
+    let live: Vec<IssuedAccessToken> =
+        grant.access_tokens.iter().filter(|token| token.expires_at > now).cloned().collect();
     for token in live {
         state.revoked_jtis.insert(token.jti, token.expires_at);
     }
@@ -81,9 +72,7 @@ impl ClientStore for MemoryStore {
         if state.clients.contains_key(&client.client_id) {
             return Err(StoreError::Conflict(format!("client {}", client.client_id)));
         }
-        state
-            .clients
-            .insert(client.client_id.clone(), client.clone());
+        state.clients.insert(client.client_id.clone(), client.clone());
         Ok(())
     }
 
@@ -109,11 +98,7 @@ impl ClientStore for MemoryStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
-        self.state()
-            .clients
-            .remove(client_id)
-            .map(|_| ())
-            .ok_or(StoreError::NotFound)
+        self.state().clients.remove(client_id).map(|_| ()).ok_or(StoreError::NotFound)
     }
 }
 
@@ -121,11 +106,7 @@ impl ClientStore for MemoryStore {
 impl UserStore for MemoryStore {
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         let mut state = self.state();
-        if state
-            .users
-            .values()
-            .any(|existing| existing.username == user.username)
-        {
+        if state.users.values().any(|existing| existing.username == user.username) {
             return Err(StoreError::Conflict(format!("username {}", user.username)));
         }
         state.users.insert(user.id.clone(), user.clone());
@@ -137,12 +118,7 @@ impl UserStore for MemoryStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        Ok(self
-            .state()
-            .users
-            .values()
-            .find(|user| user.username == username)
-            .cloned())
+        Ok(self.state().users.values().find(|user| user.username == username).cloned())
     }
 
     async fn users(&self) -> StoreResult<Vec<User>> {
@@ -167,19 +143,12 @@ impl UserStore for MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn insert_session(&self, id_hash: &str, session: &Session) -> StoreResult<()> {
-        self.state()
-            .sessions
-            .insert(id_hash.to_owned(), session.clone());
+        self.state().sessions.insert(id_hash.to_owned(), session.clone());
         Ok(())
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<Session>> {
-        Ok(self
-            .state()
-            .sessions
-            .get(id_hash)
-            .filter(|session| session.expires_at > now)
-            .cloned())
+        Ok(self.state().sessions.get(id_hash).filter(|session| session.expires_at > now).cloned())
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
@@ -191,9 +160,7 @@ impl SessionStore for MemoryStore {
 #[async_trait]
 impl GrantStore for MemoryStore {
     async fn insert_code(&self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()> {
-        self.state()
-            .codes
-            .insert(code_hash.to_owned(), code.clone());
+        self.state().codes.insert(code_hash.to_owned(), code.clone());
         Ok(())
     }
 
@@ -213,22 +180,14 @@ impl GrantStore for MemoryStore {
             return Ok(Redemption::Unknown);
         };
         if code.used {
-            return Ok(Redemption::AlreadyUsed {
-                grant_id: code.grant_id.clone(),
-            });
+            return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id.clone() });
         }
         if code.expires_at <= now {
             return Ok(Redemption::Unknown);
         }
         code.used = true;
-        if state
-            .grants
-            .get(&grant.id)
-            .is_some_and(|existing| existing.revoked_at.is_some())
-        {
-            return Ok(Redemption::AlreadyUsed {
-                grant_id: grant.id.clone(),
-            });
+        if state.grants.get(&grant.id).is_some_and(|existing| existing.revoked_at.is_some()) {
+            return Ok(Redemption::AlreadyUsed { grant_id: grant.id.clone() });
         }
         state.grants.insert(grant.id.clone(), grant.clone());
         if let Some((hash, token)) = refresh_token {
@@ -266,23 +225,16 @@ impl RefreshTokenStore for MemoryStore {
             return Ok(Rotation::Invalid);
         };
         if old.rotated {
-            return Ok(Rotation::AlreadyRotated {
-                grant_id: old.grant_id,
-            });
+            return Ok(Rotation::AlreadyRotated { grant_id: old.grant_id });
         }
-        let grant_live = state
-            .grants
-            .get(&old.grant_id)
-            .is_some_and(|grant| grant.revoked_at.is_none());
+        let grant_live = state.grants.get(&old.grant_id).is_some_and(|grant| grant.revoked_at.is_none());
         if old.expires_at <= now || !grant_live {
             return Ok(Rotation::Invalid);
         }
         if let Some(stored) = state.refresh_tokens.get_mut(old_hash) {
             stored.rotated = true;
         }
-        state
-            .refresh_tokens
-            .insert(new_hash.to_owned(), new.clone());
+        state.refresh_tokens.insert(new_hash.to_owned(), new.clone());
         if let Some(grant) = state.grants.get_mut(&old.grant_id) {
             grant.remember_access_token(access_token.clone(), now);
             grant.expires_at = grant.expires_at.max(new.expires_at);
@@ -299,11 +251,7 @@ impl RevokedTokenStore for MemoryStore {
     }
 
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {
-        Ok(self
-            .state()
-            .revoked_jtis
-            .get(jti)
-            .is_some_and(|&expires_at| expires_at > now))
+        Ok(self.state().revoked_jtis.get(jti).is_some_and(|&expires_at| expires_at > now))
     }
 }
 
@@ -325,8 +273,7 @@ impl Maintenance for MemoryStore {
         counts.grants = sweep(&mut state.grants, |grant| grant.expires_at <= now);
         counts.refresh_tokens = sweep(&mut state.refresh_tokens, |token| token.expires_at <= now);
         counts.sessions = sweep(&mut state.sessions, |session| session.expires_at <= now);
-        counts.revoked_access_tokens =
-            sweep(&mut state.revoked_jtis, |&expires_at| expires_at <= now);
+        counts.revoked_access_tokens = sweep(&mut state.revoked_jtis, |&expires_at| expires_at <= now);
         Ok(counts)
     }
 }

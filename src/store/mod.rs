@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{
-    AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User,
-};
+use crate::domain::{AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User};
 
 pub mod memory;
 pub mod sled;
@@ -160,13 +158,7 @@ pub trait Maintenance: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    ClientStore
-    + UserStore
-    + SessionStore
-    + GrantStore
-    + RefreshTokenStore
-    + RevokedTokenStore
-    + Maintenance
+    ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
 {
 }
 

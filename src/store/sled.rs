@@ -10,9 +10,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
+use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
 use ::sled::{Db, Tree};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -134,11 +132,7 @@ fn revoke_grant_tx(
     if grant.revoked_at.is_none() {
         grant.revoked_at = Some(now);
     }
-    for token in grant
-        .access_tokens
-        .iter()
-        .filter(|token| token.expires_at > now)
-    {
+    for token in grant.access_tokens.iter().filter(|token| token.expires_at > now) {
         revoked_jtis.insert(token.jti.as_bytes(), &token.expires_at.to_be_bytes())?;
         expiry.insert(expiry_key(token.expires_at, TAG_JTI, &token.jti), &[])?;
     }
@@ -152,24 +146,16 @@ impl SledStore {
     /// process holds it.
     pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<SledStore, OpenError> {
         let display = path.display().to_string();
-        let db = ::sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            .open()
-            .map_err(|source| match &source {
-                ::sled::Error::Io(io) if io.to_string().contains("lock") => OpenError::Locked {
-                    path: display.clone(),
-                },
-                _ => OpenError::Other {
-                    path: display.clone(),
-                    source,
-                },
-            })?;
+        let db = ::sled::Config::new().path(path).cache_capacity(cache_capacity_bytes).open().map_err(
+            |source| match &source {
+                ::sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    OpenError::Locked { path: display.clone() }
+                }
+                _ => OpenError::Other { path: display.clone(), source },
+            },
+        )?;
         let tree = |name: &str| {
-            db.open_tree(name).map_err(|source| OpenError::Other {
-                path: display.clone(),
-                source,
-            })
+            db.open_tree(name).map_err(|source| OpenError::Other { path: display.clone(), source })
         };
         Ok(SledStore {
             clients: tree("clients")?,
@@ -199,10 +185,7 @@ impl SledStore {
     }
 
     fn all<T: DeserializeOwned>(&self, tree: &Tree) -> StoreResult<Vec<T>> {
-        tree.iter()
-            .values()
-            .map(|value| decode(&value.map_err(StoreError::backend)?))
-            .collect()
+        tree.iter().values().map(|value| decode(&value.map_err(StoreError::backend)?)).collect()
     }
 
     /// Inserts a record and its expiry entry atomically.
@@ -270,11 +253,7 @@ impl SledStore {
 impl ClientStore for SledStore {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         self.clients
-            .compare_and_swap(
-                client.client_id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(encode(client)),
-            )
+            .compare_and_swap(client.client_id.as_bytes(), None as Option<&[u8]>, Some(encode(client)))
             .map_err(StoreError::backend)?
             .map_err(|_| StoreError::Conflict(format!("client {}", client.client_id)))?;
         self.group_commit.note_write();
@@ -292,19 +271,14 @@ impl ClientStore for SledStore {
     async fn replace_client(&self, client: &Client) -> StoreResult<()> {
         let replaced = self
             .clients
-            .update_and_fetch(client.client_id.as_bytes(), |current| {
-                current.map(|_| encode(client))
-            })
+            .update_and_fetch(client.client_id.as_bytes(), |current| current.map(|_| encode(client)))
             .map_err(StoreError::backend)?;
         self.group_commit.note_write();
         replaced.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
-        let removed = self
-            .clients
-            .remove(client_id.as_bytes())
-            .map_err(StoreError::backend)?;
+        let removed = self.clients.remove(client_id.as_bytes()).map_err(StoreError::backend)?;
         self.group_commit.note_write();
         removed.map(|_| ()).ok_or(StoreError::NotFound)
     }
@@ -316,9 +290,10 @@ impl UserStore for SledStore {
         (&self.users, &self.usernames)
             .transaction(|(users, usernames)| {
                 if usernames.get(user.username.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                        format!("username {}", user.username),
-                    )));
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict(format!(
+                        "username {}",
+                        user.username
+                    ))));
                 }
                 usernames.insert(user.username.as_bytes(), user.id.as_bytes())?;
                 users.insert(user.id.as_bytes(), encode(user))?;
@@ -334,11 +309,7 @@ impl UserStore for SledStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        match self
-            .usernames
-            .get(username.as_bytes())
-            .map_err(StoreError::backend)?
-        {
+        match self.usernames.get(username.as_bytes()).map_err(StoreError::backend)? {
             Some(id) => self.get(&self.users, &String::from_utf8_lossy(&id)),
             None => Ok(None),
         }
@@ -368,13 +339,7 @@ impl UserStore for SledStore {
 #[async_trait]
 impl SessionStore for SledStore {
     async fn insert_session(&self, id_hash: &str, session: &Session) -> StoreResult<()> {
-        self.insert_expiring(
-            &self.sessions,
-            TAG_SESSION,
-            id_hash,
-            session,
-            session.expires_at,
-        )
+        self.insert_expiring(&self.sessions, TAG_SESSION, id_hash, session, session.expires_at)
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> StoreResult<Option<Session>> {
@@ -383,9 +348,7 @@ impl SessionStore for SledStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        self.sessions
-            .remove(id_hash.as_bytes())
-            .map_err(StoreError::backend)?;
+        self.sessions.remove(id_hash.as_bytes()).map_err(StoreError::backend)?;
         self.group_commit.note_write();
         Ok(())
     }
@@ -408,21 +371,14 @@ impl GrantStore for SledStore {
         refresh_token: Option<(&str, &RefreshToken)>,
         now: i64,
     ) -> StoreResult<Redemption> {
-        let outcome = (
-            &self.codes,
-            &self.grants,
-            &self.refresh_tokens,
-            &self.expiry,
-        )
+        let outcome = (&self.codes, &self.grants, &self.refresh_tokens, &self.expiry)
             .transaction(|(codes, grants, refresh_tokens, expiry)| {
                 let Some(bytes) = codes.get(code_hash.as_bytes())? else {
                     return Ok(Redemption::Unknown);
                 };
                 let mut code: AuthorizationCode = tx_decode(&bytes)?;
                 if code.used {
-                    return Ok(Redemption::AlreadyUsed {
-                        grant_id: code.grant_id,
-                    });
+                    return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id });
                 }
                 if code.expires_at <= now {
                     return Ok(Redemption::Unknown);
@@ -433,9 +389,7 @@ impl GrantStore for SledStore {
                     // A tombstone: the grant was revoked before it was created.
                     let existing: Grant = tx_decode(&existing)?;
                     if existing.revoked_at.is_some() {
-                        return Ok(Redemption::AlreadyUsed {
-                            grant_id: grant.id.clone(),
-                        });
+                        return Ok(Redemption::AlreadyUsed { grant_id: grant.id.clone() });
                     }
                 }
                 grants.insert(grant.id.as_bytes(), encode(grant))?;
@@ -487,9 +441,7 @@ impl RefreshTokenStore for SledStore {
                 };
                 let mut old: RefreshToken = tx_decode(&bytes)?;
                 if old.rotated {
-                    return Ok(Rotation::AlreadyRotated {
-                        grant_id: old.grant_id,
-                    });
+                    return Ok(Rotation::AlreadyRotated { grant_id: old.grant_id });
                 }
                 let mut grant: Grant = match grants.get(old.grant_id.as_bytes())? {
                     Some(bytes) => tx_decode(&bytes)?,
@@ -529,10 +481,7 @@ impl RevokedTokenStore for SledStore {
     }
 
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {
-        let stored = self
-            .revoked_jtis
-            .get(jti.as_bytes())
-            .map_err(StoreError::backend)?;
+        let stored = self.revoked_jtis.get(jti.as_bytes()).map_err(StoreError::backend)?;
         Ok(stored.is_some_and(|bytes| {
             let expires_at = i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]));
             expires_at > now
@@ -549,17 +498,11 @@ impl Maintenance for SledStore {
     async fn purge_expired(&self, now: i64) -> StoreResult<PurgeCounts> {
         let mut counts = PurgeCounts::default();
         let end = expiry_key(now.saturating_add(1), 0, "");
-        let due: Vec<::sled::IVec> = self
-            .expiry
-            .range(..end)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::backend)?;
+        let due: Vec<::sled::IVec> =
+            self.expiry.range(..end).keys().collect::<Result<_, _>>().map_err(StoreError::backend)?;
         for index_key in due {
             if index_key.len() < 9 {
-                self.expiry
-                    .remove(&index_key)
-                    .map_err(StoreError::backend)?;
+                self.expiry.remove(&index_key).map_err(StoreError::backend)?;
                 continue;
             }
             match self.purge_entry(&index_key, now)? {

@@ -125,11 +125,7 @@ fn cookie(request: &Request, name: &str) -> Option<String> {
 }
 
 fn set_cookie(server: &AuthorizationServer, name: &str, value: &str, max_age: i64) -> String {
-    let secure = if server.config.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if server.config.issuer.starts_with("https://") { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
@@ -159,9 +155,7 @@ fn safe_next(next: Option<&str>) -> &str {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
-                && !path
-                    .chars()
-                    .any(|c| c == '\\' || c.is_whitespace() || c.is_control()) =>
+                && !path.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) =>
         {
             path
         }
@@ -182,18 +176,9 @@ pub async fn index(request: &Request, Data(server): Data<&AuthorizationServer>) 
     match current_session(server, request).await {
         Ok(Some((_, session, user))) => html(
             StatusCode::OK,
-            IndexPage {
-                username: Some(&user.username),
-                csrf_token: &session.csrf_token,
-            },
+            IndexPage { username: Some(&user.username), csrf_token: &session.csrf_token },
         ),
-        Ok(None) => html(
-            StatusCode::OK,
-            IndexPage {
-                username: None,
-                csrf_token: "",
-            },
-        ),
+        Ok(None) => html(StatusCode::OK, IndexPage { username: None, csrf_token: "" }),
         Err(error) => server_error_page(&error),
     }
 }
@@ -206,15 +191,7 @@ fn login_page(
     error: Option<&str>,
 ) -> Response {
     let csrf_token = random_secret();
-    let mut response = html(
-        status,
-        LoginPage {
-            csrf_token: &csrf_token,
-            next,
-            username,
-            error,
-        },
-    );
+    let mut response = html(status, LoginPage { csrf_token: &csrf_token, next, username, error });
     if let Ok(value) = set_cookie(server, LOGIN_CSRF_COOKIE, &csrf_token, 3600).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -223,18 +200,13 @@ fn login_page(
 
 #[handler]
 pub async fn login_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
-    let params =
-        Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
+    let params = Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
     let next = safe_next(params.get("next").ok().flatten());
     login_page(server, StatusCode::OK, next, "", None)
 }
 
 #[handler]
-pub async fn login_post(
-    request: &Request,
-    body: Body,
-    Data(server): Data<&AuthorizationServer>,
-) -> Response {
+pub async fn login_post(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
     let params = match read_page_form(request, body).await {
         Ok(params) => params,
         Err(page) => return page,
@@ -251,27 +223,16 @@ pub async fn login_post(
             Some("The form expired. Please sign in again."),
         );
     }
-    let username = params
-        .get("username")
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .to_owned();
-    let password = params
-        .get("password")
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .to_owned();
+    let username = params.get("username").ok().flatten().unwrap_or_default().to_owned();
+    let password = params.get("password").ok().flatten().unwrap_or_default().to_owned();
     let user = match server.store.user_by_username(&username).await {
         Ok(user) => user,
         Err(error) => return server_error_page(&error.into()),
     };
     let stored = user.as_ref().map(|user| user.password_hash.clone());
-    let verified =
-        tokio::task::spawn_blocking(move || password::verify(&password, stored.as_deref()))
-            .await
-            .unwrap_or(false);
+    let verified = tokio::task::spawn_blocking(move || password::verify(&password, stored.as_deref()))
+        .await
+        .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
         // The same message whether the username exists or not.
         return login_page(
@@ -294,11 +255,7 @@ pub async fn login_post(
     if let Some(old) = cookie(request, SESSION_COOKIE) {
         let _ = server.store.delete_session(&hash_secret(&old)).await;
     }
-    if let Err(error) = server
-        .store
-        .insert_session(&hash_secret(&id), &session)
-        .await
-    {
+    if let Err(error) = server.store.insert_session(&hash_secret(&id), &session).await {
         return server_error_page(&error.into());
     }
     if let Err(error) = server.store.flush().await {
@@ -318,11 +275,7 @@ pub async fn login_post(
 }
 
 #[handler]
-pub async fn logout(
-    request: &Request,
-    body: Body,
-    Data(server): Data<&AuthorizationServer>,
-) -> Response {
+pub async fn logout(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
     let params = match read_page_form(request, body).await {
         Ok(params) => params,
         Err(page) => return page,
@@ -354,11 +307,9 @@ pub async fn logout(
 
 fn authorize_error(error: AuthorizeError) -> Response {
     match error {
-        AuthorizeError::Page(message) => error_page(
-            StatusCode::BAD_REQUEST,
-            "This authorization request is invalid",
-            &message,
-        ),
+        AuthorizeError::Page(message) => {
+            error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &message)
+        }
         AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
         AuthorizeError::Server(error) => server_error_page(&error),
     }
@@ -377,10 +328,7 @@ const CARRIED_PARAMS: [&str; 7] = [
 
 /// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
 #[handler]
-pub async fn authorize_get(
-    request: &Request,
-    Data(server): Data<&AuthorizationServer>,
-) -> Response {
+pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let query = request.uri().query().unwrap_or_default();
     let params = match Params::parse(query.as_bytes()) {
         Ok(params) => params,
@@ -402,18 +350,14 @@ pub async fn authorize_get(
             let next = format!("/o/authorize?{query}");
             let login = format!(
                 "/login?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("next", &next)
-                    .finish()
+                form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish()
             );
             return redirect(StatusCode::FOUND, &login);
         }
         Err(error) => return server_error_page(&error),
     };
     if authorization.client.skip_consent {
-        return match authorize::approve(server, &authorization, &user, session.auth_time, now())
-            .await
-        {
+        return match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
             Ok(location) => redirect(StatusCode::FOUND, &location),
             Err(error) => server_error_page(&error),
         };
@@ -479,18 +423,11 @@ pub async fn authorize_post(
     let allow = params.contains("allow");
     let deny = params.contains("deny");
     if allow == deny {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "No answer",
-            "Press either Allow or Deny.",
-        );
+        return error_page(StatusCode::BAD_REQUEST, "No answer", "Press either Allow or Deny.");
     }
     if deny {
         tracing::info!(client_id = %authorization.client.client_id, "user denied an authorization request");
-        return redirect(
-            StatusCode::SEE_OTHER,
-            &authorize::deny(server, &authorization),
-        );
+        return redirect(StatusCode::SEE_OTHER, &authorize::deny(server, &authorization));
     }
     match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
         Ok(location) => redirect(StatusCode::SEE_OTHER, &location),

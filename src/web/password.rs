@@ -27,9 +27,7 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
         return false;
     };
     let matches = password.len() <= MAX_PASSWORD_LEN
-        && Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        && Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
     matches && stored.is_some()
 }
 

@@ -4,16 +4,8 @@ use crate::helpers::*;
 
 async fn assert_error_page(response: reqwest::Response) -> String {
     assert_eq!(response.status(), 400);
-    assert!(
-        response.headers().get("location").is_none(),
-        "an untrusted request must never redirect"
-    );
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(response.headers().get("location").is_none(), "an untrusted request must never redirect");
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     response.text().await.unwrap()
 }
 
@@ -21,19 +13,9 @@ fn assert_error_redirect(response: &reqwest::Response, error: &str, app: &TestAp
     assert_eq!(response.status(), 302);
     let location = location(response);
     assert!(location.starts_with(REDIRECT_URI), "{location}");
-    assert_eq!(
-        query_param(&location, "error").as_deref(),
-        Some(error),
-        "{location}"
-    );
-    assert_eq!(
-        query_param(&location, "state").as_deref(),
-        Some("state-123")
-    );
-    assert_eq!(
-        query_param(&location, "iss").as_deref(),
-        Some(app.address.as_str())
-    );
+    assert_eq!(query_param(&location, "error").as_deref(), Some(error), "{location}");
+    assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(app.address.as_str()));
     assert!(query_param(&location, "code").is_none());
 }
 
@@ -41,20 +23,14 @@ fn assert_error_redirect(response: &reqwest::Response, error: &str, app: &TestAp
 async fn unknown_or_missing_client_gets_an_error_page() {
     let app = spawn_app().await;
     let page = assert_error_page(
-        app.authorize(&[
-            ("response_type", "code"),
-            ("client_id", "nope"),
-            ("redirect_uri", REDIRECT_URI),
-        ])
-        .await,
-    )
-    .await;
-    assert!(page.contains("Unknown client"));
-    let page = assert_error_page(
-        app.authorize(&[("response_type", "code"), ("redirect_uri", REDIRECT_URI)])
+        app.authorize(&[("response_type", "code"), ("client_id", "nope"), ("redirect_uri", REDIRECT_URI)])
             .await,
     )
     .await;
+    assert!(page.contains("Unknown client"));
+    let page =
+        assert_error_page(app.authorize(&[("response_type", "code"), ("redirect_uri", REDIRECT_URI)]).await)
+            .await;
     assert!(page.contains("no client_id"));
 }
 
@@ -84,11 +60,8 @@ async fn unregistered_or_missing_redirect_uri_never_redirects() {
         let page = assert_error_page(response).await;
         assert!(page.contains("not registered"), "{presented}");
     }
-    let page = assert_error_page(
-        app.authorize(&[("response_type", "code"), ("client_id", &client.id)])
-            .await,
-    )
-    .await;
+    let page =
+        assert_error_page(app.authorize(&[("response_type", "code"), ("client_id", &client.id)]).await).await;
     assert!(page.contains("no redirect_uri"));
 }
 
@@ -107,14 +80,7 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
     };
     let send = |params: Vec<(&'static str, String)>| {
         let app = &app;
-        async move {
-            app.browser
-                .get(app.url("/o/authorize"))
-                .query(&params)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { app.browser.get(app.url("/o/authorize")).query(&params).send().await.unwrap() }
     };
     assert_error_redirect(
         &send(base(&[("response_type", "token")])).await,
@@ -135,10 +101,7 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
     assert_error_redirect(
         &send(base(&[
             ("response_type", "code"),
-            (
-                "code_challenge",
-                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            ),
+            ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
             ("code_challenge_method", "plain"),
         ]))
         .await,
@@ -148,10 +111,7 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
     assert_error_redirect(
         &send(base(&[
             ("response_type", "code"),
-            (
-                "code_challenge",
-                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            ),
+            ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
         ]))
         .await,
         "invalid_request",
@@ -169,12 +129,7 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
     );
     // RFC 6749 §3.1: parameters must not repeat.
     assert_error_redirect(
-        &send(base(&[
-            ("response_type", "code"),
-            ("scope", "read"),
-            ("scope", "write"),
-        ]))
-        .await,
+        &send(base(&[("response_type", "code"), ("scope", "read"), ("scope", "write")])).await,
         "invalid_request",
         &app,
     );
@@ -184,20 +139,10 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
 async fn public_clients_must_use_pkce() {
     let app = spawn_app().await;
     let client = app.public_client().await;
-    let response = app
-        .authorize(
-            &app.authorization_params(&client, None)
-                .iter()
-                .copied()
-                .collect::<Vec<_>>(),
-        )
-        .await;
+    let response =
+        app.authorize(&app.authorization_params(&client, None).iter().copied().collect::<Vec<_>>()).await;
     assert_error_redirect(&response, "invalid_request", &app);
-    assert!(
-        query_param(&location(&response), "error_description")
-            .unwrap()
-            .contains("code_challenge")
-    );
+    assert!(query_param(&location(&response), "error_description").unwrap().contains("code_challenge"));
 }
 
 #[tokio::test]
@@ -209,9 +154,7 @@ async fn a_client_without_the_code_grant_is_unauthorized() {
             ..Default::default()
         })
         .await;
-    let response = app
-        .authorize(&app.authorization_params(&client, None))
-        .await;
+    let response = app.authorize(&app.authorization_params(&client, None)).await;
     assert_error_redirect(&response, "unauthorized_client", &app);
 }
 
@@ -227,15 +170,9 @@ async fn signing_in_returns_to_the_request_then_consent_issues_a_code() {
     let next = query_param(&login, "next").unwrap();
     assert!(next.starts_with("/o/authorize?"));
 
-    let response = app
-        .login_with_next("admin", &app.admin_password, &next)
-        .await;
+    let response = app.login_with_next("admin", &app.admin_password, &next).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(
-        location(&response),
-        next,
-        "login returns to the authorization request"
-    );
+    assert_eq!(location(&response), next, "login returns to the authorization request");
 
     let consent = app.browser.get(app.url(&next)).send().await.unwrap();
     assert_eq!(consent.status(), 200);
@@ -251,18 +188,9 @@ async fn signing_in_returns_to_the_request_then_consent_issues_a_code() {
     assert_eq!(response.status(), 303);
     let location = location(&response);
     assert!(location.starts_with(&format!("{REDIRECT_URI}?code=")));
-    assert_eq!(
-        query_param(&location, "state").as_deref(),
-        Some("state-123")
-    );
-    assert_eq!(
-        query_param(&location, "iss").as_deref(),
-        Some(app.address.as_str())
-    );
-    assert!(
-        query_param(&location, "code").unwrap().len() >= 43,
-        "at least 256 bits"
-    );
+    assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
+    assert_eq!(query_param(&location, "iss").as_deref(), Some(app.address.as_str()));
+    assert!(query_param(&location, "code").unwrap().len() >= 43, "at least 256 bits");
 }
 
 #[tokio::test]
@@ -270,23 +198,12 @@ async fn deny_redirects_with_access_denied() {
     let app = spawn_app().await;
     app.login_admin().await;
     let client = app.confidential_client().await;
-    let html = app
-        .authorize(&app.authorization_params(&client, None))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.authorize(&app.authorization_params(&client, None)).await.text().await.unwrap();
     let response = app.answer_consent(&html, "deny").await;
     assert_eq!(response.status(), 303);
     let location = location(&response);
-    assert_eq!(
-        query_param(&location, "error").as_deref(),
-        Some("access_denied")
-    );
-    assert_eq!(
-        query_param(&location, "state").as_deref(),
-        Some("state-123")
-    );
+    assert_eq!(query_param(&location, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
     assert!(query_param(&location, "code").is_none());
 }
 
@@ -295,35 +212,16 @@ async fn consent_without_the_csrf_token_issues_nothing() {
     let app = spawn_app().await;
     app.login_admin().await;
     let client = app.confidential_client().await;
-    let html = app
-        .authorize(&app.authorization_params(&client, None))
-        .await
-        .text()
-        .await
-        .unwrap();
-    let mut form: Vec<(String, String)> = hidden_fields(&html)
-        .into_iter()
-        .filter(|(name, _)| name != "csrf_token")
-        .collect();
+    let html = app.authorize(&app.authorization_params(&client, None)).await.text().await.unwrap();
+    let mut form: Vec<(String, String)> =
+        hidden_fields(&html).into_iter().filter(|(name, _)| name != "csrf_token").collect();
     form.push(("allow".into(), "allow".into()));
-    let response = app
-        .browser
-        .post(app.url("/o/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.browser.post(app.url("/o/authorize")).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert!(response.headers().get("location").is_none());
 
     form.push(("csrf_token".into(), "forged".into()));
-    let response = app
-        .browser
-        .post(app.url("/o/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.browser.post(app.url("/o/authorize")).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 403);
 }
 
@@ -332,30 +230,17 @@ async fn consent_post_is_validated_again() {
     let app = spawn_app().await;
     app.login_admin().await;
     let client = app.confidential_client().await;
-    let html = app
-        .authorize(&app.authorization_params(&client, None))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let html = app.authorize(&app.authorization_params(&client, None)).await.text().await.unwrap();
     let form: Vec<(String, String)> = hidden_fields(&html)
         .into_iter()
-        .map(|(name, value)| {
-            if name == "redirect_uri" {
-                (name, "https://evil.example/".into())
-            } else {
-                (name, value)
-            }
-        })
+        .map(
+            |(name, value)| {
+                if name == "redirect_uri" { (name, "https://evil.example/".into()) } else { (name, value) }
+            },
+        )
         .chain([("allow".to_owned(), "allow".to_owned())])
         .collect();
-    let response = app
-        .browser
-        .post(app.url("/o/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let response = app.browser.post(app.url("/o/authorize")).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.headers().get("location").is_none());
 }
@@ -364,15 +249,8 @@ async fn consent_post_is_validated_again() {
 async fn skip_consent_clients_get_a_code_at_once() {
     let app = spawn_app().await;
     app.login_admin().await;
-    let client = app
-        .create_client(ClientOptions {
-            skip_consent: true,
-            ..Default::default()
-        })
-        .await;
-    let response = app
-        .authorize(&app.authorization_params(&client, None))
-        .await;
+    let client = app.create_client(ClientOptions { skip_consent: true, ..Default::default() }).await;
+    let response = app.authorize(&app.authorization_params(&client, None)).await;
     assert_eq!(response.status(), 302);
     assert!(query_param(&location(&response), "code").is_some());
 }
@@ -382,21 +260,9 @@ async fn no_scope_means_the_clients_scopes_and_the_grant_says_so() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let code = app.login_and_consent(&client, None, &[]).await;
-    let body: serde_json::Value = app
-        .exchange_code(&client, &code, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
     assert_eq!(body["scope"], "read write");
-    let code = app
-        .login_and_consent(&client, None, &[("scope", "read")])
-        .await;
-    let body: serde_json::Value = app
-        .exchange_code(&client, &code, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let code = app.login_and_consent(&client, None, &[("scope", "read")]).await;
+    let body: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
     assert_eq!(body["scope"], "read");
 }

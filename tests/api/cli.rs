@@ -9,10 +9,7 @@ use portcullis::store::UserStore;
 
 fn portcullis(data: &std::path::Path, keys: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    command
-        .env("PORTCULLIS_DATA_DIR", data)
-        .env("PORTCULLIS_KEYS_DIR", keys)
-        .env("RUST_LOG", "warn");
+    command.env("PORTCULLIS_DATA_DIR", data).env("PORTCULLIS_KEYS_DIR", keys).env("RUST_LOG", "warn");
     command
 }
 
@@ -20,11 +17,7 @@ fn run(command: &mut Command) -> (bool, serde_json::Value, String) {
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (
-        output.status.success(),
-        json,
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
+    (output.status.success(), json, String::from_utf8_lossy(&output.stderr).to_string())
 }
 
 #[test]
@@ -61,17 +54,11 @@ fn client_and_user_admin_commands() {
         "http://127.0.0.1:3000/cb",
     ]));
     assert!(ok);
-    assert!(
-        public.get("client_secret").is_none(),
-        "public clients get no secret"
-    );
+    assert!(public.get("client_secret").is_none(), "public clients get no secret");
 
     let (ok, shown, _) = run(portcullis(&data, &keys).args(["client", "show", &id]));
     assert!(ok);
-    assert!(
-        shown.get("client_secret").is_none(),
-        "a secret is shown once"
-    );
+    assert!(shown.get("client_secret").is_none(), "a secret is shown once");
     let (ok, rotated, _) = run(portcullis(&data, &keys).args(["client", "rotate-secret", &id]));
     assert!(ok);
     assert_ne!(rotated["client_secret"], created["client_secret"]);
@@ -103,33 +90,19 @@ fn client_and_user_admin_commands() {
     assert!(!ok && stderr.contains("public client"), "{stderr}");
 
     let mut child = portcullis(&data, &keys)
-        .args([
-            "user",
-            "create",
-            "--username",
-            "alice",
-            "--password-stdin",
-            "--admin",
-        ])
+        .args(["user", "create", "--username", "alice", "--password-stdin", "--admin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let user: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(user.get("password").is_none());
-    let (ok, generated, _) =
-        run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
+    let (ok, generated, _) = run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
     assert!(ok && generated["password"].as_str().unwrap().len() >= 20);
-    let (_, _, stderr) =
-        run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
+    let (_, _, stderr) = run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
     assert!(stderr.contains("already exists"));
     let (ok, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
     assert!(ok);
@@ -142,16 +115,12 @@ fn client_and_user_admin_commands() {
 async fn admin_commands_fail_at_once_while_a_server_holds_the_store() {
     let app = spawn_app().await;
     let started = Instant::now();
-    let (ok, _, stderr) = run(
-        portcullis(&app.data_dir.path().join("store"), app.keys_dir.path()).args(["user", "list"]),
-    );
+    let (ok, _, stderr) =
+        run(portcullis(&app.data_dir.path().join("store"), app.keys_dir.path()).args(["user", "list"]));
     assert!(!ok);
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");
-    assert!(
-        app.server.store.users().await.unwrap().len() == 1,
-        "the server's store is untouched"
-    );
+    assert!(app.server.store.users().await.unwrap().len() == 1, "the server's store is untouched");
 }
 
 #[test]
@@ -160,10 +129,7 @@ fn keys_rotate_keeps_the_old_public_key() {
     let keys = dir.path().join("keys");
     portcullis::keys::KeyRing::load_or_generate(
         &keys,
-        &[
-            portcullis::keys::Algorithm::ES256,
-            portcullis::keys::Algorithm::RS256,
-        ],
+        &[portcullis::keys::Algorithm::ES256, portcullis::keys::Algorithm::RS256],
         0,
     )
     .unwrap();
@@ -209,32 +175,20 @@ fn serve(mut command: Command) -> Served {
     let mut log = String::new();
     let port = loop {
         let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the server exited early: {log}"
-        );
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the server exited early: {log}");
         log.push_str(&line);
         if let Some(rest) = line.split("port=").nth(1) {
             break rest.trim().parse::<u16>().unwrap();
         }
     };
-    Served {
-        child,
-        port,
-        stdout,
-        stderr,
-        log,
-    }
+    Served { child, port, stdout, stderr, log }
 }
 
 impl Served {
     /// SIGTERM, wait for the exit (at most 15 s), return the status, the whole log and what
     /// stdout still held.
     fn stop(mut self) -> (std::process::ExitStatus, String, String) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -267,10 +221,7 @@ fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm(
     let mut served = serve(portcullis(&data, &keys));
     let mut line = String::new();
     served.stdout.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("Created user \"admin\" with password: "),
-        "{line}"
-    );
+    assert!(line.contains("Created user \"admin\" with password: "), "{line}");
     let password = line.trim().rsplit(' ').next().unwrap().to_owned();
     let body = format!(
         "grant_type=client_credentials&client_id={}&client_secret={secret}",
@@ -284,23 +235,14 @@ fn serve_prints_the_admin_password_logs_no_secrets_and_stops_cleanly_on_sigterm(
         ),
     );
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let access_token = response
-        .split("\"access_token\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let access_token =
+        response.split("\"access_token\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
 
     let (status, log, _) = served.stop();
     assert!(status.success(), "exit 0 after SIGTERM");
     assert!(log.contains("/o/token"), "requests are logged: {log}");
     for secret_value in [&password, &secret, &access_token] {
-        assert!(
-            !log.contains(secret_value.as_str()),
-            "a secret reached the log"
-        );
+        assert!(!log.contains(secret_value.as_str()), "a secret reached the log");
     }
     let (ok, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
     assert!(ok, "the store opens cleanly after shutdown");
@@ -314,19 +256,9 @@ async fn the_admin_password_can_come_from_the_environment() {
     let mut command = portcullis(&data, &keys);
     command.env("PORTCULLIS_ADMIN_PASSWORD", "from the environment");
     let (status, _, stdout) = serve(command).stop();
-    assert!(
-        !stdout.contains("password"),
-        "a password from the environment is not printed: {stdout}"
-    );
+    assert!(!stdout.contains("password"), "a password from the environment is not printed: {stdout}");
     assert!(status.success());
     let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
-    let admin = store
-        .user_by_username("admin")
-        .await
-        .unwrap()
-        .expect("the admin exists");
-    assert!(portcullis::web::password::verify(
-        "from the environment",
-        Some(&admin.password_hash)
-    ));
+    let admin = store.user_by_username("admin").await.unwrap().expect("the admin exists");
+    assert!(portcullis::web::password::verify("from the environment", Some(&admin.password_hash)));
 }

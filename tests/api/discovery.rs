@@ -20,32 +20,16 @@ async fn both_discovery_documents_describe_what_exists() {
         assert_eq!(doc["token_endpoint"], app.url("/o/token"));
         assert_eq!(doc["jwks_uri"], app.url("/.well-known/jwks.json"));
         assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
-        assert_eq!(
-            doc["code_challenge_methods_supported"],
-            serde_json::json!(["S256"])
-        );
+        assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
         for grant in ["authorization_code", "refresh_token", "client_credentials"] {
-            assert!(
-                doc["grant_types_supported"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&grant.into())
-            );
+            assert!(doc["grant_types_supported"].as_array().unwrap().contains(&grant.into()));
         }
         for method in ["client_secret_basic", "client_secret_post", "none"] {
             assert!(
-                doc["token_endpoint_auth_methods_supported"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&method.into())
+                doc["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&method.into())
             );
         }
-        assert!(
-            doc["scopes_supported"]
-                .as_array()
-                .unwrap()
-                .contains(&"read".into())
-        );
+        assert!(doc["scopes_supported"].as_array().unwrap().contains(&"read".into()));
     }
     // Every endpoint it names answers.
     let doc: serde_json::Value = app
@@ -57,31 +41,20 @@ async fn both_discovery_documents_describe_what_exists() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        app.http
-            .get(doc["jwks_uri"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.http.get(doc["jwks_uri"].as_str().unwrap()).send().await.unwrap().status(), 200);
+    assert_ne!(app.http.post(doc["token_endpoint"].as_str().unwrap()).send().await.unwrap().status(), 404);
+    for endpoint in ["revocation_endpoint", "introspection_endpoint"] {
+        let url = doc[endpoint].as_str().unwrap();
+        assert!(url.starts_with(&app.address), "{endpoint}");
+        assert_ne!(app.http.post(url).send().await.unwrap().status(), 404, "{endpoint}");
+    }
+    assert_eq!(doc["revocation_endpoint"], app.url("/o/revoke_token"));
+    assert_eq!(doc["introspection_endpoint"], app.url("/o/introspect"));
+    let introspection_methods = doc["introspection_endpoint_auth_methods_supported"].as_array().unwrap();
+    assert!(!introspection_methods.contains(&"none".into()), "public clients cannot introspect");
+    assert!(doc["revocation_endpoint_auth_methods_supported"].as_array().unwrap().contains(&"none".into()));
     assert_ne!(
-        app.http
-            .post(doc["token_endpoint"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_ne!(
-        app.http
-            .get(doc["authorization_endpoint"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.http.get(doc["authorization_endpoint"].as_str().unwrap()).send().await.unwrap().status(),
         404
     );
 }
@@ -89,20 +62,10 @@ async fn both_discovery_documents_describe_what_exists() {
 #[tokio::test]
 async fn jwks_publishes_public_keys_with_thumbprint_kids() {
     let app = spawn_app().await;
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value =
+        app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    let algs: Vec<&str> = keys
-        .iter()
-        .map(|key| key["alg"].as_str().unwrap())
-        .collect();
+    let algs: Vec<&str> = keys.iter().map(|key| key["alg"].as_str().unwrap()).collect();
     assert!(algs.contains(&"ES256") && algs.contains(&"RS256"));
     for key in keys {
         for private in ["d", "p", "q", "dp", "dq", "qi"] {
@@ -118,10 +81,7 @@ async fn jwks_publishes_public_keys_with_thumbprint_kids() {
 async fn keys_are_created_private_and_reused_across_restarts() {
     use std::os::unix::fs::PermissionsExt;
     let app = spawn_app().await;
-    let files: Vec<_> = std::fs::read_dir(app.keys_dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap())
-        .collect();
+    let files: Vec<_> = std::fs::read_dir(app.keys_dir.path()).unwrap().map(|entry| entry.unwrap()).collect();
     assert_eq!(files.len(), 2, "one ES256 and one RS256 key");
     for file in &files {
         assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
@@ -132,11 +92,7 @@ async fn keys_are_created_private_and_reused_across_restarts() {
         0,
     )
     .unwrap();
-    assert_eq!(
-        ring.keys().len(),
-        2,
-        "existing keys are loaded, none generated"
-    );
+    assert_eq!(ring.keys().len(), 2, "existing keys are loaded, none generated");
 }
 
 #[tokio::test]
@@ -154,15 +110,7 @@ async fn health_and_trailing_slashes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "DOT clients post to /o/token/");
-    assert_eq!(
-        app.http
-            .get(app.url("/no/such/path"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(app.http.get(app.url("/no/such/path")).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test]
@@ -170,22 +118,12 @@ async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
     let app = spawn_app_with(|settings| settings.key_reload_interval = 1, None).await;
     let client = app.confidential_client().await;
     async fn token(app: &TestApp, client: &TestClient) -> String {
-        let body: serde_json::Value = app
-            .token(&[("grant_type", "client_credentials")], Some(client))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: serde_json::Value =
+            app.token(&[("grant_type", "client_credentials")], Some(client)).await.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
     }
     let kid_of = |token: &str| {
-        josekit::jwt::decode_header(token)
-            .unwrap()
-            .claim("kid")
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned()
+        josekit::jwt::decode_header(token).unwrap().claim("kid").unwrap().as_str().unwrap().to_owned()
     };
     let before = token(&app, &client).await;
 
@@ -203,31 +141,14 @@ async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
         if kid_of(&candidate) != kid_of(&before) {
             break candidate;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rotated key was not picked up"
-        );
+        assert!(std::time::Instant::now() < deadline, "the rotated key was not picked up");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|key| key["kid"].as_str().unwrap())
-        .collect();
-    assert!(
-        kids.contains(&kid_of(&before).as_str()),
-        "the old key stays published while its tokens live"
-    );
+    let jwks: serde_json::Value =
+        app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<&str> =
+        jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap()).collect();
+    assert!(kids.contains(&kid_of(&before).as_str()), "the old key stays published while its tokens live");
     assert!(kids.contains(&kid_of(&after).as_str()));
     assert_eq!(app.hello(Some(&before)).await.status(), 200);
     assert_eq!(app.hello(Some(&after)).await.status(), 200);

@@ -62,11 +62,7 @@ pub fn pkce_pair() -> (String, String) {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// A server on the sled store in a fresh temp dir.
@@ -75,38 +71,26 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with adjusted settings, on the sled store or the given one.
-pub async fn spawn_app_with(
-    adjust: impl FnOnce(&mut Settings),
-    store: Option<SharedStore>,
-) -> TestApp {
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings), store: Option<SharedStore>) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let keys_dir = tempfile::tempdir().unwrap();
-    let mut settings =
-        Settings::for_directories(data_dir.path().join("store"), keys_dir.path().to_owned());
+    let mut settings = Settings::for_directories(data_dir.path().join("store"), keys_dir.path().to_owned());
     adjust(&mut settings);
     let store: SharedStore = match store {
         Some(store) => store,
         None => Arc::new(SledStore::open(&settings.data_dir, 8 * 1024 * 1024).unwrap()),
     };
-    let app = App::build_with_store(settings, store)
-        .await
-        .expect("the app builds");
+    let app = App::build_with_store(settings, store).await.expect("the app builds");
     let address = app.issuer().to_owned();
     let bound_port = app.port();
     let server = app.authorization_server().clone();
-    let admin_password = app
-        .initial_admin_password
-        .clone()
-        .expect("a first start creates the admin");
+    let admin_password = app.initial_admin_password.clone().expect("a first start creates the admin");
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
         address,
         bound_port,
         browser: browser(),
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
         server,
         admin_password,
         data_dir,
@@ -116,26 +100,15 @@ pub async fn spawn_app_with(
 
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
-    form_urlencoded_parse(query)
-        .into_iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value)
+    form_urlencoded_parse(query).into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
 }
 
 fn form_urlencoded_parse(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 pub fn location(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get("location")
-        .expect("a Location header")
-        .to_str()
-        .unwrap()
-        .to_owned()
+    response.headers().get("location").expect("a Location header").to_str().unwrap().to_owned()
 }
 
 /// The value of the hidden input `name` in an HTML page.
@@ -173,10 +146,7 @@ fn unescape(value: &str) -> String {
             "quot" => Some('"'),
             "lt" => Some('<'),
             "gt" => Some('>'),
-            _ => entity
-                .strip_prefix('#')
-                .and_then(|n| n.parse::<u32>().ok())
-                .and_then(char::from_u32),
+            _ => entity.strip_prefix('#').and_then(|n| n.parse::<u32>().ok()).and_then(char::from_u32),
         };
         match decoded {
             Some(c) => out.push(c),
@@ -198,17 +168,9 @@ impl TestApp {
         let client = Client {
             client_id: random_token(12),
             name: "Test App".into(),
-            client_type: if options.public {
-                ClientType::Public
-            } else {
-                ClientType::Confidential
-            },
+            client_type: if options.public { ClientType::Public } else { ClientType::Confidential },
             secret_hash: secret.as_deref().map(hash_secret),
-            redirect_uris: options
-                .redirect_uris
-                .iter()
-                .map(|uri| RedirectUri::parse(uri).unwrap())
-                .collect(),
+            redirect_uris: options.redirect_uris.iter().map(|uri| RedirectUri::parse(uri).unwrap()).collect(),
             grant_types: options.grant_types,
             scope: Scope::parse(options.scope).unwrap(),
             skip_consent: options.skip_consent,
@@ -216,10 +178,7 @@ impl TestApp {
             created_at: now(),
         };
         self.server.store.insert_client(&client).await.unwrap();
-        TestClient {
-            id: client.client_id,
-            secret,
-        }
+        TestClient { id: client.client_id, secret }
     }
 
     pub async fn confidential_client(&self) -> TestClient {
@@ -252,21 +211,8 @@ impl TestApp {
         self.login_with_next(username, password, "/").await
     }
 
-    pub async fn login_with_next(
-        &self,
-        username: &str,
-        password: &str,
-        next: &str,
-    ) -> reqwest::Response {
-        let page = self
-            .browser
-            .get(self.url("/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    pub async fn login_with_next(&self, username: &str, password: &str, next: &str) -> reqwest::Response {
+        let page = self.browser.get(self.url("/login")).send().await.unwrap().text().await.unwrap();
         let csrf = hidden_field(&page, "csrf_token").expect("the login form has a CSRF token");
         self.browser
             .post(self.url("/login"))
@@ -287,24 +233,14 @@ impl TestApp {
     }
 
     pub async fn authorize(&self, params: &[(&str, &str)]) -> reqwest::Response {
-        self.browser
-            .get(self.url("/o/authorize"))
-            .query(params)
-            .send()
-            .await
-            .unwrap()
+        self.browser.get(self.url("/o/authorize")).query(params).send().await.unwrap()
     }
 
     /// Answers the consent page `html` with `button` ("allow" or "deny").
     pub async fn answer_consent(&self, html: &str, button: &str) -> reqwest::Response {
         let mut form = hidden_fields(html);
         form.push((button.into(), button.into()));
-        self.browser
-            .post(self.url("/o/authorize"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
+        self.browser.post(self.url("/o/authorize")).form(&form).send().await.unwrap()
     }
 
     /// Standard authorization request parameters for `client`.
@@ -346,26 +282,15 @@ impl TestApp {
         } else {
             response
         };
-        assert!(
-            response.status().is_redirection(),
-            "approval redirects, got {}",
-            response.status()
-        );
+        assert!(response.status().is_redirection(), "approval redirects, got {}", response.status());
         let location = location(&response);
         assert!(location.starts_with(REDIRECT_URI), "{location}");
-        assert_eq!(
-            query_param(&location, "state").as_deref(),
-            Some("state-123")
-        );
+        assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
         query_param(&location, "code").expect("a code in the redirect")
     }
 
     /// POST /o/token with `form`, authenticating with Basic when `basic` is given.
-    pub async fn token(
-        &self,
-        form: &[(&str, &str)],
-        basic: Option<&TestClient>,
-    ) -> reqwest::Response {
+    pub async fn token(&self, form: &[(&str, &str)], basic: Option<&TestClient>) -> reqwest::Response {
         let mut request = self.http.post(self.url("/o/token")).form(form);
         if let Some(client) = basic {
             request = request.basic_auth(&client.id, client.secret.as_deref());
@@ -380,11 +305,8 @@ impl TestApp {
         code: &str,
         verifier: Option<&str>,
     ) -> reqwest::Response {
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT_URI),
-        ];
+        let mut form =
+            vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT_URI)];
         if let Some(verifier) = verifier {
             form.push(("code_verifier", verifier));
         }
@@ -411,10 +333,7 @@ impl TestApp {
         refresh_token: &str,
         scope: Option<&str>,
     ) -> reqwest::Response {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-        ];
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
@@ -436,26 +355,13 @@ impl TestApp {
 }
 
 /// Asserts an RFC 6749 §5.2 error response and returns its JSON.
-pub async fn assert_oauth_error(
-    response: reqwest::Response,
-    status: u16,
-    error: &str,
-) -> serde_json::Value {
+pub async fn assert_oauth_error(response: reqwest::Response, status: u16, error: &str) -> serde_json::Value {
     assert_eq!(response.status(), status, "status for {error}");
     assert_eq!(response.headers()["cache-control"], "no-store");
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], error, "{body}");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .is_some_and(|description| !description.is_empty())
-    );
+    assert!(body["error_description"].as_str().is_some_and(|description| !description.is_empty()));
     body
 }
 

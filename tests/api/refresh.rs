@@ -16,12 +16,7 @@ async fn each_refresh_rotates_and_the_old_token_stops_working() {
     let new = second["refresh_token"].as_str().unwrap();
     assert_ne!(new, old);
     assert_eq!(second["scope"], "read write");
-    assert_eq!(
-        app.hello(Some(second["access_token"].as_str().unwrap()))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.hello(Some(second["access_token"].as_str().unwrap())).await.status(), 200);
 
     let third: serde_json::Value = app.refresh(&client, new, None).await.json().await.unwrap();
     assert!(third["refresh_token"].is_string());
@@ -39,30 +34,11 @@ async fn presenting_a_rotated_token_revokes_the_whole_family() {
 
     let reuse = app.refresh(&client, &old, None).await;
     let body = assert_oauth_error(reuse, 400, "invalid_grant").await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used")
-    );
+    assert!(body["error_description"].as_str().unwrap().contains("already used"));
 
-    assert_oauth_error(
-        app.refresh(&client, live_refresh, None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_eq!(
-        app.hello(Some(live_access)).await.status(),
-        401,
-        "access tokens of the family are revoked"
-    );
-    assert_eq!(
-        app.hello(Some(first["access_token"].as_str().unwrap()))
-            .await
-            .status(),
-        401
-    );
+    assert_oauth_error(app.refresh(&client, live_refresh, None).await, 400, "invalid_grant").await;
+    assert_eq!(app.hello(Some(live_access)).await.status(), 401, "access tokens of the family are revoked");
+    assert_eq!(app.hello(Some(first["access_token"].as_str().unwrap())).await.status(), 401);
 }
 
 #[tokio::test]
@@ -70,36 +46,19 @@ async fn scope_may_narrow_but_never_widen() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let (verifier, challenge) = pkce_pair();
-    let code = app
-        .login_and_consent(&client, Some(&challenge), &[("scope", "read write")])
-        .await;
-    let tokens: serde_json::Value = app
-        .exchange_code(&client, &code, Some(&verifier))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let code = app.login_and_consent(&client, Some(&challenge), &[("scope", "read write")]).await;
+    let tokens: serde_json::Value =
+        app.exchange_code(&client, &code, Some(&verifier)).await.json().await.unwrap();
     let refresh = tokens["refresh_token"].as_str().unwrap();
 
-    let widened = app
-        .refresh(&client, refresh, Some("read write admin"))
-        .await;
+    let widened = app.refresh(&client, refresh, Some("read write admin")).await;
     assert_oauth_error(widened, 400, "invalid_scope").await;
 
-    let narrowed: serde_json::Value = app
-        .refresh(&client, refresh, Some("read"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let narrowed: serde_json::Value = app.refresh(&client, refresh, Some("read")).await.json().await.unwrap();
     assert_eq!(narrowed["scope"], "read");
     // The new refresh token keeps the original grant's scope (RFC 6749 §6).
-    let again: serde_json::Value = app
-        .refresh(&client, narrowed["refresh_token"].as_str().unwrap(), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: serde_json::Value =
+        app.refresh(&client, narrowed["refresh_token"].as_str().unwrap(), None).await.json().await.unwrap();
     assert_eq!(again["scope"], "read write");
 }
 
@@ -110,17 +69,8 @@ async fn a_refresh_token_is_bound_to_its_client() {
     let other = app.confidential_client().await;
     let tokens = app.tokens_for(&client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    assert_oauth_error(
-        app.refresh(&other, refresh, None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_eq!(
-        app.refresh(&client, refresh, None).await.status(),
-        200,
-        "the failed attempt changed nothing"
-    );
+    assert_oauth_error(app.refresh(&other, refresh, None).await, 400, "invalid_grant").await;
+    assert_eq!(app.refresh(&client, refresh, None).await.status(), 200, "the failed attempt changed nothing");
 }
 
 #[tokio::test]
@@ -128,9 +78,7 @@ async fn public_clients_refresh_without_a_secret() {
     let app = spawn_app().await;
     let client = app.public_client().await;
     let tokens = app.tokens_for(&client).await;
-    let response = app
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap(), None)
-        .await;
+    let response = app.refresh(&client, tokens["refresh_token"].as_str().unwrap(), None).await;
     assert_eq!(response.status(), 200);
 }
 
@@ -138,15 +86,9 @@ async fn public_clients_refresh_without_a_secret() {
 async fn unknown_refresh_tokens_and_missing_parameters() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
+    assert_oauth_error(app.refresh(&client, "no-such-token", None).await, 400, "invalid_grant").await;
     assert_oauth_error(
-        app.refresh(&client, "no-such-token", None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_oauth_error(
-        app.token(&[("grant_type", "refresh_token")], Some(&client))
-            .await,
+        app.token(&[("grant_type", "refresh_token")], Some(&client)).await,
         400,
         "invalid_request",
     )
@@ -163,11 +105,6 @@ async fn clients_without_the_refresh_grant_get_no_refresh_token() {
         })
         .await;
     let code = app.login_and_consent(&client, None, &[]).await;
-    let body: serde_json::Value = app
-        .exchange_code(&client, &code, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
     assert!(body.get("refresh_token").is_none());
 }

@@ -11,29 +11,14 @@ use crate::helpers::*;
 #[tokio::test]
 async fn the_first_start_creates_the_admin_and_the_swagger_ui_client() {
     let app = spawn_app().await;
-    let admin = app
-        .server
-        .store
-        .user_by_username("admin")
-        .await
-        .unwrap()
-        .unwrap();
+    let admin = app.server.store.user_by_username("admin").await.unwrap().unwrap();
     assert!(admin.admin);
     assert!(admin.password_hash.starts_with("$argon2id$"));
     assert!(app.admin_password.len() >= 20, "a random password");
-    let swagger = app
-        .server
-        .store
-        .client(SWAGGER_UI_CLIENT_ID)
-        .await
-        .unwrap()
-        .unwrap();
+    let swagger = app.server.store.client(SWAGGER_UI_CLIENT_ID).await.unwrap().unwrap();
     assert!(swagger.is_public());
     assert_eq!(swagger.redirect_uris.len(), 1);
-    assert_eq!(
-        swagger.redirect_uris[0].as_str(),
-        format!("{}/docs/oauth2-redirect.html", app.address)
-    );
+    assert_eq!(swagger.redirect_uris[0].as_str(), format!("{}/docs/oauth2-redirect.html", app.address));
 }
 
 #[tokio::test]
@@ -57,24 +42,14 @@ async fn later_starts_keep_the_admin_and_follow_a_new_issuer() {
     };
     store.insert_user(&alice).await.unwrap();
 
-    let first = App::build_with_store(settings("https://one.example"), store.clone())
-        .await
-        .unwrap();
+    let first = App::build_with_store(settings("https://one.example"), store.clone()).await.unwrap();
     assert!(first.initial_admin_password.is_some());
     drop(first);
-    let second = App::build_with_store(settings("https://two.example"), store.clone())
-        .await
-        .unwrap();
-    assert!(
-        second.initial_admin_password.is_none(),
-        "an admin exists: none is created"
-    );
+    let second = App::build_with_store(settings("https://two.example"), store.clone()).await.unwrap();
+    assert!(second.initial_admin_password.is_none(), "an admin exists: none is created");
     assert_eq!(store.users().await.unwrap().len(), 2);
     let swagger = store.client(SWAGGER_UI_CLIENT_ID).await.unwrap().unwrap();
-    assert_eq!(
-        swagger.redirect_uris[0].as_str(),
-        "https://two.example/docs/oauth2-redirect.html"
-    );
+    assert_eq!(swagger.redirect_uris[0].as_str(), "https://two.example/docs/oauth2-redirect.html");
 }
 
 #[tokio::test]
@@ -94,26 +69,12 @@ async fn expired_records_are_purged_in_the_background() {
     };
     // `code()` returns a record until it is physically deleted, so this watches the purge
     // without purging anything itself.
-    app.server
-        .store
-        .insert_code("expired", &code(now() - 1))
-        .await
-        .unwrap();
-    app.server
-        .store
-        .insert_code("live", &code(now() + 3600))
-        .await
-        .unwrap();
+    app.server.store.insert_code("expired", &code(now() - 1)).await.unwrap();
+    app.server.store.insert_code("live", &code(now() + 3600)).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while app.server.store.code("expired").await.unwrap().is_some() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background purge never ran"
-        );
+        assert!(std::time::Instant::now() < deadline, "the background purge never ran");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(
-        app.server.store.code("live").await.unwrap().is_some(),
-        "unexpired records stay"
-    );
+    assert!(app.server.store.code("live").await.unwrap().is_some(), "unexpired records stay");
 }

@@ -11,32 +11,14 @@ use crate::helpers::*;
 /// Verifies an access token the way a resource server with a standard library would: fetch the
 /// JWKS, pick the key by `kid`, verify, check the claims.
 pub async fn verify_offline(app: &TestApp, token: &str) -> josekit::jwt::JwtPayload {
-    let jwks = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let jwks = app.http.get(app.url("/.well-known/jwks.json")).send().await.unwrap().bytes().await.unwrap();
     let set = JwkSet::from_bytes(&jwks).unwrap();
     let header = josekit::jwt::decode_header(token).unwrap();
     let kid = header.claim("kid").unwrap().as_str().unwrap();
-    let jwk = set
-        .get(kid)
-        .into_iter()
-        .next()
-        .expect("the token's kid is in the JWKS");
+    let jwk = set.get(kid).into_iter().next().expect("the token's kid is in the JWKS");
     let (payload, header) = match header.claim("alg").unwrap().as_str().unwrap() {
-        "ES256" => {
-            josekit::jwt::decode_with_verifier(token, &ES256.verifier_from_jwk(jwk).unwrap())
-                .unwrap()
-        }
-        "RS256" => {
-            josekit::jwt::decode_with_verifier(token, &RS256.verifier_from_jwk(jwk).unwrap())
-                .unwrap()
-        }
+        "ES256" => josekit::jwt::decode_with_verifier(token, &ES256.verifier_from_jwk(jwk).unwrap()).unwrap(),
+        "RS256" => josekit::jwt::decode_with_verifier(token, &RS256.verifier_from_jwk(jwk).unwrap()).unwrap(),
         other => panic!("unexpected alg {other}"),
     };
     assert_eq!(header.token_type(), Some("at+jwt"));
@@ -48,9 +30,7 @@ async fn code_flow_with_pkce_issues_a_verifiable_rfc9068_token() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let (verifier, challenge) = pkce_pair();
-    let code = app
-        .login_and_consent(&client, Some(&challenge), &[("scope", "read")])
-        .await;
+    let code = app.login_and_consent(&client, Some(&challenge), &[("scope", "read")]).await;
     let response = app.exchange_code(&client, &code, Some(&verifier)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -59,33 +39,20 @@ async fn code_flow_with_pkce_issues_a_verifiable_rfc9068_token() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "read");
-    assert_eq!(
-        body["refresh_token"].as_str().unwrap().len(),
-        43,
-        "256 bits, base64url"
-    );
+    assert_eq!(body["refresh_token"].as_str().unwrap().len(), 43, "256 bits, base64url");
 
     let access_token = body["access_token"].as_str().unwrap();
     let header = josekit::jwt::decode_header(access_token).unwrap();
     assert_eq!(header.claim("alg").unwrap(), "ES256");
     let claims = verify_offline(&app, access_token).await;
-    let admin = app
-        .server
-        .store
-        .user_by_username("admin")
-        .await
-        .unwrap()
-        .unwrap();
+    let admin = app.server.store.user_by_username("admin").await.unwrap().unwrap();
     assert_eq!(claims.claim("iss").unwrap(), app.address.as_str());
     assert_eq!(claims.claim("aud").unwrap(), app.address.as_str());
     assert_eq!(claims.claim("sub").unwrap(), admin.id.as_str());
     assert_eq!(claims.claim("client_id").unwrap(), client.id.as_str());
     assert_eq!(claims.claim("scope").unwrap(), "read");
     for name in ["exp", "iat", "nbf", "auth_time"] {
-        assert!(
-            claims.claim(name).unwrap().is_i64(),
-            "{name} is whole seconds"
-        );
+        assert!(claims.claim(name).unwrap().is_i64(), "{name} is whole seconds");
     }
     let iat = claims.claim("iat").unwrap().as_i64().unwrap();
     assert_eq!(claims.claim("exp").unwrap().as_i64().unwrap(), iat + 900);
@@ -127,33 +94,18 @@ async fn a_replayed_code_fails_and_revokes_what_it_issued() {
     let client = app.confidential_client().await;
     let (verifier, challenge) = pkce_pair();
     let code = app.login_and_consent(&client, Some(&challenge), &[]).await;
-    let first: serde_json::Value = app
-        .exchange_code(&client, &code, Some(&verifier))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: serde_json::Value =
+        app.exchange_code(&client, &code, Some(&verifier)).await.json().await.unwrap();
     let access_token = first["access_token"].as_str().unwrap();
     assert_eq!(app.hello(Some(access_token)).await.status(), 200);
 
     let replay = app.exchange_code(&client, &code, Some(&verifier)).await;
     let body = assert_oauth_error(replay, 400, "invalid_grant").await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("already used")
-    );
+    assert!(body["error_description"].as_str().unwrap().contains("already used"));
 
     let hello = app.hello(Some(access_token)).await;
-    assert_eq!(
-        hello.status(),
-        401,
-        "the access token issued from the code is revoked"
-    );
-    let refresh = app
-        .refresh(&client, first["refresh_token"].as_str().unwrap(), None)
-        .await;
+    assert_eq!(hello.status(), 401, "the access token issued from the code is revoked");
+    let refresh = app.refresh(&client, first["refresh_token"].as_str().unwrap(), None).await;
     assert_oauth_error(refresh, 400, "invalid_grant").await;
 }
 
@@ -164,46 +116,18 @@ async fn pkce_mismatch_missing_or_downgraded_verifier_is_invalid_grant_and_burns
     let (verifier, challenge) = pkce_pair();
     let code = app.login_and_consent(&client, Some(&challenge), &[]).await;
     let (wrong, _) = pkce_pair();
-    assert_oauth_error(
-        app.exchange_code(&client, &code, Some(&wrong)).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_oauth_error(
-        app.exchange_code(&client, &code, None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert_oauth_error(
-        app.exchange_code(&client, &code, Some("short")).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    assert_oauth_error(app.exchange_code(&client, &code, Some(&wrong)).await, 400, "invalid_grant").await;
+    assert_oauth_error(app.exchange_code(&client, &code, None).await, 400, "invalid_grant").await;
+    assert_oauth_error(app.exchange_code(&client, &code, Some("short")).await, 400, "invalid_grant").await;
     // Failed attempts changed nothing stored: the rightful holder can still redeem it.
-    assert_eq!(
-        app.exchange_code(&client, &code, Some(&verifier))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.exchange_code(&client, &code, Some(&verifier)).await.status(), 200);
 
     // A code issued without a challenge cannot be redeemed with a verifier (PKCE downgrade).
     let code = app.login_and_consent(&client, None, &[]).await;
-    let body = assert_oauth_error(
-        app.exchange_code(&client, &code, Some(&verifier)).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("no code_challenge")
-    );
+    let body =
+        assert_oauth_error(app.exchange_code(&client, &code, Some(&verifier)).await, 400, "invalid_grant")
+            .await;
+    assert!(body["error_description"].as_str().unwrap().contains("no code_challenge"));
 }
 
 #[tokio::test]
@@ -212,12 +136,7 @@ async fn the_code_is_bound_to_its_client_and_redirect_uri() {
     let client = app.confidential_client().await;
     let other = app.confidential_client().await;
     let code = app.login_and_consent(&client, None, &[]).await;
-    assert_oauth_error(
-        app.exchange_code(&other, &code, None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    assert_oauth_error(app.exchange_code(&other, &code, None).await, 400, "invalid_grant").await;
     let wrong_redirect = app
         .token(
             &[
@@ -229,37 +148,18 @@ async fn the_code_is_bound_to_its_client_and_redirect_uri() {
         )
         .await;
     assert_oauth_error(wrong_redirect, 400, "invalid_grant").await;
-    let no_redirect = app
-        .token(
-            &[("grant_type", "authorization_code"), ("code", &code)],
-            Some(&client),
-        )
-        .await;
+    let no_redirect =
+        app.token(&[("grant_type", "authorization_code"), ("code", &code)], Some(&client)).await;
     assert_oauth_error(no_redirect, 400, "invalid_grant").await;
-    assert_eq!(
-        app.exchange_code(&client, &code, None).await.status(),
-        200,
-        "still redeemable by its client"
-    );
+    assert_eq!(app.exchange_code(&client, &code, None).await.status(), 200, "still redeemable by its client");
 }
 
 #[tokio::test]
 async fn unknown_and_expired_codes_are_invalid_grant() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
-    assert_oauth_error(
-        app.exchange_code(&client, "not-a-code", None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
-    let user = app
-        .server
-        .store
-        .user_by_username("admin")
-        .await
-        .unwrap()
-        .unwrap();
+    assert_oauth_error(app.exchange_code(&client, "not-a-code", None).await, 400, "invalid_grant").await;
+    let user = app.server.store.user_by_username("admin").await.unwrap().unwrap();
     let expired = AuthorizationCode {
         client_id: client.id.clone(),
         redirect_uri: REDIRECT_URI.into(),
@@ -272,17 +172,8 @@ async fn unknown_and_expired_codes_are_invalid_grant() {
         used: false,
         purge_at: now() + 900,
     };
-    app.server
-        .store
-        .insert_code(&hash_secret("expired-code"), &expired)
-        .await
-        .unwrap();
-    assert_oauth_error(
-        app.exchange_code(&client, "expired-code", None).await,
-        400,
-        "invalid_grant",
-    )
-    .await;
+    app.server.store.insert_code(&hash_secret("expired-code"), &expired).await.unwrap();
+    assert_oauth_error(app.exchange_code(&client, "expired-code", None).await, 400, "invalid_grant").await;
 }
 
 #[tokio::test]
@@ -291,40 +182,17 @@ async fn client_authentication_failures() {
     let client = app.confidential_client().await;
     let form = [("grant_type", "client_credentials")];
     let check_401 = |response: reqwest::Response| async move {
-        assert!(
-            response.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .starts_with("Basic")
-        );
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
         assert_oauth_error(response, 401, "invalid_client").await
     };
-    let wrong = TestClient {
-        id: client.id.clone(),
-        secret: Some("wrong".into()),
-    };
+    let wrong = TestClient { id: client.id.clone(), secret: Some("wrong".into()) };
     let wrong_body = check_401(app.token(&form, Some(&wrong)).await).await;
-    let unknown = TestClient {
-        id: "unknown".into(),
-        secret: Some("wrong".into()),
-    };
+    let unknown = TestClient { id: "unknown".into(), secret: Some("wrong".into()) };
     let unknown_body = check_401(app.token(&form, Some(&unknown)).await).await;
-    assert_eq!(
-        wrong_body, unknown_body,
-        "unknown client and wrong secret look the same"
-    );
+    assert_eq!(wrong_body, unknown_body, "unknown client and wrong secret look the same");
     check_401(app.token(&form, None).await).await;
-    check_401(
-        app.token(
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", &client.id),
-            ],
-            None,
-        )
-        .await,
-    )
-    .await;
+    check_401(app.token(&[("grant_type", "client_credentials"), ("client_id", &client.id)], None).await)
+        .await;
     let malformed = app
         .http
         .post(app.url("/o/token"))
@@ -338,10 +206,7 @@ async fn client_authentication_failures() {
     // Both methods at once (RFC 6749 §2.3).
     let both = app
         .token(
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_secret", client.secret.as_deref().unwrap()),
-            ],
+            &[("grant_type", "client_credentials"), ("client_secret", client.secret.as_deref().unwrap())],
             Some(&client),
         )
         .await;
@@ -349,16 +214,9 @@ async fn client_authentication_failures() {
 
     // A public client presenting a secret.
     let public = app.public_client().await;
-    let with_secret = TestClient {
-        id: public.id.clone(),
-        secret: Some("anything".into()),
-    };
+    let with_secret = TestClient { id: public.id.clone(), secret: Some("anything".into()) };
     check_401(
-        app.token(
-            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
-            Some(&with_secret),
-        )
-        .await,
+        app.token(&[("grant_type", "refresh_token"), ("refresh_token", "x")], Some(&with_secret)).await,
     )
     .await;
 }
@@ -368,18 +226,12 @@ async fn grant_type_errors() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     assert_oauth_error(
-        app.token(&[("grant_type", "password")], Some(&client))
-            .await,
+        app.token(&[("grant_type", "password")], Some(&client)).await,
         400,
         "unsupported_grant_type",
     )
     .await;
-    assert_oauth_error(
-        app.token(&[("scope", "read")], Some(&client)).await,
-        400,
-        "invalid_request",
-    )
-    .await;
+    assert_oauth_error(app.token(&[("scope", "read")], Some(&client)).await, 400, "invalid_request").await;
     let code_only = app
         .create_client(ClientOptions {
             grant_types: vec![GrantType::AuthorizationCode],
@@ -387,8 +239,7 @@ async fn grant_type_errors() {
         })
         .await;
     assert_oauth_error(
-        app.token(&[("grant_type", "client_credentials")], Some(&code_only))
-            .await,
+        app.token(&[("grant_type", "client_credentials")], Some(&code_only)).await,
         400,
         "unauthorized_client",
     )
@@ -399,12 +250,8 @@ async fn grant_type_errors() {
 async fn client_credentials_for_confidential_clients_only() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
-    let response = app
-        .token(
-            &[("grant_type", "client_credentials"), ("scope", "write")],
-            Some(&client),
-        )
-        .await;
+    let response =
+        app.token(&[("grant_type", "client_credentials"), ("scope", "write")], Some(&client)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -414,19 +261,11 @@ async fn client_credentials_for_confidential_clients_only() {
     assert_eq!(claims.claim("sub").unwrap(), client.id.as_str());
     assert!(claims.claim("auth_time").is_none());
 
-    let all: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let all: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
     assert_eq!(all["scope"], "read write");
     assert_oauth_error(
-        app.token(
-            &[("grant_type", "client_credentials"), ("scope", "admin")],
-            Some(&client),
-        )
-        .await,
+        app.token(&[("grant_type", "client_credentials"), ("scope", "admin")], Some(&client)).await,
         400,
         "invalid_scope",
     )
@@ -440,15 +279,7 @@ async fn client_credentials_for_confidential_clients_only() {
             ..Default::default()
         })
         .await;
-    let response = app
-        .token(
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", &public.id),
-            ],
-            None,
-        )
-        .await;
+    let response = app.token(&[("grant_type", "client_credentials"), ("client_id", &public.id)], None).await;
     assert_oauth_error(response, 400, "unauthorized_client").await;
 }
 
@@ -457,20 +288,12 @@ async fn garbage_bodies_get_invalid_request_never_500() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let post = |content_type: &'static str, body: Vec<u8>| {
-        let request = app
-            .http
-            .post(app.url("/o/token"))
-            .header("content-type", content_type)
-            .body(body);
+        let request = app.http.post(app.url("/o/token")).header("content-type", content_type).body(body);
         let request = request.basic_auth(&client.id, client.secret.as_deref());
         async move { request.send().await.unwrap() }
     };
     assert_oauth_error(
-        post(
-            "application/json",
-            br#"{"grant_type":"client_credentials"}"#.to_vec(),
-        )
-        .await,
+        post("application/json", br#"{"grant_type":"client_credentials"}"#.to_vec()).await,
         400,
         "invalid_request",
     )
@@ -502,51 +325,25 @@ async fn garbage_bodies_get_invalid_request_never_500() {
 
 #[tokio::test]
 async fn signing_alg_can_be_changed() {
-    let app = spawn_app_with(
-        |settings| settings.signing_alg = portcullis::config::SigningAlg::Rs256,
-        None,
-    )
-    .await;
+    let app =
+        spawn_app_with(|settings| settings.signing_alg = portcullis::config::SigningAlg::Rs256, None).await;
     let client = app.confidential_client().await;
-    let body: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap();
-    assert_eq!(
-        josekit::jwt::decode_header(token)
-            .unwrap()
-            .claim("alg")
-            .unwrap(),
-        "RS256"
-    );
+    assert_eq!(josekit::jwt::decode_header(token).unwrap().claim("alg").unwrap(), "RS256");
     verify_offline(&app, token).await;
     assert_eq!(app.hello(Some(token)).await.status(), 200);
 }
 
 #[tokio::test]
 async fn eddsa_signing_generates_its_key() {
-    let app = spawn_app_with(
-        |settings| settings.signing_alg = portcullis::config::SigningAlg::EdDsa,
-        None,
-    )
-    .await;
+    let app =
+        spawn_app_with(|settings| settings.signing_alg = portcullis::config::SigningAlg::EdDsa, None).await;
     let client = app.confidential_client().await;
-    let body: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
     let token = body["access_token"].as_str().unwrap();
-    assert_eq!(
-        josekit::jwt::decode_header(token)
-            .unwrap()
-            .claim("alg")
-            .unwrap(),
-        "EdDSA"
-    );
+    assert_eq!(josekit::jwt::decode_header(token).unwrap().claim("alg").unwrap(), "EdDSA");
     assert_eq!(app.hello(Some(token)).await.status(), 200);
 }

@@ -1,0 +1,88 @@
+//! Token revocation (RFC 7009). The client authenticates; it may revoke only tokens issued to it.
+//! `token_type_hint` decides which kind is tried first, never which kinds are tried (§2.1: the
+//! server "MAY ignore the hint" and must look further when it is wrong). Unknown, malformed and
+//! already expired tokens answer success (§2.2: "invalid tokens do not cause an error response").
+
+use super::client_auth::{authenticate, credentials};
+use super::{AuthorizationServer, OAuthError, Params};
+use crate::domain::Client;
+use crate::secrets::hash_secret;
+
+/// What a revocation did (for logs and tests; the wire answer is 200 either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// A refresh token: its whole grant is revoked, access tokens included (§2.1 SHOULD).
+    RefreshToken { grant_id: String },
+    /// An access token: its `jti` is remembered as revoked until its `exp`.
+    AccessToken { jti: String },
+    /// Unknown, malformed or already expired: nothing to do.
+    Nothing,
+}
+
+pub async fn revoke(
+    server: &AuthorizationServer,
+    authorization: Option<&str>,
+    params: &Params,
+    now: i64,
+) -> Result<Revocation, OAuthError> {
+    let credentials = credentials(authorization, params)?;
+    let client = authenticate(server.store.as_ref(), &credentials).await?;
+    let token = params.require("token")?;
+    let access_first = params.get("token_type_hint")? == Some("access_token");
+    let outcome = if access_first {
+        match revoke_access_token(server, &client, token, now).await? {
+            Revocation::Nothing => revoke_refresh_token(server, &client, token, now).await?,
+            done => done,
+        }
+    } else {
+        match revoke_refresh_token(server, &client, token, now).await? {
+            Revocation::Nothing => revoke_access_token(server, &client, token, now).await?,
+            done => done,
+        }
+    };
+    if outcome != Revocation::Nothing {
+        server.store.flush().await?;
+    }
+    Ok(outcome)
+}
+
+/// §2.1: "verifies whether the token was issued to the client making the revocation request. If
+/// this validation fails, the request is refused".
+fn not_yours() -> OAuthError {
+    OAuthError::UnauthorizedClient("this token was not issued to the authenticated client".into())
+}
+
+async fn revoke_refresh_token(
+    server: &AuthorizationServer,
+    client: &Client,
+    token: &str,
+    now: i64,
+) -> Result<Revocation, OAuthError> {
+    let Some(record) = server.store.refresh_token(&hash_secret(token)).await? else {
+        return Ok(Revocation::Nothing);
+    };
+    if record.client_id != client.client_id {
+        return Err(not_yours());
+    }
+    server.store.revoke_grant(&record.grant_id, now).await?;
+    tracing::info!(client_id = %client.client_id, grant_id = %record.grant_id, "revoked a refresh token and its grant");
+    Ok(Revocation::RefreshToken { grant_id: record.grant_id })
+}
+
+async fn revoke_access_token(
+    server: &AuthorizationServer,
+    client: &Client,
+    token: &str,
+    now: i64,
+) -> Result<Revocation, OAuthError> {
+    // Only tokens this server signed and that can still be used need remembering.
+    let Ok(claims) = server.keys().verifier.verify(token, now) else {
+        return Ok(Revocation::Nothing);
+    };
+    if claims.client_id != client.client_id {
+        return Err(not_yours());
+    }
+    server.store.revoke_access_token(&claims.jti, claims.exp).await?;
+    tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
+    Ok(Revocation::AccessToken { jti: claims.jti })
+}

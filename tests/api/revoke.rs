@@ -1,0 +1,127 @@
+//! Revocation (RFC 7009).
+
+use crate::helpers::*;
+
+impl TestApp {
+    pub async fn revoke(&self, client: &TestClient, token: &str, hint: Option<&str>) -> reqwest::Response {
+        let mut form = vec![("token", token)];
+        if let Some(hint) = hint {
+            form.push(("token_type_hint", hint));
+        }
+        let mut request = self.http.post(self.url("/o/revoke_token"));
+        if client.secret.is_some() {
+            request = request.basic_auth(&client.id, client.secret.as_deref());
+        } else {
+            form.push(("client_id", &client.id));
+        }
+        request.form(&form).send().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_its_whole_grant() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let response =
+        app.revoke(&client, tokens["refresh_token"].as_str().unwrap(), Some("refresh_token")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_oauth_error(
+        app.refresh(&client, tokens["refresh_token"].as_str().unwrap(), None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(app.hello(Some(tokens["access_token"].as_str().unwrap())).await.status(), 401);
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_is_remembered_and_the_hint_is_not_trusted() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    // A wrong hint: the server still finds the access token.
+    assert_eq!(app.revoke(&client, access, Some("refresh_token")).await.status(), 200);
+    let hello = app.hello(Some(access)).await;
+    assert_eq!(hello.status(), 401);
+    assert!(hello.headers()["www-authenticate"].to_str().unwrap().contains("revoked"));
+    // The refresh token of the same grant still works: only that access token was revoked.
+    assert_eq!(app.refresh(&client, tokens["refresh_token"].as_str().unwrap(), None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_tokens_answer_200_and_change_nothing() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    for token in ["not-a-token", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
+        for hint in [None, Some("access_token"), Some("refresh_token"), Some("something_else")] {
+            assert_eq!(app.revoke(&client, token, hint).await.status(), 200, "{token} {hint:?}");
+        }
+    }
+    assert_eq!(app.hello(Some(tokens["access_token"].as_str().unwrap())).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_revokes_only_its_own_tokens() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let other = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_oauth_error(app.revoke(&other, refresh, None).await, 400, "unauthorized_client").await;
+    assert_oauth_error(app.revoke(&other, access, None).await, 400, "unauthorized_client").await;
+    assert_eq!(app.hello(Some(access)).await.status(), 200, "nothing was revoked");
+    assert_eq!(app.refresh(&client, refresh, None).await.status(), 200);
+}
+
+#[tokio::test]
+async fn revocation_requires_client_authentication() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let wrong = TestClient { id: client.id.clone(), secret: Some("wrong".into()) };
+    let response = app.revoke(&wrong, refresh, None).await;
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert_oauth_error(response, 401, "invalid_client").await;
+    let anonymous =
+        app.http.post(app.url("/o/revoke_token")).form(&[("token", refresh)]).send().await.unwrap();
+    assert_oauth_error(anonymous, 401, "invalid_client").await;
+    let no_token = app
+        .http
+        .post(app.url("/o/revoke_token"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(no_token, 400, "invalid_request").await;
+    let json = app
+        .http
+        .post(app.url("/o/revoke_token"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .json(&serde_json::json!({"token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(json, 400, "invalid_request").await;
+    assert_eq!(app.refresh(&client, refresh, None).await.status(), 200, "nothing was revoked");
+}
+
+#[tokio::test]
+async fn public_clients_revoke_their_own_tokens() {
+    let app = spawn_app().await;
+    let client = app.public_client().await;
+    let tokens = app.tokens_for(&client).await;
+    assert_eq!(app.revoke(&client, tokens["refresh_token"].as_str().unwrap(), None).await.status(), 200);
+    assert_oauth_error(
+        app.refresh(&client, tokens["refresh_token"].as_str().unwrap(), None).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+}
