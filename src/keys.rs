@@ -295,6 +295,17 @@ impl KeyRing {
         serde_json::json!({ "keys": keys })
     }
 
+    /// Signs arbitrary bytes as a compact JWS with the active key of `alg` (the revocation
+    /// feed), with header `typ` and the key's `kid`.
+    pub fn sign_bytes(&self, alg: Algorithm, typ: &str, payload: &[u8]) -> Result<String, KeyError> {
+        let key = self.active(alg).ok_or(KeyError::NoActiveKey(alg))?;
+        let mut header = JwsHeader::new();
+        header.set_token_type(typ);
+        header.set_key_id(&key.kid);
+        josekit::jws::serialize_compact(payload, &header, key.signer.as_ref())
+            .map_err(|error| KeyError::Sign(error.to_string()))
+    }
+
     /// Signs `payload` with the active key of `alg`, with header `typ` (RFC 9068 §2.1: `at+jwt`
     /// for access tokens) and the key's `kid`.
     pub fn sign(&self, alg: Algorithm, typ: &str, payload: &JwtPayload) -> Result<(String, &str), KeyError> {

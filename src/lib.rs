@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md for the map and the invariants.
 
 pub mod secrets;
+#[cfg(feature = "verify")]
 pub mod verify;
 
 #[cfg(feature = "server")]

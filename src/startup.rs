@@ -178,7 +178,7 @@ async fn reload_keys_in_background(server: AuthorizationServer, dir: std::path::
             }
         };
         let current = server.keys();
-        if fingerprint(&ring) == fingerprint(&current.ring) {
+        if fingerprint(&ring) == fingerprint(&current) {
             continue;
         }
         if ring.active(server.config.signing_alg).is_none() {
@@ -187,7 +187,7 @@ async fn reload_keys_in_background(server: AuthorizationServer, dir: std::path::
         }
         match server.install_keys(ring) {
             Ok(()) => {
-                let kid = server.keys().ring.active(server.config.signing_alg).map(|key| key.kid.clone());
+                let kid = server.keys().active(server.config.signing_alg).map(|key| key.kid.clone());
                 tracing::info!(kid = ?kid, "reloaded signing keys");
             }
             Err(error) => tracing::error!(%error, "could not use the reloaded keys"),

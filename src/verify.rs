@@ -1,22 +1,34 @@
-//! Offline verification of this server's access tokens (RFC 9068) for resource servers: a
-//! [`Verifier`] built from a JWKS checks the signature with the key named by `kid`, then every
-//! claim itself (josekit checks none): `typ` is `at+jwt`, the algorithm is in an allowlist and
-//! matches the key, `iss` and `aud` are the expected ones, `exp`, `nbf` and `iat` are present and
-//! hold at `now` within a small leeway.
+//! Offline verification of this server's access tokens (RFC 9068) for resource servers.
 //!
-//! It depends on no HTTP server and no store. The server's own protected resources use it too.
+//! A [`Verifier`] holds the issuer's public keys (from a JWKS document, a file, or fetched from
+//! the issuer at start) and checks a token with no network call: the signature with the key
+//! named by `kid`, then every claim itself (josekit checks none): the algorithm is in an
+//! allowlist (never `none`, never HMAC) and is the key's own, `typ` is `at+jwt`, `iss` and `aud`
+//! are the expected ones, `exp`, `nbf` and `iat` are present and hold within a small leeway.
+//!
+//! Two things need the network, both optional and bounded: a token with an unknown `kid`
+//! triggers one JWKS refetch (at most one per [`Verifier::with_refetch_interval`]), and
+//! [`Verifier::poll_revocations`] keeps a list of revoked token ids from the issuer's signed
+//! revocation feed, so revoked tokens are refused offline too, at most one poll interval (plus
+//! the feed's 10 s cache lifetime) late.
+//!
+//! This module needs no HTTP server, no store and no pages (`features = ["verify"]`).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use josekit::jwk::{Jwk, JwkSet};
 use josekit::jws::{ES256, EdDSA, JwsVerifier, RS256};
 use josekit::jwt::{self, JwtPayload};
 use serde::{Deserialize, Serialize};
 
-/// Why a token was refused. Each variant says one thing, so callers and logs can tell.
+pub mod poem;
+
+/// Why a token was refused: one variant per reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    #[error("the token is not a compact JWS")]
+    #[error("the token is not a compact JWS (three base64url parts)")]
     Malformed,
     #[error("the token's typ is {0:?}, not \"at+jwt\" (RFC 9068 §2.1)")]
     WrongType(Option<String>),
@@ -40,14 +52,19 @@ pub enum VerifyError {
     NotYetValid,
     #[error("the token was issued in the future")]
     IssuedInTheFuture,
+    #[error("the token has been revoked")]
+    Revoked,
     #[error("the JWKS is not usable: {0}")]
     BadJwks(String),
+    #[error("could not fetch {url}: {reason}")]
+    Fetch { url: String, reason: String },
 }
 
 /// The claims of an RFC 9068 access token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
     pub iss: String,
+    /// The user's id, or the client's for client_credentials.
     pub sub: String,
     pub aud: serde_json::Value,
     pub exp: i64,
@@ -55,111 +72,308 @@ pub struct AccessTokenClaims {
     pub iat: i64,
     pub jti: String,
     pub client_id: String,
+    /// Space-separated scopes.
     #[serde(default)]
     pub scope: String,
+    /// When the user signed in (absent for client_credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
 }
 
 impl AccessTokenClaims {
-    /// True when the space-separated `scope` claim contains `wanted`.
+    /// The granted scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|scope| !scope.is_empty())
+    }
+
+    /// True when the token carries scope `wanted`.
     pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scope.split(' ').any(|scope| scope == wanted)
+        self.scopes().any(|scope| scope == wanted)
+    }
+
+    /// True when the token carries every scope of `wanted`.
+    pub fn has_scopes(&self, wanted: &[&str]) -> bool {
+        wanted.iter().all(|scope| self.has_scope(scope))
+    }
+}
+
+/// The JWS algorithms a verifier can accept. Only asymmetric ones exist here: `none` and HMAC
+/// (whose "secret" an attacker would take from the public JWKS) cannot even be named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Algorithm> {
+        [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA].into_iter().find(|alg| alg.name() == name)
     }
 }
 
 struct VerifyingKey {
-    alg: String,
+    alg: Algorithm,
     verifier: Box<dyn JwsVerifier>,
 }
 
+/// One revoked access token, as the revocation feed lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub exp: i64,
+}
+
+/// The payload of the revocation feed (a JWS with `typ: revocation-list+jwt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationFeed {
+    pub iss: String,
+    pub iat: i64,
+    pub revoked: Vec<RevokedToken>,
+}
+
+/// The media type (`typ`) of the revocation feed's JWS.
+pub const REVOCATION_FEED_TYPE: &str = "revocation-list+jwt";
+
 /// Verifies access tokens offline against a JWKS.
 pub struct Verifier {
-    keys: HashMap<String, VerifyingKey>,
+    keys: RwLock<HashMap<String, Arc<VerifyingKey>>>,
     issuer: String,
     audience: String,
     leeway_seconds: i64,
+    algorithms: Vec<Algorithm>,
+    jwks_uri: Option<String>,
+    refetch_interval: Duration,
+    last_refetch: Mutex<Option<Instant>>,
+    /// Revoked `jti` → `exp`, from the revocation feed.
+    revoked: RwLock<HashMap<String, i64>>,
+    /// `iat` of the newest feed applied: an older one (a replayed response) is ignored.
+    feed_issued_at: Mutex<i64>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<String> =
+            self.keys.read().map(|keys| keys.keys().cloned().collect()).unwrap_or_default();
         f.debug_struct("Verifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("kids", &kids)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .finish()
+            .field("leeway_seconds", &self.leeway_seconds)
+            .finish_non_exhaustive()
     }
 }
 
-/// The algorithms a verifier accepts: asymmetric only (never `none`, never HMAC, whose "secret"
-/// would be the public key).
-const ALLOWED_ALGORITHMS: [&str; 3] = ["ES256", "RS256", "EdDSA"];
+fn parse_jwks(jwks: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>>, VerifyError> {
+    let set = JwkSet::from_bytes(jwks).map_err(|error| VerifyError::BadJwks(error.to_string()))?;
+    let mut keys = HashMap::new();
+    for jwk in set.keys() {
+        // A key without kid cannot be selected; one without a known alg cannot be trusted.
+        let (Some(kid), Some(alg)) = (jwk.key_id(), jwk.algorithm().and_then(Algorithm::from_name)) else {
+            continue;
+        };
+        if jwk.key_use().is_some_and(|key_use| key_use != "sig") {
+            continue;
+        }
+        keys.insert(kid.to_owned(), Arc::new(VerifyingKey { alg, verifier: verifier_for(jwk, alg)? }));
+    }
+    Ok(keys)
+}
 
-fn verifier_for(jwk: &Jwk, alg: &str) -> Result<Box<dyn JwsVerifier>, VerifyError> {
+fn verifier_for(jwk: &Jwk, alg: Algorithm) -> Result<Box<dyn JwsVerifier>, VerifyError> {
     let bad = |error: josekit::JoseError| VerifyError::BadJwks(error.to_string());
     Ok(match alg {
-        "ES256" => Box::new(ES256.verifier_from_jwk(jwk).map_err(bad)?),
-        "RS256" => Box::new(RS256.verifier_from_jwk(jwk).map_err(bad)?),
-        "EdDSA" => Box::new(EdDSA.verifier_from_jwk(jwk).map_err(bad)?),
-        other => return Err(VerifyError::AlgorithmNotAllowed(other.to_owned())),
+        Algorithm::ES256 => Box::new(ES256.verifier_from_jwk(jwk).map_err(bad)?),
+        Algorithm::RS256 => Box::new(RS256.verifier_from_jwk(jwk).map_err(bad)?),
+        Algorithm::EdDSA => Box::new(EdDSA.verifier_from_jwk(jwk).map_err(bad)?),
     })
 }
 
+async fn fetch(url: &str) -> Result<Vec<u8>, VerifyError> {
+    let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
+    let response = reqwest::get(url).await.map_err(|error| failed(error.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("HTTP {}", response.status())));
+    }
+    Ok(response.bytes().await.map_err(|error| failed(error.to_string()))?.to_vec())
+}
+
 impl Verifier {
-    /// A verifier for tokens from `issuer` meant for `audience`, with the keys of `jwks` (the
-    /// JSON of a JWK Set). Keys without `kid` or with an algorithm outside the allowlist are
+    /// A verifier for tokens from `issuer` meant for `audience`, with the keys of `jwks` (a JWK
+    /// Set document). Keys without `kid`, without a supported `alg`, or not for signing are
     /// skipped.
     pub fn from_jwks_json(jwks: &[u8], issuer: &str, audience: &str) -> Result<Verifier, VerifyError> {
-        let set = JwkSet::from_bytes(jwks).map_err(|error| VerifyError::BadJwks(error.to_string()))?;
-        let mut keys = HashMap::new();
-        for jwk in set.keys() {
-            let (Some(kid), Some(alg)) = (jwk.key_id(), jwk.algorithm()) else {
-                continue;
-            };
-            if !ALLOWED_ALGORITHMS.contains(&alg) {
-                continue;
-            }
-            keys.insert(
-                kid.to_owned(),
-                VerifyingKey { alg: alg.to_owned(), verifier: verifier_for(jwk, alg)? },
-            );
+        Ok(Verifier {
+            keys: RwLock::new(parse_jwks(jwks)?),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_seconds: 30,
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA],
+            jwks_uri: None,
+            refetch_interval: Duration::from_secs(30),
+            last_refetch: Mutex::new(None),
+            revoked: RwLock::new(HashMap::new()),
+            feed_issued_at: Mutex::new(i64::MIN),
+        })
+    }
+
+    /// Like [`Verifier::from_jwks_json`], reading the JWKS from a file.
+    pub fn from_jwks_file(
+        path: &std::path::Path,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Verifier, VerifyError> {
+        let bytes = std::fs::read(path).map_err(|error| VerifyError::Fetch {
+            url: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        Verifier::from_jwks_json(&bytes, issuer, audience)
+    }
+
+    /// Fetches the issuer's metadata (RFC 8414) and its JWKS. Tokens with a `kid` not in it
+    /// later trigger a refetch of `jwks_uri`.
+    pub async fn from_issuer(issuer: &str, audience: &str) -> Result<Verifier, VerifyError> {
+        let issuer = issuer.trim_end_matches('/');
+        let metadata_url = format!("{issuer}/.well-known/oauth-authorization-server");
+        let metadata: serde_json::Value = serde_json::from_slice(&fetch(&metadata_url).await?)
+            .map_err(|error| VerifyError::Fetch { url: metadata_url.clone(), reason: error.to_string() })?;
+        // RFC 8414 §3.3: the metadata must name the issuer it was fetched for.
+        if metadata["issuer"].as_str() != Some(issuer) {
+            return Err(VerifyError::Fetch {
+                url: metadata_url,
+                reason: "the metadata names another issuer".into(),
+            });
         }
-        Ok(Verifier { keys, issuer: issuer.to_owned(), audience: audience.to_owned(), leeway_seconds: 30 })
+        let jwks_uri = metadata["jwks_uri"]
+            .as_str()
+            .ok_or_else(|| VerifyError::Fetch { url: metadata_url.clone(), reason: "no jwks_uri".into() })?;
+        let mut verifier = Verifier::from_jwks_json(&fetch(jwks_uri).await?, issuer, audience)?;
+        verifier.jwks_uri = Some(jwks_uri.to_owned());
+        Ok(verifier)
     }
 
     /// Tolerated clock skew for `exp`, `nbf` and `iat` (default 30 s).
     pub fn with_leeway(mut self, seconds: i64) -> Verifier {
-        self.leeway_seconds = seconds;
+        self.leeway_seconds = seconds.max(0);
         self
     }
 
-    /// Verifies `token` at Unix time `now`.
+    /// The algorithms accepted (default ES256, RS256, EdDSA).
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Verifier {
+        self.algorithms = algorithms.to_vec();
+        self
+    }
+
+    /// Where to refetch keys when a token names an unknown `kid` (set by `from_issuer`).
+    pub fn with_jwks_uri(mut self, jwks_uri: &str) -> Verifier {
+        self.jwks_uri = Some(jwks_uri.to_owned());
+        self
+    }
+
+    /// The least time between two refetches caused by unknown `kid`s (default 30 s), so that a
+    /// flood of forged tokens cannot turn into a flood of requests to the issuer.
+    pub fn with_refetch_interval(mut self, interval: Duration) -> Verifier {
+        self.refetch_interval = interval;
+        self
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Replaces the keys (the server does this when its keys directory changes).
+    pub fn replace_keys(&self, jwks: &[u8]) -> Result<(), VerifyError> {
+        let keys = parse_jwks(jwks)?;
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// Verifies `token` at Unix time `now`, offline.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessTokenClaims, VerifyError> {
         if token.len() > 16 * 1024 || token.split('.').count() != 3 {
             return Err(VerifyError::Malformed);
         }
         let header = jwt::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let alg = header.claim("alg").and_then(|alg| alg.as_str()).unwrap_or("none").to_owned();
-        if !ALLOWED_ALGORITHMS.contains(&alg.as_str()) {
-            return Err(VerifyError::AlgorithmNotAllowed(alg));
-        }
-        let typ = header.claim("typ").and_then(|typ| typ.as_str()).map(str::to_owned);
-        // RFC 9068 §4: "application/at+jwt" is the same media type as "at+jwt".
+        let claim = |name: &str| header.claim(name).and_then(|value| value.as_str()).map(str::to_owned);
+        let alg_name = claim("alg").unwrap_or_else(|| "none".into());
+        let alg = Algorithm::from_name(&alg_name)
+            .filter(|alg| self.algorithms.contains(alg))
+            .ok_or_else(|| VerifyError::AlgorithmNotAllowed(alg_name.clone()))?;
+        let typ = claim("typ");
+        // RFC 9068 §4: "application/at+jwt" is the same media type.
         if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
             return Err(VerifyError::WrongType(typ));
         }
-        let kid = header.claim("kid").and_then(|kid| kid.as_str()).ok_or(VerifyError::MissingKeyId)?;
-        let key = self.keys.get(kid).ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+        let kid = claim("kid").ok_or(VerifyError::MissingKeyId)?;
+        let key = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&kid)
+            .cloned()
+            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
         if key.alg != alg {
-            // The header may not choose an algorithm other than the key's (RFC 8725 §3.1).
-            return Err(VerifyError::AlgorithmNotAllowed(alg));
+            // RFC 8725 §3.1: the token may not choose an algorithm other than its key's.
+            return Err(VerifyError::AlgorithmNotAllowed(alg_name));
         }
         let (payload, _) =
             jwt::decode_with_verifier(token, key.verifier.as_ref()).map_err(|error| match error {
                 josekit::JoseError::InvalidSignature(_) => VerifyError::BadSignature,
                 _ => VerifyError::Malformed,
             })?;
-        self.check_claims(&payload, now)
+        let claims = self.check_claims(&payload, now)?;
+        let revoked = self.revoked.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if revoked.get(&claims.jti).is_some_and(|&exp| exp > now - self.leeway_seconds) {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// [`Verifier::verify`], but a token naming an unknown `kid` first makes the verifier refetch
+    /// the JWKS (at most once per refetch interval), then tries again.
+    pub async fn verify_refreshing_keys(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, VerifyError> {
+        match self.verify(token, now) {
+            Err(VerifyError::UnknownKey(kid)) => {
+                if self.refetch_keys().await {
+                    self.verify(token, now)
+                } else {
+                    Err(VerifyError::UnknownKey(kid))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Refetches the JWKS unless one was fetched within the refetch interval. True when new keys
+    /// were loaded.
+    async fn refetch_keys(&self) -> bool {
+        let Some(jwks_uri) = &self.jwks_uri else { return false };
+        {
+            let mut last = self.last_refetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match fetch(jwks_uri).await.and_then(|jwks| self.replace_keys(&jwks)) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "could not refetch the JWKS");
+                false
+            }
+        }
     }
 
     fn check_claims(&self, payload: &JwtPayload, now: i64) -> Result<AccessTokenClaims, VerifyError> {
@@ -185,6 +399,7 @@ impl Verifier {
         let exp = integer("exp")?;
         let nbf = integer("nbf")?;
         let iat = integer("iat")?;
+        // RFC 7519 §4.1.4: valid only while now is before exp.
         if now >= exp + self.leeway_seconds {
             return Err(VerifyError::Expired);
         }
@@ -194,7 +409,92 @@ impl Verifier {
         if iat > now + self.leeway_seconds {
             return Err(VerifyError::IssuedInTheFuture);
         }
+        string("sub")?;
+        string("jti")?;
+        string("client_id")?;
         serde_json::from_value(serde_json::Value::Object(payload.claims_set().clone()))
-            .map_err(|_| VerifyError::MissingClaim("sub, jti, client_id or scope"))
+            .map_err(|_| VerifyError::MissingClaim("scope"))
+    }
+
+    /// Checks a revocation feed (a JWS from the issuer) and, if it is genuine and newer than the
+    /// last one applied, makes its list the set of revoked tokens. Returns how many are listed.
+    pub fn apply_revocation_feed(&self, feed: &str, now: i64) -> Result<usize, VerifyError> {
+        let header = jwt::decode_header(feed).map_err(|_| VerifyError::Malformed)?;
+        let typ = header.claim("typ").and_then(|typ| typ.as_str()).map(str::to_owned);
+        if typ.as_deref() != Some(REVOCATION_FEED_TYPE) {
+            return Err(VerifyError::WrongType(typ));
+        }
+        let kid = header.claim("kid").and_then(|kid| kid.as_str()).ok_or(VerifyError::MissingKeyId)?;
+        let alg_name = header.claim("alg").and_then(|alg| alg.as_str()).unwrap_or("none").to_owned();
+        let key = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+        if key.alg.name() != alg_name {
+            return Err(VerifyError::AlgorithmNotAllowed(alg_name));
+        }
+        let (payload, _) =
+            josekit::jws::deserialize_compact(feed, key.verifier.as_ref()).map_err(|error| match error {
+                josekit::JoseError::InvalidSignature(_) => VerifyError::BadSignature,
+                _ => VerifyError::Malformed,
+            })?;
+        let feed: RevocationFeed = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+        if feed.iss != self.issuer {
+            return Err(VerifyError::WrongIssuer(feed.iss));
+        }
+        if feed.iat > now + self.leeway_seconds {
+            return Err(VerifyError::IssuedInTheFuture);
+        }
+        let mut newest = self.feed_issued_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if feed.iat < *newest {
+            return Ok(self.revoked.read().map(|revoked| revoked.len()).unwrap_or(0));
+        }
+        *newest = feed.iat;
+        let revoked: HashMap<String, i64> =
+            feed.revoked.into_iter().map(|token| (token.jti, token.exp)).collect();
+        let count = revoked.len();
+        *self.revoked.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = revoked;
+        Ok(count)
+    }
+
+    /// Polls the issuer's revocation feed every `interval` in the background (on the current
+    /// tokio runtime) until the verifier is dropped. A token revoked at time t is refused from
+    /// t + `interval` + 10 s at the latest (the feed may be cached for 10 s).
+    pub fn poll_revocations(
+        self: &Arc<Self>,
+        feed_url: &str,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let verifier = Arc::downgrade(self);
+        let feed_url = feed_url.to_owned();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let Some(verifier) = verifier.upgrade() else { return };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_secs() as i64)
+                    .unwrap_or_default();
+                let result = match fetch(&feed_url).await {
+                    Ok(body) => {
+                        let feed = String::from_utf8_lossy(&body).trim().to_owned();
+                        match verifier.apply_revocation_feed(&feed, now) {
+                            Err(VerifyError::UnknownKey(_)) if verifier.refetch_keys().await => {
+                                verifier.apply_revocation_feed(&feed, now)
+                            }
+                            other => other,
+                        }
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, "could not apply the revocation feed; keeping the last one");
+                }
+            }
+        })
     }
 }

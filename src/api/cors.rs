@@ -11,7 +11,8 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::oauth::AuthorizationServer;
 
 /// The paths that answer cross-origin requests.
-pub const CORS_PATHS: [&str; 5] = [
+pub const CORS_PATHS: [&str; 6] = [
+    "/o/revoked_tokens",
     "/o/token",
     "/o/revoke_token",
     "/.well-known/oauth-authorization-server",

@@ -70,23 +70,3 @@ pub struct BearerErrorBody {
     #[oai(skip_serializing_if_is_none)]
     pub scope: Option<String>,
 }
-
-impl BearerErrorBody {
-    /// The `WWW-Authenticate: Bearer` challenge carrying the same information (RFC 6750 §3).
-    pub fn challenge(&self) -> String {
-        let mut challenge = String::from("Bearer realm=\"portcullis\"");
-        if let Some(code) = self.error.as_ref().and_then(poem_openapi::types::ToJSON::to_json) {
-            challenge.push_str(&format!(", error={code}"));
-        }
-        if let Some(description) = &self.error_description {
-            // RFC 6750 §3: quoted-string without '"' or '\'.
-            let safe: String =
-                description.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-            challenge.push_str(&format!(", error_description=\"{safe}\""));
-        }
-        if let Some(scope) = &self.scope {
-            challenge.push_str(&format!(", scope=\"{scope}\""));
-        }
-        challenge
-    }
-}

@@ -30,11 +30,23 @@ pub enum Tag {
     Resources,
 }
 
-type Apis = (token::TokenApi, revocation::RevocationApi, well_known::WellKnownApi, resources::ResourceApi);
+type Apis = (
+    token::TokenApi,
+    revocation::RevocationApi,
+    revocation::RevocationFeedApi,
+    well_known::WellKnownApi,
+    resources::ResourceApi,
+);
 
 fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (token::TokenApi, revocation::RevocationApi, well_known::WellKnownApi, resources::ResourceApi),
+        (
+            token::TokenApi,
+            revocation::RevocationApi,
+            revocation::RevocationFeedApi,
+            well_known::WellKnownApi,
+            resources::ResourceApi,
+        ),
         "portcullis",
         env!("CARGO_PKG_VERSION"),
     )
@@ -93,10 +105,11 @@ pub fn swagger_ui_page(issuer: &str, document: &str) -> String {
 }
 
 /// The paths of the OpenAPI operations (a test checks this list against the document).
-pub const OPERATION_PATHS: [&str; 8] = [
+pub const OPERATION_PATHS: [&str; 9] = [
     "/o/token",
     "/o/revoke_token",
     "/o/introspect",
+    "/o/revoked_tokens",
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
@@ -135,6 +148,8 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .at("/static/portcullis.css", get(crate::web::stylesheet))
         .at("/", get(crate::web::index))
         .around(|endpoint, request| async move { dispatch(endpoint, request).await })
+        .data(server.verifier.clone())
+        .data(std::sync::Arc::new(revocation::FeedCache::default()))
         .data(server)
         .data(cors_origins)
 }
@@ -158,6 +173,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/.well-known/oauth-authorization-server"
         | "/.well-known/openid-configuration"
         | "/.well-known/jwks.json"
+        | "/o/revoked_tokens"
         | "/api/hello"
         | "/healthz"
         | "/openapi.json"

@@ -2,8 +2,6 @@
 //! a bare `WWW-Authenticate: Bearer` challenge when no token came, 401 `invalid_token` for a bad
 //! one, 403 `insufficient_scope` when `read` is missing.
 
-use poem::Request;
-use poem::http::header;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, OAuthScopes, Object, OpenApi, SecurityScheme};
@@ -12,6 +10,8 @@ use super::Tag;
 use super::errors::{BearerErrorBody, BearerErrorCode, OAuthErrorBody};
 use crate::oauth::{AuthorizationServer, OAuthError};
 use crate::startup::now;
+use crate::verify::VerifyError;
+use crate::verify::poem::{BearerError, VerifiedToken};
 
 /// The scopes this server's own resources know.
 #[derive(OAuthScopes)]
@@ -67,25 +67,36 @@ pub enum HelloResponse {
     ServerError(Json<OAuthErrorBody>),
 }
 
-impl HelloResponse {
-    fn refuse(
-        error: Option<BearerErrorCode>,
-        description: Option<String>,
-        scope: Option<&str>,
-    ) -> HelloResponse {
-        let body = BearerErrorBody { error, error_description: description, scope: scope.map(str::to_owned) };
-        let challenge = body.challenge();
+impl From<BearerError> for HelloResponse {
+    fn from(error: BearerError) -> HelloResponse {
+        let challenge = error.challenge("portcullis");
+        let code = match error.code() {
+            Some("invalid_token") => Some(BearerErrorCode::InvalidToken),
+            Some("insufficient_scope") => Some(BearerErrorCode::InsufficientScope),
+            _ => None,
+        };
+        let body = BearerErrorBody {
+            error: code,
+            error_description: code.map(|_| error.to_string()),
+            scope: match &error {
+                BearerError::InsufficientScope(scope) => Some(scope.clone()),
+                _ => None,
+            },
+        };
         match error {
-            Some(BearerErrorCode::InsufficientScope) => HelloResponse::Forbidden(Json(body), challenge),
+            BearerError::InsufficientScope(_) => HelloResponse::Forbidden(Json(body), challenge),
             _ => HelloResponse::Unauthorized(Json(body), challenge),
         }
     }
 }
 
-/// RFC 6750 §3.1: a request without a bearer token (none at all, or another scheme) gets the
-/// challenge without an error code.
-fn no_bearer_token(_: poem::Error) -> HelloResponse {
-    HelloResponse::refuse(None, None, None)
+/// Extractor failures: RFC 6750 §3.1, a request without a bearer token (none, or another
+/// scheme) gets the challenge without an error code; a bad token gets `invalid_token`.
+fn no_bearer_token(error: poem::Error) -> HelloResponse {
+    match error.downcast_ref::<BearerError>() {
+        Some(bearer) => HelloResponse::from(bearer.clone()),
+        None => HelloResponse::from(BearerError::Missing),
+    }
 }
 
 #[derive(Debug, Object)]
@@ -104,47 +115,22 @@ impl ResourceApi {
     #[oai(path = "/api/hello", method = "get", tag = "Tag::Resources", operation_id = "hello")]
     async fn hello(
         &self,
-        request: &Request,
         server: poem::web::Data<&AuthorizationServer>,
         #[oai(scope = "Scopes::Read")] _auth: ResourceAuth,
+        token: VerifiedToken,
     ) -> HelloResponse {
-        let token = request
-            .header(header::AUTHORIZATION)
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .unwrap_or_default();
-        let claims = match server.keys().verifier.verify(token, now()) {
-            Ok(claims) => claims,
-            Err(error) => {
-                return HelloResponse::refuse(
-                    Some(BearerErrorCode::InvalidToken),
-                    Some(error.to_string()),
-                    None,
-                );
-            }
-        };
-        match server.store.is_access_token_revoked(&claims.jti, now()).await {
+        // Offline verification is done; this server also knows its revocations.
+        match server.store.is_access_token_revoked(&token.0.jti, now()).await {
             Ok(false) => {}
-            Ok(true) => {
-                return HelloResponse::refuse(
-                    Some(BearerErrorCode::InvalidToken),
-                    Some("the token has been revoked".into()),
-                    None,
-                );
-            }
+            Ok(true) => return HelloResponse::from(BearerError::Invalid(VerifyError::Revoked)),
             Err(error) => {
                 return HelloResponse::ServerError(Json(OAuthErrorBody::from(&OAuthError::from(error))));
             }
         }
-        if !claims.has_scope("read") {
-            return HelloResponse::refuse(
-                Some(BearerErrorCode::InsufficientScope),
-                Some("this resource needs scope read".into()),
-                Some("read"),
-            );
+        match token.require_scope("read") {
+            Ok(_) => HelloResponse::Ok(PlainText("Hello, there!!".into())),
+            Err(error) => HelloResponse::from(error),
         }
-        HelloResponse::Ok(PlainText("Hello, there!!".into()))
     }
 
     /// Liveness

@@ -199,3 +199,100 @@ impl RevocationApi {
         }
     }
 }
+
+/// The last signed revocation feed, re-signed only when the list (or the signing key) changes,
+/// so that its bytes and its `ETag` stay the same while nothing changes.
+#[derive(Default)]
+pub struct FeedCache(std::sync::Mutex<Option<SignedFeed>>);
+
+#[derive(Clone)]
+pub struct SignedFeed {
+    list: Vec<(String, i64)>,
+    kid: String,
+    jws: String,
+    etag: String,
+}
+
+/// How long caches may keep the feed: part of the staleness bound verifiers get.
+pub const FEED_MAX_AGE_SECONDS: u32 = 10;
+
+#[derive(ApiResponse)]
+pub enum FeedResponse {
+    /// A compact JWS (`typ: revocation-list+jwt`) signed with the server's active key; its
+    /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}]}`: every revoked access token that
+    /// has not expired.
+    #[oai(status = 200, content_type = "application/jwt")]
+    Ok(
+        poem_openapi::payload::PlainText<String>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// Unchanged since the `If-None-Match` ETag.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String, #[oai(header = "Cache-Control")] String),
+    /// `server_error`.
+    #[oai(status = 500)]
+    ServerError(Json<OAuthErrorBody>),
+}
+
+async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<SignedFeed, OAuthError> {
+    let now = now();
+    let list = server.store.revoked_access_tokens(now).await?;
+    let keys = server.keys();
+    let alg = server.config.signing_alg;
+    let kid = keys.active(alg).map(|key| key.kid.clone()).unwrap_or_default();
+    if let Some(cached) = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
+        if cached.list == list && cached.kid == kid {
+            return Ok(cached.clone());
+        }
+    }
+    let feed = crate::verify::RevocationFeed {
+        iss: server.config.issuer.clone(),
+        iat: now,
+        revoked: list
+            .iter()
+            .map(|(jti, exp)| crate::verify::RevokedToken { jti: jti.clone(), exp: *exp })
+            .collect(),
+    };
+    let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;
+    let jws = keys.sign_bytes(alg, crate::verify::REVOCATION_FEED_TYPE, &payload)?;
+    let etag = format!("\"{}\"", crate::secrets::sha256_base64url(jws.as_bytes()));
+    let signed = SignedFeed { list, kid, jws, etag };
+    *cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(signed.clone());
+    Ok(signed)
+}
+
+pub struct RevocationFeedApi;
+
+#[OpenApi]
+impl RevocationFeedApi {
+    /// Revoked access tokens (signed feed)
+    ///
+    /// For offline verifiers: poll it to refuse revoked tokens without asking the server about
+    /// each one. Signed with the JWKS keys, so it may be relayed through caches; supports
+    /// `If-None-Match`. A verifier polling every N seconds refuses a revoked token at most
+    /// N + 10 seconds after its revocation.
+    #[oai(path = "/o/revoked_tokens", method = "get", tag = "Tag::Discovery", operation_id = "revokedTokens")]
+    async fn feed(
+        &self,
+        server: poem::web::Data<&AuthorizationServer>,
+        cache: poem::web::Data<&std::sync::Arc<FeedCache>>,
+        #[oai(name = "If-None-Match")] if_none_match: poem_openapi::param::Header<Option<String>>,
+    ) -> FeedResponse {
+        let cache_control = format!("public, max-age={FEED_MAX_AGE_SECONDS}");
+        match signed_feed(server.0, cache.0).await {
+            Ok(feed)
+                if if_none_match
+                    .0
+                    .as_deref()
+                    .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == feed.etag)) =>
+            {
+                FeedResponse::NotModified(feed.etag, cache_control)
+            }
+            Ok(feed) => {
+                FeedResponse::Ok(poem_openapi::payload::PlainText(feed.jws), feed.etag, cache_control)
+            }
+            Err(error) => FeedResponse::ServerError(Json(OAuthErrorBody::from(&error))),
+        }
+    }
+}

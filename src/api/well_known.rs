@@ -18,6 +18,8 @@ pub struct ServerMetadata {
     pub introspection_endpoint: String,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub jwks_uri: String,
+    /// Not registered by an RFC: the signed list of revoked access tokens for offline verifiers.
+    pub revoked_tokens_endpoint: String,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
     pub grant_types_supported: Vec<String>,
@@ -95,6 +97,7 @@ fn metadata(server: &AuthorizationServer) -> MetadataResponse {
                 "client_secret_post",
             ]),
             jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            revoked_tokens_endpoint: format!("{issuer}/o/revoked_tokens"),
             response_types_supported: strings(&["code"]),
             response_modes_supported: strings(&["query"]),
             grant_types_supported: strings(&["authorization_code", "refresh_token", "client_credentials"]),
@@ -146,7 +149,7 @@ impl WellKnownApi {
     /// that key's `alg` only.
     #[oai(path = "/.well-known/jwks.json", method = "get", tag = "Tag::Discovery", operation_id = "jwks")]
     async fn jwks(&self, server: poem::web::Data<&AuthorizationServer>) -> JwksResponse {
-        let value = server.keys().ring.jwks(now(), server.max_token_lifetime());
+        let value = server.keys().jwks(now(), server.max_token_lifetime());
         // Our own keys always have these members; a key that did not would be left out.
         let set = serde_json::from_value(value).unwrap_or(JwkSet { keys: Vec::new() });
         // Short caching: a rotated key must reach verifiers well before the old one goes.

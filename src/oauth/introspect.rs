@@ -72,7 +72,7 @@ async fn access_token(
     now: i64,
 ) -> Result<Option<Introspection>, OAuthError> {
     // The verifier checks signature, typ, iss, aud (another audience is inactive), exp, nbf.
-    let Ok(claims) = server.keys().verifier.verify(token, now) else { return Ok(None) };
+    let Ok(claims) = server.verifier.verify(token, now) else { return Ok(None) };
     if server.store.is_access_token_revoked(&claims.jti, now).await? {
         return Ok(None);
     }

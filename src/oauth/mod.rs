@@ -37,18 +37,20 @@ pub struct OAuthConfig {
     pub signing_alg: Algorithm,
 }
 
-/// The keys in use, and a verifier for the tokens they sign, swapped together when keys reload.
-pub struct LoadedKeys {
-    pub ring: KeyRing,
-    pub verifier: Verifier,
-}
-
 /// What the protocol functions work with: settings, storage, keys.
 #[derive(Clone)]
 pub struct AuthorizationServer {
     pub config: Arc<OAuthConfig>,
     pub store: SharedStore,
-    keys: Arc<RwLock<Arc<LoadedKeys>>>,
+    keys: Arc<RwLock<Arc<KeyRing>>>,
+    /// Verifies this server's own access tokens; its keys follow `keys`.
+    pub verifier: Arc<Verifier>,
+}
+
+/// Every key on disk, retired ones included, as a JWKS: a token they signed is still checked
+/// against its own `exp`.
+fn verifier_jwks(ring: &KeyRing) -> String {
+    ring.jwks(0, i64::MAX / 2).to_string()
 }
 
 impl AuthorizationServer {
@@ -57,23 +59,25 @@ impl AuthorizationServer {
         store: SharedStore,
         ring: KeyRing,
     ) -> Result<AuthorizationServer, VerifyError> {
-        let loaded = LoadedKeys::new(ring, &config)?;
+        let verifier =
+            Verifier::from_jwks_json(verifier_jwks(&ring).as_bytes(), &config.issuer, &config.audience)?;
         Ok(AuthorizationServer {
             config: Arc::new(config),
             store,
-            keys: Arc::new(RwLock::new(Arc::new(loaded))),
+            keys: Arc::new(RwLock::new(Arc::new(ring))),
+            verifier: Arc::new(verifier),
         })
     }
 
     /// The keys in use now (cheap: one reference count).
-    pub fn keys(&self) -> Arc<LoadedKeys> {
+    pub fn keys(&self) -> Arc<KeyRing> {
         self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Replaces the keys (after `keys rotate` changed the keys directory).
     pub fn install_keys(&self, ring: KeyRing) -> Result<(), VerifyError> {
-        let loaded = Arc::new(LoadedKeys::new(ring, &self.config)?);
-        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded;
+        self.verifier.replace_keys(verifier_jwks(&ring).as_bytes())?;
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(ring);
         Ok(())
     }
 
@@ -114,19 +118,9 @@ impl AuthorizationServer {
             payload.set_claim("auth_time", Some(serde_json::json!(auth_time))).map_err(OAuthError::server)?;
         }
         let keys = self.keys();
-        let (token, kid) = keys.ring.sign(self.config.signing_alg, "at+jwt", &payload)?;
+        let (token, kid) = keys.sign(self.config.signing_alg, "at+jwt", &payload)?;
         tracing::debug!(%jti, %kid, %client_id, "issued an access token");
         Ok((token, IssuedAccessToken { jti, expires_at }))
-    }
-}
-
-impl LoadedKeys {
-    fn new(ring: KeyRing, config: &OAuthConfig) -> Result<LoadedKeys, VerifyError> {
-        // Every key on disk, retired ones included: a token they signed is still checked
-        // against its own `exp`.
-        let jwks = ring.jwks(0, i64::MAX / 2).to_string();
-        let verifier = Verifier::from_jwks_json(jwks.as_bytes(), &config.issuer, &config.audience)?;
-        Ok(LoadedKeys { ring, verifier })
     }
 }
 

@@ -76,7 +76,7 @@ async fn revoke_access_token(
     now: i64,
 ) -> Result<Revocation, OAuthError> {
     // Only tokens this server signed and that can still be used need remembering.
-    let Ok(claims) = server.keys().verifier.verify(token, now) else {
+    let Ok(claims) = server.verifier.verify(token, now) else {
         return Ok(Revocation::Nothing);
     };
     if claims.client_id != client.client_id {

@@ -253,6 +253,18 @@ impl RevokedTokenStore for MemoryStore {
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {
         Ok(self.state().revoked_jtis.get(jti).is_some_and(|&expires_at| expires_at > now))
     }
+
+    async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let mut revoked: Vec<(String, i64)> = self
+            .state()
+            .revoked_jtis
+            .iter()
+            .filter(|(_, expires_at)| **expires_at > now)
+            .map(|(jti, expires_at)| (jti.clone(), *expires_at))
+            .collect();
+        revoked.sort();
+        Ok(revoked)
+    }
 }
 
 #[async_trait]

@@ -130,6 +130,8 @@ pub trait RevokedTokenStore: Send + Sync {
     /// Remembers a revoked access token's `jti` until its `exp`.
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool>;
+    /// Every revoked access token that has not expired at `now`, as (`jti`, `exp`), by `jti`.
+    async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
 }
 
 /// What a purge removed.

@@ -487,6 +487,18 @@ impl RevokedTokenStore for SledStore {
             expires_at > now
         }))
     }
+
+    async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let mut revoked = Vec::new();
+        for entry in self.revoked_jtis.iter() {
+            let (jti, bytes) = entry.map_err(StoreError::backend)?;
+            let expires_at = i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]));
+            if expires_at > now {
+                revoked.push((String::from_utf8_lossy(&jti).into_owned(), expires_at));
+            }
+        }
+        Ok(revoked)
+    }
 }
 
 #[async_trait]

@@ -191,6 +191,15 @@ async fn purge_removes_only_what_expired(store: &dyn Store) {
     store.flush().await.unwrap();
 }
 
+async fn revoked_tokens_are_listed_until_they_expire(store: &dyn Store) {
+    store.revoke_access_token("b", 2000).await.unwrap();
+    store.revoke_access_token("a", 1000).await.unwrap();
+    let mut listed = store.revoked_access_tokens(500).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, vec![("a".to_owned(), 1000), ("b".to_owned(), 2000)]);
+    assert_eq!(store.revoked_access_tokens(1000).await.unwrap(), vec![("b".to_owned(), 2000)]);
+}
+
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -214,6 +223,7 @@ store_suite!(
     rotation_and_reuse,
     expired_refresh_tokens_do_not_rotate,
     purge_removes_only_what_expired,
+    revoked_tokens_are_listed_until_they_expire,
 );
 
 #[tokio::test]

@@ -1,0 +1,116 @@
+//! poem integration: the [`VerifiedToken`] extractor. Add an `Arc<Verifier>` to the app with
+//! `.data(verifier)`, take `VerifiedToken` as a handler argument, and requests without a valid
+//! token are answered as RFC 6750 §3 says: 401 with `WWW-Authenticate: Bearer` (and
+//! `error="invalid_token"` when a token was sent), 403 `insufficient_scope` from
+//! [`VerifiedToken::require_scope`].
+
+use std::sync::Arc;
+
+use poem::error::ResponseError;
+use poem::http::{StatusCode, header};
+use poem::{FromRequest, Request, RequestBody, Response};
+
+use super::{AccessTokenClaims, Verifier, VerifyError};
+
+/// The claims of a verified bearer token.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken(pub AccessTokenClaims);
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    /// No `Authorization: Bearer` header (or another scheme): no error code (RFC 6750 §3.1).
+    #[error("this resource needs a bearer access token")]
+    Missing,
+    #[error("{0}")]
+    Invalid(VerifyError),
+    #[error("this resource needs scope {0}")]
+    InsufficientScope(String),
+    #[error("the application has no Verifier: add one with .data(Arc<Verifier>)")]
+    NotConfigured,
+}
+
+impl BearerError {
+    /// The RFC 6750 §3 error code, if any.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            BearerError::Invalid(_) => Some("invalid_token"),
+            BearerError::InsufficientScope(_) => Some("insufficient_scope"),
+            BearerError::Missing | BearerError::NotConfigured => None,
+        }
+    }
+
+    /// The `WWW-Authenticate` header value for `realm`.
+    pub fn challenge(&self, realm: &str) -> String {
+        let mut challenge = format!("Bearer realm=\"{realm}\"");
+        if let Some(code) = self.code() {
+            // RFC 6750 §3: quoted strings without '"' or '\'.
+            let description: String =
+                self.to_string().chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+            challenge.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
+        }
+        if let BearerError::InsufficientScope(scope) = self {
+            challenge.push_str(&format!(", scope=\"{scope}\""));
+        }
+        challenge
+    }
+}
+
+impl ResponseError for BearerError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BearerError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            BearerError::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn as_response(&self) -> Response {
+        let body = match self.code() {
+            Some(code) => serde_json::json!({ "error": code, "error_description": self.to_string() }),
+            None => serde_json::json!({}),
+        };
+        Response::builder()
+            .status(self.status())
+            .header(header::WWW_AUTHENTICATE, self.challenge("api"))
+            .header(header::CACHE_CONTROL, "no-store")
+            .content_type("application/json")
+            .body(body.to_string())
+    }
+}
+
+/// The bearer token of a request (RFC 6750 §2.1), if it sent one.
+pub fn bearer_token(request: &Request) -> Option<&str> {
+    let (scheme, token) = request.header(header::AUTHORIZATION)?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl<'a> FromRequest<'a> for VerifiedToken {
+    async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        let verifier = request.data::<Arc<Verifier>>().ok_or(BearerError::NotConfigured)?;
+        let token = bearer_token(request).ok_or(BearerError::Missing)?;
+        match verifier.verify_refreshing_keys(token, unix_now()).await {
+            Ok(claims) => Ok(VerifiedToken(claims)),
+            Err(error) => Err(BearerError::Invalid(error).into()),
+        }
+    }
+}
+
+impl VerifiedToken {
+    /// The claims, if the token carries `scope`; else `insufficient_scope` (403).
+    pub fn require_scope(&self, scope: &str) -> Result<&AccessTokenClaims, BearerError> {
+        if self.0.has_scope(scope) {
+            Ok(&self.0)
+        } else {
+            Err(BearerError::InsufficientScope(scope.to_owned()))
+        }
+    }
+}
