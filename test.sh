@@ -25,8 +25,18 @@ apt_install() {
 # downloads a browser of its own).
 apt_install pkg-config libssl-dev chromium
 
-# The verifier must build without the server (no poem server, no sled, no pages).
+# The verifier must build without the server: no poem server, no sled, no pages.
+cargo build --quiet --no-default-features --features verify
+verify_tree=$(cargo tree --quiet --no-default-features --features verify -e normal,features)
+for forbidden in 'sled v' 'askama v' 'poem-openapi v' 'poem feature "server"'; do
+  if grep -q "$forbidden" <<<"$verify_tree"; then
+    echo "test.sh: the verify feature pulls in $forbidden" >&2
+    exit 1
+  fi
+done
 cargo build --quiet --no-default-features
+# The benchmark still runs (debug build, a few iterations; figures come from `cargo bench`).
+cargo test --quiet --bench verify -- --smoke
 cargo test --lib --tests
 
 # Python checks: the committed OpenAPI document validates as OpenAPI 3, and a third-party client

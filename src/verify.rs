@@ -301,40 +301,58 @@ impl Verifier {
         if token.len() > 16 * 1024 || token.split('.').count() != 3 {
             return Err(VerifyError::Malformed);
         }
-        let header = jwt::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let claim = |name: &str| header.claim(name).and_then(|value| value.as_str()).map(str::to_owned);
-        let alg_name = claim("alg").unwrap_or_else(|| "none".into());
-        let alg = Algorithm::from_name(&alg_name)
-            .filter(|alg| self.algorithms.contains(alg))
-            .ok_or_else(|| VerifyError::AlgorithmNotAllowed(alg_name.clone()))?;
-        let typ = claim("typ");
-        // RFC 9068 §4: "application/at+jwt" is the same media type.
-        if !matches!(typ.as_deref(), Some("at+jwt") | Some("application/at+jwt")) {
-            return Err(VerifyError::WrongType(typ));
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The header is parsed once, by josekit, and checked here before any signature work.
+        let refused = std::cell::RefCell::new(None);
+        let decoded =
+            jwt::decode_with_verifier_selector(token, |header| match self.select_key(&keys, header) {
+                Ok(key) => Ok(Some(key.verifier.as_ref())),
+                Err(error) => {
+                    *refused.borrow_mut() = Some(error);
+                    Ok(None)
+                }
+            });
+        if let Some(error) = refused.into_inner() {
+            return Err(error);
         }
-        let kid = claim("kid").ok_or(VerifyError::MissingKeyId)?;
-        let key = self
-            .keys
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&kid)
-            .cloned()
-            .ok_or_else(|| VerifyError::UnknownKey(kid.clone()))?;
-        if key.alg != alg {
-            // RFC 8725 §3.1: the token may not choose an algorithm other than its key's.
-            return Err(VerifyError::AlgorithmNotAllowed(alg_name));
-        }
-        let (payload, _) =
-            jwt::decode_with_verifier(token, key.verifier.as_ref()).map_err(|error| match error {
-                josekit::JoseError::InvalidSignature(_) => VerifyError::BadSignature,
-                _ => VerifyError::Malformed,
-            })?;
+        let (payload, _) = decoded.map_err(|error| match error {
+            josekit::JoseError::InvalidSignature(_) => VerifyError::BadSignature,
+            _ => VerifyError::Malformed,
+        })?;
+        drop(keys);
         let claims = self.check_claims(&payload, now)?;
         let revoked = self.revoked.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if revoked.get(&claims.jti).is_some_and(|&exp| exp > now - self.leeway_seconds) {
+        if !revoked.is_empty() && revoked.get(&claims.jti).is_some_and(|&exp| exp > now - self.leeway_seconds)
+        {
             return Err(VerifyError::Revoked);
         }
         Ok(claims)
+    }
+
+    /// The key a token's header names, if the header is acceptable: an allowed algorithm that is
+    /// the key's own, `typ` `at+jwt`, a known `kid`.
+    fn select_key<'k>(
+        &self,
+        keys: &'k HashMap<String, Arc<VerifyingKey>>,
+        header: &josekit::jws::JwsHeader,
+    ) -> Result<&'k VerifyingKey, VerifyError> {
+        let claim = |name: &str| header.claim(name).and_then(|value| value.as_str());
+        let alg_name = claim("alg").unwrap_or("none");
+        let alg = Algorithm::from_name(alg_name)
+            .filter(|alg| self.algorithms.contains(alg))
+            .ok_or_else(|| VerifyError::AlgorithmNotAllowed(alg_name.to_owned()))?;
+        let typ = claim("typ");
+        // RFC 9068 §4: "application/at+jwt" is the same media type.
+        if !matches!(typ, Some("at+jwt") | Some("application/at+jwt")) {
+            return Err(VerifyError::WrongType(typ.map(str::to_owned)));
+        }
+        let kid = claim("kid").ok_or(VerifyError::MissingKeyId)?;
+        let key = keys.get(kid).ok_or_else(|| VerifyError::UnknownKey(kid.to_owned()))?;
+        if key.alg != alg {
+            // RFC 8725 §3.1: the token may not choose an algorithm other than its key's.
+            return Err(VerifyError::AlgorithmNotAllowed(alg_name.to_owned()));
+        }
+        Ok(key)
     }
 
     /// [`Verifier::verify`], but a token naming an unknown `kid` first makes the verifier refetch
@@ -409,11 +427,18 @@ impl Verifier {
         if iat > now + self.leeway_seconds {
             return Err(VerifyError::IssuedInTheFuture);
         }
-        string("sub")?;
-        string("jti")?;
-        string("client_id")?;
-        serde_json::from_value(serde_json::Value::Object(payload.claims_set().clone()))
-            .map_err(|_| VerifyError::MissingClaim("scope"))
+        Ok(AccessTokenClaims {
+            iss: iss.to_owned(),
+            sub: string("sub")?.to_owned(),
+            aud: aud.clone(),
+            exp,
+            nbf,
+            iat,
+            jti: string("jti")?.to_owned(),
+            client_id: string("client_id")?.to_owned(),
+            scope: payload.claim("scope").and_then(|scope| scope.as_str()).unwrap_or_default().to_owned(),
+            auth_time: payload.claim("auth_time").and_then(|time| time.as_i64()),
+        })
     }
 
     /// Checks a revocation feed (a JWS from the issuer) and, if it is genuine and newer than the

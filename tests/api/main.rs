@@ -14,4 +14,5 @@ mod revoke;
 mod startup;
 mod store;
 mod token;
+mod verify;
 mod web;

@@ -1,0 +1,303 @@
+//! `portcullis::verify`: every rejection with its own reason, key refetch, the revocation feed,
+//! and the example resource server (the poem extractor) against a running server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use josekit::jwk::Jwk;
+use josekit::jws::{ES256, HS256, JwsHeader};
+use josekit::jwt::{self, JwtPayload};
+use portcullis::startup::now;
+use portcullis::verify::{Verifier, VerifyError};
+
+use crate::helpers::*;
+
+#[path = "../../examples/resource_server.rs"]
+#[allow(dead_code)]
+mod resource_server;
+
+const ISSUER: &str = "https://issuer.example";
+const AUDIENCE: &str = "https://api.example";
+
+struct Keys {
+    private: Jwk,
+    public: Jwk,
+}
+
+fn key_pair(kid: &str) -> Keys {
+    let pair = ES256.generate_key_pair().unwrap();
+    let mut private = josekit::jwk::KeyPair::to_jwk_private_key(&pair);
+    let mut public = josekit::jwk::KeyPair::to_jwk_public_key(&pair);
+    for jwk in [&mut private, &mut public] {
+        jwk.set_key_id(kid);
+        jwk.set_algorithm("ES256");
+    }
+    Keys { private, public }
+}
+
+fn claims(now: i64) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "client_id": "client-1", "jti": "jti-1",
+        "scope": "read write", "iat": now, "nbf": now, "exp": now + 300,
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+fn sign(keys: &Keys, kid: &str, typ: &str, claims: serde_json::Map<String, serde_json::Value>) -> String {
+    let mut header = JwsHeader::new();
+    header.set_token_type(typ);
+    header.set_key_id(kid);
+    let payload = JwtPayload::from_map(claims).unwrap();
+    jwt::encode_with_signer(&payload, &header, &ES256.signer_from_jwk(&keys.private).unwrap()).unwrap()
+}
+
+fn verifier(keys: &Keys) -> Verifier {
+    let jwks = serde_json::json!({ "keys": [serde_json::Value::Object(keys.public.as_ref().clone())] });
+    Verifier::from_jwks_json(jwks.to_string().as_bytes(), ISSUER, AUDIENCE).unwrap().with_leeway(0)
+}
+
+fn b64(value: &serde_json::Value) -> String {
+    portcullis::secrets::base64url(value.to_string().as_bytes())
+}
+
+#[test]
+fn a_good_token_verifies_with_typed_claims_and_scope_helpers() {
+    let keys = key_pair("k1");
+    let now = now();
+    let claims = verifier(&keys).verify(&sign(&keys, "k1", "at+jwt", claims(now)), now).unwrap();
+    assert_eq!(claims.sub, "user-1");
+    assert_eq!(claims.client_id, "client-1");
+    assert!(claims.has_scope("read") && claims.has_scopes(&["read", "write"]) && !claims.has_scope("admin"));
+    let mut array_aud = self::claims(now);
+    array_aud.insert("aud".into(), serde_json::json!(["other", AUDIENCE]));
+    assert!(verifier(&keys).verify(&sign(&keys, "k1", "application/at+jwt", array_aud), now).is_ok());
+}
+
+#[test]
+fn every_bad_token_is_refused_with_its_reason() {
+    let keys = key_pair("k1");
+    let other = key_pair("k1");
+    let verifier = verifier(&keys);
+    let now = now();
+    let good = sign(&keys, "k1", "at+jwt", claims(now));
+    let with = |name: &str, value: serde_json::Value| {
+        let mut claims = claims(now);
+        claims.insert(name.into(), value);
+        sign(&keys, "k1", "at+jwt", claims)
+    };
+    let without = |name: &str| {
+        let mut claims = claims(now);
+        claims.remove(name);
+        sign(&keys, "k1", "at+jwt", claims)
+    };
+    // Flip the first character of the signature: its bits are all data (the last one's are partly
+    // padding, which a strict decoder refuses as malformed instead).
+    let signature_start = good.rfind('.').unwrap() + 1;
+    let mut tampered = good.clone();
+    let first = if &good[signature_start..=signature_start] == "A" { "B" } else { "A" };
+    tampered.replace_range(signature_start..=signature_start, first);
+    let parts: Vec<&str> = good.split('.').collect();
+    let alg_none =
+        format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": "k1"})), parts[1]);
+    // HS256 with the public key's bytes as the "secret": the classic key-confusion attack.
+    let public_bytes = keys.public.to_string();
+    let mut hs_header = JwsHeader::new();
+    hs_header.set_token_type("at+jwt");
+    hs_header.set_key_id("k1");
+    let hs256 = jwt::encode_with_signer(
+        &JwtPayload::from_map(claims(now)).unwrap(),
+        &hs_header,
+        &HS256.signer_from_bytes(public_bytes.as_bytes()).unwrap(),
+    )
+    .unwrap();
+
+    let cases: Vec<(&str, String, VerifyError)> = vec![
+        ("tampered signature", tampered, VerifyError::BadSignature),
+        ("wrong key", sign(&other, "k1", "at+jwt", claims(now)), VerifyError::BadSignature),
+        (
+            "wrong iss",
+            with("iss", "https://evil.example".into()),
+            VerifyError::WrongIssuer("https://evil.example".into()),
+        ),
+        ("wrong aud", with("aud", "https://other.example".into()), VerifyError::WrongAudience),
+        ("missing aud", without("aud"), VerifyError::MissingClaim("aud")),
+        ("missing exp", without("exp"), VerifyError::MissingClaim("exp")),
+        ("missing iss", without("iss"), VerifyError::MissingClaim("iss")),
+        (
+            "fractional exp",
+            with("exp", serde_json::json!((now + 300) as f64 + 0.5)),
+            VerifyError::MissingClaim("exp"),
+        ),
+        ("expired by one second", with("exp", (now - 1).into()), VerifyError::Expired),
+        ("expires now", with("exp", now.into()), VerifyError::Expired),
+        ("not yet valid", with("nbf", (now + 60).into()), VerifyError::NotYetValid),
+        ("issued in the future", with("iat", (now + 60).into()), VerifyError::IssuedInTheFuture),
+        ("wrong typ", sign(&keys, "k1", "JWT", claims(now)), VerifyError::WrongType(Some("JWT".into()))),
+        ("alg none", alg_none, VerifyError::AlgorithmNotAllowed("none".into())),
+        ("HS256 with the public key", hs256, VerifyError::AlgorithmNotAllowed("HS256".into())),
+        (
+            "unknown kid",
+            sign(&key_pair("k2"), "k2", "at+jwt", claims(now)),
+            VerifyError::UnknownKey("k2".into()),
+        ),
+        ("malformed base64", "e30!.e30!.sig!".to_owned(), VerifyError::Malformed),
+        ("not a JWS", "hello".to_owned(), VerifyError::Malformed),
+        ("empty", String::new(), VerifyError::Malformed),
+    ];
+    for (name, token, expected) in cases {
+        assert_eq!(verifier.verify(&token, now), Err(expected), "{name}");
+    }
+    assert!(verifier.verify(&with("exp", (now + 1).into()), now).is_ok(), "valid until exp");
+}
+
+#[test]
+fn leeway_is_configurable() {
+    let keys = key_pair("k1");
+    let now = now();
+    let mut claims = claims(now);
+    claims.insert("exp".into(), (now - 5).into());
+    let token = sign(&keys, "k1", "at+jwt", claims);
+    assert_eq!(verifier(&keys).verify(&token, now), Err(VerifyError::Expired));
+    assert!(verifier(&keys).with_leeway(10).verify(&token, now).is_ok());
+}
+
+#[test]
+fn the_algorithm_allowlist_is_enforced() {
+    let keys = key_pair("k1");
+    let now = now();
+    let token = sign(&keys, "k1", "at+jwt", claims(now));
+    let rs256_only = verifier(&keys).with_algorithms(&[portcullis::verify::Algorithm::RS256]);
+    assert_eq!(rs256_only.verify(&token, now), Err(VerifyError::AlgorithmNotAllowed("ES256".into())));
+}
+
+#[tokio::test]
+async fn from_issuer_fetches_keys_and_refetches_for_an_unknown_kid_at_most_once_per_interval() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let verifier = Verifier::from_issuer(&app.address, &app.address)
+        .await
+        .unwrap()
+        .with_refetch_interval(Duration::from_secs(3600));
+    async fn token(app: &TestApp, client: &TestClient) -> String {
+        let body: serde_json::Value =
+            app.token(&[("grant_type", "client_credentials")], Some(client)).await.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+    assert!(verifier.verify(&token(&app, &client).await, now()).is_ok());
+
+    let rotate = |app: &TestApp| {
+        let mut ring = portcullis::keys::KeyRing::load(app.keys_dir.path()).unwrap();
+        ring.rotate(app.keys_dir.path(), now()).unwrap();
+        app.server.install_keys(ring).unwrap();
+    };
+    rotate(&app);
+    let after_rotation = token(&app, &client).await;
+    assert!(matches!(verifier.verify(&after_rotation, now()), Err(VerifyError::UnknownKey(_))));
+    assert!(
+        verifier.verify_refreshing_keys(&after_rotation, now()).await.is_ok(),
+        "one refetch finds the new key"
+    );
+
+    rotate(&app);
+    let after_second_rotation = token(&app, &client).await;
+    assert!(
+        matches!(
+            verifier.verify_refreshing_keys(&after_second_rotation, now()).await,
+            Err(VerifyError::UnknownKey(_))
+        ),
+        "no second refetch within the interval"
+    );
+}
+
+#[tokio::test]
+async fn the_revocation_feed_is_signed_cacheable_and_makes_offline_verifiers_refuse_revoked_tokens() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let feed_url = app.url("/o/revoked_tokens");
+    let first = app.http.get(&feed_url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=10");
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let unchanged = app.http.get(&feed_url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(unchanged.status(), 304);
+
+    let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
+    let poller = verifier.poll_revocations(&feed_url, Duration::from_millis(200));
+    assert!(verifier.verify(access, now()).is_ok());
+
+    assert_eq!(app.revoke(&client, access, None).await.status(), 200);
+    let changed = app.http.get(&feed_url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(changed.status(), 200, "a revocation changes the feed");
+    let feed = changed.text().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while verifier.verify(access, now()).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the offline verifier never saw the revocation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(verifier.verify(access, now()), Err(VerifyError::Revoked));
+    poller.abort();
+
+    // A tampered or foreign feed is refused and changes nothing.
+    let fresh = Verifier::from_issuer(&app.address, &app.address).await.unwrap();
+    let signature_start = feed.rfind('.').unwrap() + 1;
+    let mut tampered = feed.clone();
+    let first = if &feed[signature_start..=signature_start] == "A" { "B" } else { "A" };
+    tampered.replace_range(signature_start..=signature_start, first);
+    assert_eq!(fresh.apply_revocation_feed(&tampered, now()), Err(VerifyError::BadSignature));
+    assert!(fresh.verify(access, now()).is_ok());
+    assert!(matches!(fresh.apply_revocation_feed(access, now()), Err(VerifyError::WrongType(_))));
+    assert_eq!(fresh.apply_revocation_feed(&feed, now()), Ok(1));
+    assert_eq!(fresh.verify(access, now()), Err(VerifyError::Revoked));
+}
+
+#[tokio::test]
+async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(resource_server::app(verifier)));
+    let hello = format!("http://{address}/hello");
+
+    let read: serde_json::Value = app
+        .token(&[("grant_type", "client_credentials"), ("scope", "read")], Some(&client))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response =
+        app.http.get(&hello).bearer_auth(read["access_token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), format!("Hello, {}!", client.id));
+
+    let response = app.http.get(&hello).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"api\"");
+
+    let response = app.http.get(&hello).bearer_auth("garbage").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+
+    let write: serde_json::Value = app
+        .token(&[("grant_type", "client_credentials"), ("scope", "write")], Some(&client))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response =
+        app.http.get(&hello).bearer_auth(write["access_token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""),
+        "{challenge}"
+    );
+}
