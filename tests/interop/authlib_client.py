@@ -90,7 +90,7 @@ def main():
             try:
                 requests.get(base + "/healthz", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.05)
         meta = requests.get(base + "/.well-known/openid-configuration").json()
         expect(meta["issuer"] == base, "discovery names the issuer")
@@ -147,6 +147,28 @@ def main():
             expect(False, "the family is revoked after reuse")
         except OAuth2Error as error:
             expect(error.error == "invalid_grant", "reuse revoked the whole family")
+
+        # Introspection and revocation (RFC 7662, RFC 7009) with the same library.
+        verifier = secrets.token_urlsafe(48)
+        url, state = session.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier)
+        _, location, _ = sign_in_and_answer(base, url)
+        token = session.fetch_token(meta["token_endpoint"], authorization_response=location, code_verifier=verifier)
+        info = session.introspect_token(meta["introspection_endpoint"], token=token["access_token"]).json()
+        expect(info["active"] is True and info["client_id"] == confidential["client_id"], "introspection: active")
+        response = session.revoke_token(meta["revocation_endpoint"], token=token["access_token"],
+                                        token_type_hint="access_token")
+        expect(response.status_code == 200, "revocation of an access token answers 200")
+        info = session.introspect_token(meta["introspection_endpoint"], token=token["access_token"]).json()
+        expect(info == {"active": False}, "a revoked access token introspects as inactive")
+        response = session.revoke_token(meta["revocation_endpoint"], token=token["refresh_token"])
+        expect(response.status_code == 200, "revocation of a refresh token answers 200")
+        try:
+            session.refresh_token(meta["token_endpoint"], refresh_token=token["refresh_token"])
+            expect(False, "a revoked refresh token is refused")
+        except OAuth2Error as error:
+            expect(error.error == "invalid_grant", "a revoked refresh token is invalid_grant")
+        response = session.revoke_token(meta["revocation_endpoint"], token="never-issued")
+        expect(response.status_code == 200, "revoking an unknown token answers 200")
 
         # PKCE mismatch.
         verifier = secrets.token_urlsafe(48)
