@@ -51,6 +51,12 @@ pub enum UserCommand {
         password_stdin: bool,
         #[arg(long, env = "PORTCULLIS_ADMIN")]
         admin: bool,
+        /// E-mail address (OpenID Connect claim `email`, scope `email`).
+        #[arg(long, env = "PORTCULLIS_EMAIL")]
+        email: Option<String>,
+        /// Full name (OpenID Connect claim `name`, scope `profile`).
+        #[arg(long = "full-name", alias = "name", env = "PORTCULLIS_FULL_NAME")]
+        name: Option<String>,
     },
     /// List users.
     List,
@@ -80,6 +86,9 @@ pub enum ClientCommand {
         /// Skip the consent page for this (trusted, first-party) client.
         #[arg(long, env = "PORTCULLIS_SKIP_CONSENT")]
         skip_consent: bool,
+        /// Algorithm of this client's OpenID Connect ID tokens: RS256 (default) or ES256.
+        #[arg(long, env = "PORTCULLIS_ID_TOKEN_ALG")]
+        id_token_alg: Option<String>,
     },
     /// List clients.
     List,
@@ -134,6 +143,7 @@ fn client_json(client: &Client) -> serde_json::Value {
         "scope": client.scope.to_string(),
         "skip_consent": client.skip_consent,
         "token_endpoint_auth_method": if client.is_public() { "none" } else { "client_secret_basic" },
+        "id_token_signed_response_alg": client.id_token_signed_response_alg.map_or("RS256", |alg| alg.as_str()),
     })
 }
 
@@ -159,7 +169,7 @@ pub async fn run_admin(settings: &Settings, command: Command) -> Result<(), CliE
 async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        UserCommand::Create { username, password_stdin, admin } => {
+        UserCommand::Create { username, password_stdin, admin, email, name } => {
             if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control) {
                 return Err(CliError("--username must be 1 to 150 printable characters".into()));
             }
@@ -182,10 +192,14 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 password_hash: crate::web::password::hash(&password).map_err(CliError)?,
                 admin,
                 created_at: now(),
+                email,
+                name,
             };
             store.insert_user(&user).await?;
             store.flush().await?;
-            let mut output = json!({ "id": user.id, "username": user.username, "admin": user.admin });
+            let mut output = json!({
+                "id": user.id, "username": user.username, "admin": user.admin, "email": user.email, "name": user.name,
+            });
             if generated {
                 output["password"] = json!(password);
             }
@@ -214,7 +228,24 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
 async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliError> {
     let store = open_store(settings)?;
     match command {
-        ClientCommand::Create { name, public, redirect_uris, grant_types, scope, skip_consent } => {
+        ClientCommand::Create {
+            name,
+            public,
+            redirect_uris,
+            grant_types,
+            scope,
+            skip_consent,
+            id_token_alg,
+        } => {
+            let id_token_alg = match id_token_alg.as_deref() {
+                None => None,
+                Some(name) => Some(
+                    crate::oauth::oidc::ID_TOKEN_ALGORITHMS
+                        .into_iter()
+                        .find(|alg| alg.as_str() == name)
+                        .ok_or_else(|| CliError(format!("--id-token-alg {name:?}: use RS256 or ES256")))?,
+                ),
+            };
             let redirect_uris = redirect_uris
                 .iter()
                 .map(|uri| RedirectUri::parse(uri).map_err(|error| CliError(error.to_string())))
@@ -251,6 +282,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
                 scope,
                 skip_consent,
                 owner: None,
+                id_token_signed_response_alg: id_token_alg,
                 created_at: now(),
             };
             store.insert_client(&client).await?;

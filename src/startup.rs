@@ -211,6 +211,8 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
             password_hash: crate::web::password::hash(&password).map_err(StartupError::Password)?,
             admin: true,
             created_at: now(),
+            email: None,
+            name: None,
         };
         match store.insert_user(&user).await {
             Ok(()) => {
@@ -229,9 +231,14 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
     }
     let redirect = RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", server.config.issuer))
         .expect("the issuer is a valid absolute URL");
+    // Every scope this server knows, so that Swagger UI can try each endpoint.
+    let swagger_scope = Scope::parse("openid profile email read write").expect("static scope");
     match store.client(SWAGGER_UI_CLIENT_ID).await? {
-        Some(mut client) if client.redirect_uris != vec![redirect.clone()] => {
+        Some(mut client)
+            if client.redirect_uris != vec![redirect.clone()] || client.scope != swagger_scope =>
+        {
             client.redirect_uris = vec![redirect];
+            client.scope = swagger_scope;
             store.replace_client(&client).await?;
         }
         Some(_) => {}
@@ -244,9 +251,10 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
                     secret_hash: None,
                     redirect_uris: vec![redirect],
                     grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-                    scope: Scope::parse("read write").expect("static scope"),
+                    scope: swagger_scope,
                     skip_consent: false,
                     owner: None,
+                    id_token_signed_response_alg: None,
                     created_at: now(),
                 })
                 .await?;

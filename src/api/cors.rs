@@ -1,5 +1,5 @@
-//! CORS for the endpoints a browser application calls directly (token, revocation, discovery,
-//! JWKS). An
+//! CORS for the endpoints a browser application calls directly (token, revocation, userinfo,
+//! discovery, JWKS, the revocation feed). An
 //! origin is allowed when it is in `--cors-origin` or is the origin of a redirect URI some client
 //! registered: a single-page app registered with `https://app.example/cb` may call the token
 //! endpoint from `https://app.example`. Other origins, and every HTML page, get no CORS headers.
@@ -11,7 +11,8 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::oauth::AuthorizationServer;
 
 /// The paths that answer cross-origin requests.
-pub const CORS_PATHS: [&str; 6] = [
+pub const CORS_PATHS: [&str; 7] = [
+    "/o/userinfo",
     "/o/revoked_tokens",
     "/o/token",
     "/o/revoke_token",

@@ -17,6 +17,8 @@ pub enum OAuthErrorCode {
     InvalidScope,
     AccessDenied,
     UnsupportedResponseType,
+    LoginRequired,
+    ConsentRequired,
     ServerError,
 }
 
@@ -44,6 +46,8 @@ impl From<&OAuthError> for OAuthErrorBody {
             OAuthError::InvalidScope(_) => OAuthErrorCode::InvalidScope,
             OAuthError::AccessDenied(_) => OAuthErrorCode::AccessDenied,
             OAuthError::UnsupportedResponseType(_) => OAuthErrorCode::UnsupportedResponseType,
+            OAuthError::LoginRequired(_) => OAuthErrorCode::LoginRequired,
+            OAuthError::ConsentRequired(_) => OAuthErrorCode::ConsentRequired,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         };
         OAuthErrorBody { error: code, error_description: error.description() }

@@ -105,8 +105,9 @@ pub fn swagger_ui_page(issuer: &str, document: &str) -> String {
 }
 
 /// The paths of the OpenAPI operations (a test checks this list against the document).
-pub const OPERATION_PATHS: [&str; 9] = [
+pub const OPERATION_PATHS: [&str; 10] = [
     "/o/token",
+    "/o/userinfo",
     "/o/revoke_token",
     "/o/introspect",
     "/o/revoked_tokens",
@@ -169,7 +170,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     Some(match path {
         "/o/token" | "/o/revoke_token" | "/o/introspect" | "/logout" => "POST",
-        "/o/authorize" | "/login" => "GET, POST",
+        "/o/authorize" | "/login" | "/o/userinfo" => "GET, POST",
         "/.well-known/oauth-authorization-server"
         | "/.well-known/openid-configuration"
         | "/.well-known/jwks.json"

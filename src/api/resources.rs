@@ -16,6 +16,15 @@ use crate::verify::poem::{BearerError, VerifiedToken};
 /// The scopes this server's own resources know.
 #[derive(OAuthScopes)]
 pub enum Scopes {
+    /// OpenID Connect sign-in: an ID token, and `/o/userinfo`.
+    #[oai(rename = "openid")]
+    OpenId,
+    /// Your name and username (OpenID Connect).
+    #[oai(rename = "profile")]
+    Profile,
+    /// Your e-mail address (OpenID Connect).
+    #[oai(rename = "email")]
+    Email,
     /// Read access (needed by /api/hello).
     #[oai(rename = "read")]
     Read,
@@ -49,54 +58,118 @@ pub enum ResourceAuth {
     Bearer(BearerToken),
 }
 
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "no_bearer_token")]
-pub enum HelloResponse {
-    /// `Hello, there!!`
-    #[oai(status = 200)]
-    Ok(PlainText<String>),
-    /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired, revoked,
-    /// or for another issuer or audience.
-    #[oai(status = 401)]
-    Unauthorized(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `insufficient_scope`: the token lacks scope `read`.
-    #[oai(status = 403)]
-    Forbidden(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `server_error`.
-    #[oai(status = 500)]
-    ServerError(Json<OAuthErrorBody>),
-}
-
-impl From<BearerError> for HelloResponse {
-    fn from(error: BearerError) -> HelloResponse {
-        let challenge = error.challenge("portcullis");
-        let code = match error.code() {
-            Some("invalid_token") => Some(BearerErrorCode::InvalidToken),
-            Some("insufficient_scope") => Some(BearerErrorCode::InsufficientScope),
-            _ => None,
-        };
-        let body = BearerErrorBody {
-            error: code,
-            error_description: code.map(|_| error.to_string()),
-            scope: match &error {
-                BearerError::InsufficientScope(scope) => Some(scope.clone()),
-                _ => None,
-            },
-        };
-        match error {
-            BearerError::InsufficientScope(_) => HelloResponse::Forbidden(Json(body), challenge),
-            _ => HelloResponse::Unauthorized(Json(body), challenge),
+/// A protected resource's answers (RFC 6750 §3): `$ok` on success, 401 without or with a bad
+/// token, 403 without the scope. `$handler` maps extractor failures.
+macro_rules! protected_response {
+    ($name:ident, $handler:ident, $handler_name:literal, $ok:ty, $ok_doc:literal, $scope_doc:literal) => {
+        #[derive(ApiResponse)]
+        #[oai(bad_request_handler = $handler_name)]
+        pub enum $name {
+            #[doc = $ok_doc]
+            #[oai(status = 200)]
+            Ok($ok),
+            /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,
+            /// revoked, or for another issuer or audience.
+            #[oai(status = 401)]
+            Unauthorized(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+            #[doc = $scope_doc]
+            #[oai(status = 403)]
+            Forbidden(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+            /// `server_error`.
+            #[oai(status = 500)]
+            ServerError(Json<OAuthErrorBody>),
         }
+
+        impl From<BearerError> for $name {
+            fn from(error: BearerError) -> $name {
+                let (body, challenge) = refusal(&error);
+                match error {
+                    BearerError::InsufficientScope(_) => $name::Forbidden(Json(body), challenge),
+                    _ => $name::Unauthorized(Json(body), challenge),
+                }
+            }
+        }
+
+        impl From<OAuthError> for $name {
+            fn from(error: OAuthError) -> $name {
+                $name::ServerError(Json(OAuthErrorBody::from(&error)))
+            }
+        }
+
+        /// Extractor failures: RFC 6750 §3.1, a request without a bearer token (none, or another
+        /// scheme) gets the challenge without an error code; a bad token gets `invalid_token`.
+        fn $handler(error: poem::Error) -> $name {
+            match error.downcast_ref::<BearerError>() {
+                Some(bearer) => $name::from(bearer.clone()),
+                None => $name::from(BearerError::Missing),
+            }
+        }
+    };
+}
+
+/// The body and `WWW-Authenticate` challenge of a refused request.
+fn refusal(error: &BearerError) -> (BearerErrorBody, String) {
+    let code = match error.code() {
+        Some("invalid_token") => Some(BearerErrorCode::InvalidToken),
+        Some("insufficient_scope") => Some(BearerErrorCode::InsufficientScope),
+        _ => None,
+    };
+    let body = BearerErrorBody {
+        error: code,
+        error_description: code.map(|_| error.to_string()),
+        scope: match error {
+            BearerError::InsufficientScope(scope) => Some(scope.clone()),
+            _ => None,
+        },
+    };
+    (body, error.challenge("portcullis"))
+}
+
+protected_response!(
+    HelloResponse,
+    hello_refused,
+    "hello_refused",
+    PlainText<String>,
+    "`Hello, there!!`",
+    "`insufficient_scope`: the token lacks scope `read`."
+);
+protected_response!(
+    UserinfoResponse,
+    userinfo_refused,
+    "userinfo_refused",
+    Json<serde_json::Value>,
+    "The user's claims: `sub`; `name`, `preferred_username` with scope `profile`; `email`, `email_verified` with scope `email` (OpenID Connect Core §5.1).",
+    "`insufficient_scope`: the token lacks scope `openid`."
+);
+
+/// Whether this server revoked the token (offline verification cannot know).
+async fn check_not_revoked(
+    server: &AuthorizationServer,
+    token: &VerifiedToken,
+) -> Result<(), Result<BearerError, OAuthError>> {
+    match server.store.is_access_token_revoked(&token.0.jti, now()).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Ok(BearerError::Invalid(VerifyError::Revoked))),
+        Err(error) => Err(Err(OAuthError::from(error))),
     }
 }
 
-/// Extractor failures: RFC 6750 §3.1, a request without a bearer token (none, or another
-/// scheme) gets the challenge without an error code; a bad token gets `invalid_token`.
-fn no_bearer_token(error: poem::Error) -> HelloResponse {
-    match error.downcast_ref::<BearerError>() {
-        Some(bearer) => HelloResponse::from(bearer.clone()),
-        None => HelloResponse::from(BearerError::Missing),
+async fn userinfo(server: &AuthorizationServer, token: VerifiedToken) -> UserinfoResponse {
+    match check_not_revoked(server, &token).await {
+        Ok(()) => {}
+        Err(Ok(refused)) => return UserinfoResponse::from(refused),
+        Err(Err(error)) => return UserinfoResponse::from(error),
     }
+    if let Err(refused) = token.require_scope(crate::oauth::oidc::OPENID) {
+        return UserinfoResponse::from(refused);
+    }
+    let user = match server.store.user(&token.0.sub).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return UserinfoResponse::from(BearerError::Invalid(VerifyError::MissingClaim("sub"))),
+        Err(error) => return UserinfoResponse::from(OAuthError::from(error)),
+    };
+    let scope = crate::domain::Scope::parse(&token.0.scope).unwrap_or_default();
+    UserinfoResponse::Ok(Json(serde_json::Value::Object(crate::oauth::oidc::user_claims(&user, &scope))))
 }
 
 #[derive(Debug, Object)]
@@ -120,17 +193,41 @@ impl ResourceApi {
         token: VerifiedToken,
     ) -> HelloResponse {
         // Offline verification is done; this server also knows its revocations.
-        match server.store.is_access_token_revoked(&token.0.jti, now()).await {
-            Ok(false) => {}
-            Ok(true) => return HelloResponse::from(BearerError::Invalid(VerifyError::Revoked)),
-            Err(error) => {
-                return HelloResponse::ServerError(Json(OAuthErrorBody::from(&OAuthError::from(error))));
-            }
+        match check_not_revoked(server.0, &token).await {
+            Ok(()) => {}
+            Err(Ok(refused)) => return HelloResponse::from(refused),
+            Err(Err(error)) => return HelloResponse::from(error),
         }
         match token.require_scope("read") {
             Ok(_) => HelloResponse::Ok(PlainText("Hello, there!!".into())),
             Err(error) => HelloResponse::from(error),
         }
+    }
+
+    /// OpenID Connect UserInfo (GET)
+    ///
+    /// Needs an access token with scope `openid`.
+    #[oai(path = "/o/userinfo", method = "get", tag = "Tag::OAuth", operation_id = "userinfo")]
+    async fn userinfo_get(
+        &self,
+        server: poem::web::Data<&AuthorizationServer>,
+        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
+        token: VerifiedToken,
+    ) -> UserinfoResponse {
+        userinfo(server.0, token).await
+    }
+
+    /// OpenID Connect UserInfo (POST)
+    ///
+    /// The same as GET, for clients that POST (OpenID Connect Core §5.3.1).
+    #[oai(path = "/o/userinfo", method = "post", tag = "Tag::OAuth", operation_id = "userinfoPost")]
+    async fn userinfo_post(
+        &self,
+        server: poem::web::Data<&AuthorizationServer>,
+        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
+        token: VerifiedToken,
+    ) -> UserinfoResponse {
+        userinfo(server.0, token).await
     }
 
     /// Liveness

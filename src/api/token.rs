@@ -64,6 +64,9 @@ pub struct TokenResponseBody {
     pub refresh_token: Option<String>,
     /// The granted scope.
     pub scope: String,
+    /// An OpenID Connect ID token (when the grant includes scope `openid`).
+    #[oai(skip_serializing_if_is_none)]
+    pub id_token: Option<String>,
 }
 
 const NO_STORE: &str = "no-store";
@@ -159,6 +162,7 @@ impl TokenApi {
                     expires_in: token.expires_in,
                     refresh_token: token.refresh_token,
                     scope: token.scope,
+                    id_token: token.id_token,
                 }),
                 NO_STORE.into(),
                 NO_CACHE.into(),

@@ -62,6 +62,10 @@ pub struct Client {
     /// The user who registered it, when registered through the pages.
     pub owner: Option<String>,
     pub created_at: i64,
+    /// The algorithm of this client's ID tokens (OIDC Dynamic Client Registration
+    /// `id_token_signed_response_alg`); RS256 when unset.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
 }
 
 impl Client {
@@ -88,6 +92,12 @@ pub struct User {
     pub password_hash: String,
     pub admin: bool,
     pub created_at: i64,
+    /// OpenID Connect `email` claim (scope `email`).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// OpenID Connect `name` claim (scope `profile`).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A signed-in browser session, keyed in the store by the SHA-256 of its cookie value.
@@ -116,6 +126,9 @@ pub struct AuthorizationCode {
     pub used: bool,
     /// Kept after expiry until this time so that a late replay still revokes the grant.
     pub purge_at: i64,
+    /// OpenID Connect: the `nonce` of the authentication request, echoed in the ID token.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// An access token issued inside a grant, remembered so that revoking the grant can revoke it.

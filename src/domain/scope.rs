@@ -50,6 +50,11 @@ impl Scope {
         self.0.difference(&allowed.0).cloned().collect::<Vec<_>>().join(" ")
     }
 
+    /// Every token of `self` and of `other`.
+    pub fn union(&self, other: &Scope) -> Scope {
+        Scope(self.0.union(&other.0).cloned().collect())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
     }

@@ -4,6 +4,7 @@
 //! in doubt the user sees an error page and is never redirected (§4.1.2.1; RFC 9700 §4.1). Only
 //! then do errors travel back to the client through its redirect URI, with `state` and `iss`.
 
+use super::oidc::{Prompt, parse_max_age};
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::{AuthorizationCode, Client, CodeChallenge, RedirectUri, Scope, User};
 use crate::secrets::{hash_secret, random_secret};
@@ -16,6 +17,31 @@ pub struct AuthorizationRequest {
     pub scope: Scope,
     pub state: Option<String>,
     pub code_challenge: Option<CodeChallenge>,
+    /// OpenID Connect: echoed in the ID token.
+    pub nonce: Option<String>,
+    pub prompt: Prompt,
+    /// OpenID Connect: the longest time since the user's last sign-in that is acceptable.
+    pub max_age: Option<i64>,
+}
+
+/// What the user must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    /// Sign in (again).
+    Login,
+    /// Approve or deny on the consent page.
+    Consent,
+    /// Nothing: issue the code.
+    Approve,
+}
+
+/// Whether the user approved on the consent page or consent was already on record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    /// Just approved on the consent page: remembered for next time.
+    Given,
+    /// Remembered, or the client skips consent.
+    NotAsked,
 }
 
 /// How an invalid request ends.
@@ -122,7 +148,54 @@ pub async fn validate(
         }
         None => None,
     };
-    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge })
+    let prompt = Prompt::parse(params.get("prompt").map_err(&redirect)?).map_err(&redirect)?;
+    let max_age = parse_max_age(params.get("max_age").map_err(&redirect)?).map_err(&redirect)?;
+    let nonce = params.get("nonce").map_err(&redirect)?.map(str::to_owned);
+    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge, nonce, prompt, max_age })
+}
+
+/// What comes next for a valid request (OIDC Core §3.1.2.1 `prompt` and `max_age`; remembered
+/// consent). `signed_in` is the user and the time they signed in, if a session exists.
+pub async fn next_interaction(
+    server: &AuthorizationServer,
+    request: &AuthorizationRequest,
+    signed_in: Option<(&User, i64)>,
+    now: i64,
+) -> Result<Interaction, AuthorizeError> {
+    let redirect_error = |error: OAuthError| {
+        AuthorizeError::Redirect(error_redirect(
+            &request.redirect_uri,
+            request.state.as_deref(),
+            &error,
+            &server.config.issuer,
+        ))
+    };
+    let Some((user, auth_time)) = signed_in else {
+        if request.prompt.none {
+            return Err(redirect_error(OAuthError::LoginRequired("the user is not signed in".into())));
+        }
+        return Ok(Interaction::Login);
+    };
+    let too_old = request.max_age.is_some_and(|max_age| now - auth_time > max_age);
+    if request.prompt.login || too_old {
+        if request.prompt.none {
+            return Err(redirect_error(OAuthError::LoginRequired(
+                "the sign-in is older than max_age".into(),
+            )));
+        }
+        return Ok(Interaction::Login);
+    }
+    let remembered = server.store.consented_scope(&user.id, &request.client.client_id).await?;
+    let consented = remembered.is_some_and(|approved| request.scope.is_subset_of(&approved));
+    if request.client.skip_consent || (consented && !request.prompt.consent) {
+        return Ok(Interaction::Approve);
+    }
+    if request.prompt.none {
+        return Err(redirect_error(OAuthError::ConsentRequired(
+            "the user has not approved this client".into(),
+        )));
+    }
+    Ok(Interaction::Consent)
 }
 
 /// The user approved: stores a single-use code and returns where to send the user.
@@ -131,8 +204,12 @@ pub async fn approve(
     request: &AuthorizationRequest,
     user: &User,
     auth_time: i64,
+    consent: Consent,
     now: i64,
 ) -> Result<String, OAuthError> {
+    if consent == Consent::Given {
+        server.store.remember_consent(&user.id, &request.client.client_id, &request.scope).await?;
+    }
     // 256 bits; RFC 6749 §10.10 asks for codes that cannot be guessed.
     let code = random_secret();
     let expires_at = now + server.config.code_ttl;
@@ -149,6 +226,7 @@ pub async fn approve(
         // A replay after the code expired is still recognised (and revokes the grant) for as
         // long as the access tokens issued from it can live.
         purge_at: expires_at + server.config.access_token_ttl,
+        nonce: request.nonce.clone(),
     };
     server.store.insert_code(&hash_secret(&code), &record).await?;
     server.store.flush().await?;

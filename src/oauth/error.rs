@@ -37,6 +37,14 @@ pub enum OAuthError {
     /// method."
     #[error("{0}")]
     UnsupportedResponseType(String),
+    /// OIDC Core §3.1.2.6: "The Authorization Server requires End-User authentication" and
+    /// `prompt=none` forbids asking.
+    #[error("{0}")]
+    LoginRequired(String),
+    /// OIDC Core §3.1.2.6: "The Authorization Server requires End-User consent" and
+    /// `prompt=none` forbids asking.
+    #[error("{0}")]
+    ConsentRequired(String),
     /// "The authorization server encountered an unexpected condition that prevented it from
     /// fulfilling the request." The cause is logged once at the boundary, never sent.
     #[error("internal error: {0}")]
@@ -55,6 +63,8 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::AccessDenied(_) => "access_denied",
             OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
+            OAuthError::LoginRequired(_) => "login_required",
+            OAuthError::ConsentRequired(_) => "consent_required",
             OAuthError::Server(_) => "server_error",
         }
     }

@@ -16,6 +16,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod error;
 pub mod introspect;
+pub mod oidc;
 pub mod params;
 pub mod revoke;
 pub mod token;

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use super::client_auth::{authenticate, credentials};
+use super::oidc::OPENID;
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::{CodeVerifier, Grant, GrantType, RefreshToken};
 use crate::secrets::{hash_secret, random_secret};
@@ -21,6 +22,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// OpenID Connect: when the grant includes scope `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Handles one token request. `authorization` is the raw `Authorization` header, if any.
@@ -110,6 +114,19 @@ async fn authorization_code(
         Some(record.auth_time),
         now,
     )?;
+    let user = server.store.user(&record.user_id).await?.ok_or_else(invalid)?;
+    // OIDC Core §3.1.3.3: an ID token when the request was an OpenID Connect one.
+    let id_token = match record.scope.contains(OPENID) {
+        true => Some(server.mint_id_token(
+            client,
+            &user,
+            record.auth_time,
+            record.nonce.as_deref(),
+            &access_token,
+            now,
+        )?),
+        false => None,
+    };
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
         let token = random_secret();
         let record = RefreshToken {
@@ -150,6 +167,7 @@ async fn authorization_code(
         expires_in: server.config.access_token_ttl,
         refresh_token: refresh.map(|(token, _)| token),
         scope: record.scope.to_string(),
+        id_token,
     })
 }
 
@@ -195,13 +213,19 @@ async fn refresh_token(
         return Err(invalid());
     }
     let grant = server.store.grant(&old.grant_id).await?.ok_or_else(invalid)?;
-    if grant.revoked_at.is_some() || server.store.user(&grant.user_id).await?.is_none() {
+    if grant.revoked_at.is_some() {
         return Err(invalid());
     }
+    let user = server.store.user(&grant.user_id).await?.ok_or_else(invalid)?;
     // RFC 6749 §6: the requested scope may narrow, never widen, the original grant.
     let scope = super::requested_scope(params.get("scope")?, &old.scope)?;
     let (access_token, issued) =
         server.mint_access_token(&grant.user_id, &client.client_id, &scope, Some(grant.auth_time), now)?;
+    // OIDC Core §12.2: a refreshed ID token, without nonce, keeping auth_time.
+    let id_token = match scope.contains(OPENID) {
+        true => Some(server.mint_id_token(client, &user, grant.auth_time, None, &access_token, now)?),
+        false => None,
+    };
     let new_token = random_secret();
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let new_record = RefreshToken {
@@ -230,6 +254,7 @@ async fn refresh_token(
         expires_in: server.config.access_token_ttl,
         refresh_token: Some(new_token),
         scope: scope.to_string(),
+        id_token,
     })
 }
 
@@ -265,5 +290,6 @@ fn client_credentials(
         expires_in: server.config.access_token_ttl,
         refresh_token: None,
         scope: scope.to_string(),
+        id_token: None,
     })
 }

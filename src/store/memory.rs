@@ -17,6 +17,7 @@ struct State {
     grants: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, RefreshToken>,
     revoked_jtis: HashMap<String, i64>,
+    consents: HashMap<(String, String), Scope>,
 }
 
 #[derive(Default)]
@@ -264,6 +265,25 @@ impl RevokedTokenStore for MemoryStore {
             .collect();
         revoked.sort();
         Ok(revoked)
+    }
+}
+
+#[async_trait]
+impl ConsentStore for MemoryStore {
+    async fn consented_scope(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Scope>> {
+        Ok(self.state().consents.get(&(user_id.to_owned(), client_id.to_owned())).cloned())
+    }
+
+    async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
+        let mut state = self.state();
+        let entry = state.consents.entry((user_id.to_owned(), client_id.to_owned())).or_default();
+        *entry = entry.union(scope);
+        Ok(())
+    }
+
+    async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
+        self.state().consents.remove(&(user_id.to_owned(), client_id.to_owned()));
+        Ok(())
     }
 }
 

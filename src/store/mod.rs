@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Session, User};
+use crate::domain::{
+    AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Scope, Session, User,
+};
 
 pub mod memory;
 pub mod sled;
@@ -134,6 +136,16 @@ pub trait RevokedTokenStore: Send + Sync {
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
 }
 
+/// Remembered consent: the scopes a user approved for a client, so that a later request for a
+/// subset skips the consent page.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    async fn consented_scope(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Scope>>;
+    /// Adds `scope` to what the user approved for the client.
+    async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()>;
+    async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()>;
+}
+
 /// What a purge removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeCounts {
@@ -160,7 +172,14 @@ pub trait Maintenance: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    ClientStore + UserStore + SessionStore + GrantStore + RefreshTokenStore + RevokedTokenStore + Maintenance
+    ClientStore
+    + UserStore
+    + SessionStore
+    + GrantStore
+    + RefreshTokenStore
+    + RevokedTokenStore
+    + ConsentStore
+    + Maintenance
 {
 }
 
@@ -171,6 +190,7 @@ impl<T> Store for T where
         + GrantStore
         + RefreshTokenStore
         + RevokedTokenStore
+        + ConsentStore
         + Maintenance
 {
 }

@@ -34,6 +34,7 @@ pub struct SledStore {
     grants: Tree,
     refresh_tokens: Tree,
     revoked_jtis: Tree,
+    consents: Tree,
     expiry: Tree,
     group_commit: GroupCommit,
 }
@@ -166,6 +167,7 @@ impl SledStore {
             grants: tree("grants")?,
             refresh_tokens: tree("refresh_tokens")?,
             revoked_jtis: tree("revoked_jtis")?,
+            consents: tree("consents")?,
             expiry: tree("expiry")?,
             db,
             group_commit: GroupCommit::default(),
@@ -498,6 +500,49 @@ impl RevokedTokenStore for SledStore {
             }
         }
         Ok(revoked)
+    }
+}
+
+/// Consents are keyed by user id, a zero byte, client id.
+fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
+    [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+}
+
+#[async_trait]
+impl ConsentStore for SledStore {
+    async fn consented_scope(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Scope>> {
+        match self.consents.get(consent_key(user_id, client_id)).map_err(StoreError::backend)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
+        let mut failure = None;
+        self.consents
+            .update_and_fetch(consent_key(user_id, client_id), |current| {
+                let known: Scope = match current.map(decode::<Scope>) {
+                    Some(Ok(known)) => known,
+                    Some(Err(error)) => {
+                        failure = Some(error);
+                        Scope::default()
+                    }
+                    None => Scope::default(),
+                };
+                Some(encode(&known.union(scope)))
+            })
+            .map_err(StoreError::backend)?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        self.group_commit.note_write();
+        Ok(())
+    }
+
+    async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
+        self.consents.remove(consent_key(user_id, client_id)).map_err(StoreError::backend)?;
+        self.group_commit.note_write();
+        Ok(())
     }
 }
 

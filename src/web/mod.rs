@@ -14,7 +14,7 @@ use poem::{Body, Request, Response, handler};
 
 use crate::api::read_form;
 use crate::domain::{Session, User};
-use crate::oauth::authorize::{self, AuthorizeError};
+use crate::oauth::authorize::{self, AuthorizeError, Consent, Interaction};
 use crate::oauth::{AuthorizationServer, OAuthError, Params};
 use crate::secrets::{constant_time_eq, hash_secret, random_secret};
 use crate::startup::now;
@@ -316,7 +316,8 @@ fn authorize_error(error: AuthorizeError) -> Response {
 }
 
 /// The parameters that travel from the authorization request through the consent form.
-const CARRIED_PARAMS: [&str; 7] = [
+const CARRIED_PARAMS: [&str; 8] = [
+    "nonce",
     "response_type",
     "client_id",
     "redirect_uri",
@@ -325,6 +326,28 @@ const CARRIED_PARAMS: [&str; 7] = [
     "code_challenge",
     "code_challenge_method",
 ];
+
+/// The authorization request to come back to after signing in: the same parameters, less what
+/// the sign-in itself satisfies (`prompt=login`, `max_age`), so the return does not loop.
+fn return_query_after_login(params: &Params) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params.pairs() {
+        match name.as_str() {
+            "max_age" => {}
+            "prompt" => {
+                let rest: Vec<&str> =
+                    value.split(' ').filter(|item| *item != "login" && !item.is_empty()).collect();
+                if !rest.is_empty() {
+                    query.append_pair(name, &rest.join(" "));
+                }
+            }
+            _ => {
+                query.append_pair(name, value);
+            }
+        }
+    }
+    query.finish()
+}
 
 /// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
 #[handler]
@@ -344,20 +367,37 @@ pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationS
         Ok(authorization) => authorization,
         Err(error) => return authorize_error(error),
     };
-    let (_, session, user) = match current_session(server, request).await {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            let next = format!("/o/authorize?{query}");
+    let signed_in = match current_session(server, request).await {
+        Ok(found) => found,
+        Err(error) => return server_error_page(&error),
+    };
+    let user_and_time = signed_in.as_ref().map(|(_, session, user)| (user, session.auth_time));
+    let interaction = match authorize::next_interaction(server, &authorization, user_and_time, now()).await {
+        Ok(interaction) => interaction,
+        Err(error) => return authorize_error(error),
+    };
+    let (session, user) = match (interaction, signed_in) {
+        (Interaction::Login, _) | (_, None) => {
+            let next = format!("/o/authorize?{}", return_query_after_login(&params));
             let login = format!(
                 "/login?{}",
                 form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish()
             );
             return redirect(StatusCode::FOUND, &login);
         }
-        Err(error) => return server_error_page(&error),
+        (_, Some((_, session, user))) => (session, user),
     };
-    if authorization.client.skip_consent {
-        return match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
+    if interaction == Interaction::Approve {
+        return match authorize::approve(
+            server,
+            &authorization,
+            &user,
+            session.auth_time,
+            Consent::NotAsked,
+            now(),
+        )
+        .await
+        {
             Ok(location) => redirect(StatusCode::FOUND, &location),
             Err(error) => server_error_page(&error),
         };
@@ -429,7 +469,7 @@ pub async fn authorize_post(
         tracing::info!(client_id = %authorization.client.client_id, "user denied an authorization request");
         return redirect(StatusCode::SEE_OTHER, &authorize::deny(server, &authorization));
     }
-    match authorize::approve(server, &authorization, &user, session.auth_time, now()).await {
+    match authorize::approve(server, &authorization, &user, session.auth_time, Consent::Given, now()).await {
         Ok(location) => redirect(StatusCode::SEE_OTHER, &location),
         Err(error) => server_error_page(&error),
     }

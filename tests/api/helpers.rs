@@ -175,6 +175,7 @@ impl TestApp {
             scope: Scope::parse(options.scope).unwrap(),
             skip_consent: options.skip_consent,
             owner: None,
+            id_token_signed_response_alg: None,
             created_at: now(),
         };
         self.server.store.insert_client(&client).await.unwrap();
@@ -201,6 +202,8 @@ impl TestApp {
             password_hash: portcullis::web::password::hash(PASSWORD).unwrap(),
             admin: false,
             created_at: now(),
+            email: None,
+            name: None,
         };
         self.server.store.insert_user(&user).await.unwrap();
         user

@@ -39,6 +39,8 @@ async fn later_starts_keep_the_admin_and_follow_a_new_issuer() {
         password_hash: portcullis::web::password::hash(PASSWORD).unwrap(),
         admin: false,
         created_at: now(),
+        email: None,
+        name: None,
     };
     store.insert_user(&alice).await.unwrap();
 
@@ -66,6 +68,7 @@ async fn expired_records_are_purged_in_the_background() {
         expires_at: purge_at - 10,
         used: false,
         purge_at,
+        nonce: None,
     };
     // `code()` returns a record until it is physically deleted, so this watches the purge
     // without purging anything itself.

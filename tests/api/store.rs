@@ -14,12 +14,21 @@ fn client(id: &str) -> Client {
         scope: Scope::parse("read").unwrap(),
         skip_consent: false,
         owner: None,
+        id_token_signed_response_alg: None,
         created_at: 0,
     }
 }
 
 fn user(id: &str, username: &str) -> User {
-    User { id: id.into(), username: username.into(), password_hash: "x".into(), admin: false, created_at: 0 }
+    User {
+        id: id.into(),
+        username: username.into(),
+        password_hash: "x".into(),
+        admin: false,
+        created_at: 0,
+        email: None,
+        name: None,
+    }
 }
 
 fn code(grant_id: &str, expires_at: i64) -> AuthorizationCode {
@@ -34,6 +43,7 @@ fn code(grant_id: &str, expires_at: i64) -> AuthorizationCode {
         expires_at,
         used: false,
         purge_at: expires_at + 100,
+        nonce: None,
     }
 }
 
