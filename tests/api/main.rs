@@ -7,6 +7,7 @@ mod cors;
 mod discovery;
 mod helpers;
 mod introspect;
+mod oidc;
 mod openapi;
 mod refresh;
 mod resources;

@@ -5,6 +5,7 @@ real binary as a new user would: provision through the CLI, start `serve`, then 
 Usage: python3 tests/interop/authlib_client.py path/to/portcullis
 Exits non-zero on the first failed expectation.
 """
+import base64
 import hashlib
 import html
 import json
@@ -81,6 +82,8 @@ def main():
     confidential = cli(env, "client", "create", "--name", "Interop Web", "--redirect-uri", REDIRECT,
                        "--grant-type", "authorization_code", "--grant-type", "refresh_token",
                        "--grant-type", "client_credentials", "--scope", "read write")
+    oidc_client = cli(env, "client", "create", "--name", "Interop RP", "--redirect-uri", REDIRECT,
+                      "--scope", "openid profile email")
     public = cli(env, "client", "create", "--name", "Interop SPA", "--public", "--redirect-uri", REDIRECT,
                  "--scope", "read")
     server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -148,6 +151,27 @@ def main():
         except OAuth2Error as error:
             expect(error.error == "invalid_grant", "reuse revoked the whole family")
 
+        # OpenID Connect: nonce, ID token validated with joserfc, at_hash, UserInfo.
+        nonce = secrets.token_urlsafe(16)
+        verifier = secrets.token_urlsafe(48)
+        oidc = OAuth2Session(oidc_client["client_id"], oidc_client["client_secret"], scope="openid profile email",
+                             redirect_uri=REDIRECT, code_challenge_method="S256")
+        url, state = oidc.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+        _, location, _ = sign_in_and_answer(base, url)
+        token = oidc.fetch_token(meta["token_endpoint"], authorization_response=location, code_verifier=verifier)
+        id_token = jwt.decode(token["id_token"], jwks, algorithms=meta["id_token_signing_alg_values_supported"])
+        jwt.JWTClaimsRegistry(iss={"essential": True, "value": base},
+                              aud={"essential": True, "value": oidc_client["client_id"]},
+                              nonce={"essential": True, "value": nonce},
+                              sub={"essential": True}, exp={"essential": True}, iat={"essential": True},
+                              auth_time={"essential": True}).validate(id_token.claims)
+        expect(True, "the ID token validates (iss, aud, nonce, exp, iat, auth_time)")
+        digest = hashlib.sha256(token["access_token"].encode()).digest()[:16]
+        expect(id_token.claims["at_hash"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), "at_hash matches")
+        userinfo = oidc.get(meta["userinfo_endpoint"]).json()
+        expect(userinfo["sub"] == id_token.claims["sub"] and userinfo["preferred_username"] == "admin",
+               "UserInfo answers for the ID token's subject")
+
         # Introspection and revocation (RFC 7662, RFC 7009) with the same library.
         verifier = secrets.token_urlsafe(48)
         url, state = session.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier)
@@ -192,8 +216,9 @@ def main():
         expect(spa.refresh_token(meta["token_endpoint"], refresh_token=token["refresh_token"])["access_token"],
                "a public client refreshes without a secret")
 
-        # Deny.
-        url, state = spa.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier)
+        # Deny (prompt=consent: this user already approved this client once, which is remembered).
+        url, state = spa.create_authorization_url(meta["authorization_endpoint"], code_verifier=verifier,
+                                                  prompt="consent")
         status, location, _ = sign_in_and_answer(base, url, button="deny")
         expect("error=access_denied" in location and f"state={state}" in location, "deny returns access_denied")
 
