@@ -8,9 +8,10 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::config::Settings;
-use crate::domain::{Client, ClientType, GrantType, RedirectUri, Scope, User};
+use crate::domain::{Client, User};
 use crate::keys::KeyRing;
-use crate::secrets::{hash_secret, random_secret, random_token};
+use crate::oauth::registration::{ClientRegistration, rotate_secret};
+use crate::secrets::random_token;
 use crate::startup::{App, now};
 use crate::store::{SharedStore, SledStore, StoreError};
 
@@ -237,54 +238,18 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             skip_consent,
             id_token_alg,
         } => {
-            let id_token_alg = match id_token_alg.as_deref() {
-                None => None,
-                Some(name) => Some(
-                    crate::oauth::oidc::ID_TOKEN_ALGORITHMS
-                        .into_iter()
-                        .find(|alg| alg.as_str() == name)
-                        .ok_or_else(|| CliError(format!("--id-token-alg {name:?}: use RS256 or ES256")))?,
-                ),
-            };
-            let redirect_uris = redirect_uris
-                .iter()
-                .map(|uri| RedirectUri::parse(uri).map_err(|error| CliError(error.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut grants = Vec::new();
-            for name in &grant_types {
-                let grant = GrantType::parse(name).ok_or_else(|| {
-                    CliError(format!("unknown grant type {name:?}: use authorization_code, refresh_token or client_credentials"))
-                })?;
-                if !grants.contains(&grant) {
-                    grants.push(grant);
-                }
-            }
-            if grants.is_empty() {
-                grants = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
-            }
-            if public && grants.contains(&GrantType::ClientCredentials) {
-                return Err(CliError("a public client cannot use client_credentials (RFC 6749 §4.4)".into()));
-            }
-            if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
-                return Err(CliError(
-                    "the authorization_code grant needs at least one --redirect-uri".into(),
-                ));
-            }
-            let scope = Scope::parse(&scope).map_err(|error| CliError(error.to_string()))?;
-            let secret = (!public).then(random_secret);
-            let client = Client {
-                client_id: random_token(18),
+            let registration = ClientRegistration {
                 name,
-                client_type: if public { ClientType::Public } else { ClientType::Confidential },
-                secret_hash: secret.as_deref().map(hash_secret),
+                public,
                 redirect_uris,
-                grant_types: grants,
+                grant_types,
                 scope,
                 skip_consent,
-                owner: None,
-                id_token_signed_response_alg: id_token_alg,
-                created_at: now(),
+                allowed_origins: Vec::new(),
+                id_token_alg,
             };
+            let valid = registration.validate().map_err(|error| CliError(error.to_string()))?;
+            let (client, secret) = valid.into_client(None, now());
             store.insert_client(&client).await?;
             store.flush().await?;
             let mut output = client_json(&client);
@@ -319,8 +284,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             if client.is_public() {
                 return Err(CliError(format!("{client_id:?} is a public client: it has no secret")));
             }
-            let secret = random_secret();
-            client.secret_hash = Some(hash_secret(&secret));
+            let secret = rotate_secret(&mut client).expect("checked: a confidential client");
             store.replace_client(&client).await?;
             store.flush().await?;
             let mut output = client_json(&client);

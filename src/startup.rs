@@ -255,6 +255,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
                     skip_consent: false,
                     owner: None,
                     id_token_signed_response_alg: None,
+                    allowed_origins: Vec::new(),
                     created_at: now(),
                 })
                 .await?;

@@ -50,10 +50,10 @@ async fn is_allowed(request: &Request, origin: &str) -> bool {
         return false;
     };
     match server.store.clients().await {
-        Ok(clients) => clients
-            .iter()
-            .flat_map(|client| client.redirect_uris.iter())
-            .any(|uri| uri.origin().as_deref() == Some(normalized.as_str())),
+        Ok(clients) => clients.iter().any(|client| {
+            client.allowed_origins.contains(&normalized)
+                || client.redirect_uris.iter().any(|uri| uri.origin().as_deref() == Some(normalized.as_str()))
+        }),
         Err(error) => {
             tracing::error!(%error, "could not read clients for a CORS check");
             false

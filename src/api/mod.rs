@@ -8,6 +8,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, h
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::oauth::AuthorizationServer;
+use crate::web::applications;
 
 pub mod cors;
 pub mod errors;
@@ -146,6 +147,14 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .at("/o/authorize", get(crate::web::authorize_get).post(crate::web::authorize_post))
         .at("/login", get(crate::web::login_get).post(crate::web::login_post))
         .at("/logout", post(crate::web::logout))
+        .at("/o/applications", get(applications::list))
+        .at("/o/applications/register", get(applications::register_form).post(applications::register))
+        .at("/o/applications/:client_id", get(applications::detail))
+        .at("/o/applications/:client_id/update", get(applications::update_form).post(applications::update))
+        .at("/o/applications/:client_id/rotate-secret", post(applications::rotate))
+        .at("/o/applications/:client_id/delete", get(applications::delete_form).post(applications::delete))
+        .at("/o/authorized_tokens", get(applications::authorized_tokens))
+        .at("/o/authorized_tokens/:grant_id/delete", post(applications::revoke_grant))
         .at("/static/portcullis.css", get(crate::web::stylesheet))
         .at("/", get(crate::web::index))
         .around(|endpoint, request| async move { dispatch(endpoint, request).await })

@@ -66,6 +66,10 @@ pub struct Client {
     /// `id_token_signed_response_alg`); RS256 when unset.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<crate::keys::Algorithm>,
+    /// Origins, besides those of the redirect URIs, allowed to call the token endpoint from a
+    /// browser.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Client {

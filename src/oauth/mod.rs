@@ -18,6 +18,7 @@ pub mod error;
 pub mod introspect;
 pub mod oidc;
 pub mod params;
+pub mod registration;
 pub mod revoke;
 pub mod token;
 

@@ -51,6 +51,15 @@ impl Params {
             .ok_or_else(|| OAuthError::InvalidRequest(format!("missing required parameter {name}")))
     }
 
+    /// Every value of a parameter that may repeat (a form's checkboxes), empty ones left out.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(key, value)| key == name && !value.is_empty())
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.0.iter().any(|(key, value)| key == name && !value.is_empty())
     }

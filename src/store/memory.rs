@@ -201,6 +201,18 @@ impl GrantStore for MemoryStore {
         Ok(self.state().grants.get(grant_id).cloned())
     }
 
+    async fn grants_of_user(&self, user_id: &str) -> StoreResult<Vec<Grant>> {
+        let mut grants: Vec<Grant> = self
+            .state()
+            .grants
+            .values()
+            .filter(|grant| grant.user_id == user_id && grant.revoked_at.is_none())
+            .cloned()
+            .collect();
+        grants.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(grants)
+    }
+
     async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
         revoke_grant_locked(&mut self.state(), grant_id, now);
         Ok(())

@@ -106,6 +106,8 @@ pub trait GrantStore: Send + Sync {
         now: i64,
     ) -> StoreResult<Redemption>;
     async fn grant(&self, grant_id: &str) -> StoreResult<Option<Grant>>;
+    /// Every grant (revoked ones and tombstones excluded) of `user_id`, newest first.
+    async fn grants_of_user(&self, user_id: &str) -> StoreResult<Vec<Grant>>;
     /// Marks the grant revoked (refresh tokens of it stop working) and remembers the `jti` of
     /// each of its unexpired access tokens as revoked. Revoking an unknown grant leaves a
     /// tombstone so that a racing redemption cannot create it afterwards.

@@ -411,6 +411,18 @@ impl GrantStore for SledStore {
         self.get(&self.grants, grant_id)
     }
 
+    /// A scan of every grant: fine for the pages that call it; an index by user would be the
+    /// next step for very large stores.
+    async fn grants_of_user(&self, user_id: &str) -> StoreResult<Vec<Grant>> {
+        let mut grants: Vec<Grant> = self
+            .all::<Grant>(&self.grants)?
+            .into_iter()
+            .filter(|grant| grant.user_id == user_id && grant.revoked_at.is_none())
+            .collect();
+        grants.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(grants)
+    }
+
     async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
         (&self.grants, &self.revoked_jtis, &self.expiry)
             .transaction(|(grants, revoked_jtis, expiry)| {

@@ -19,6 +19,7 @@ use crate::oauth::{AuthorizationServer, OAuthError, Params};
 use crate::secrets::{constant_time_eq, hash_secret, random_secret};
 use crate::startup::now;
 
+pub mod applications;
 pub mod password;
 
 const SESSION_COOKIE: &str = "portcullis_session";
@@ -145,6 +146,26 @@ async fn current_session(
         return Ok(None);
     };
     Ok(Some((id_hash, session, user)))
+}
+
+/// The signed-in user, or the response that sends the browser to sign in and come back here.
+async fn signed_in_or_login(
+    server: &AuthorizationServer,
+    request: &Request,
+) -> Result<(Session, User), Response> {
+    match current_session(server, request).await {
+        Ok(Some((_, session, user))) => Ok((session, user)),
+        Ok(None) => {
+            let here =
+                request.original_uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/").to_owned();
+            let login = format!(
+                "/login?{}",
+                form_urlencoded::Serializer::new(String::new()).append_pair("next", &here).finish()
+            );
+            Err(redirect(StatusCode::FOUND, &login))
+        }
+        Err(error) => Err(server_error_page(&error)),
+    }
 }
 
 /// Only local paths are followed after login: never `//host` or `/\host`, and nothing with

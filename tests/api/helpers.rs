@@ -176,6 +176,7 @@ impl TestApp {
             skip_consent: options.skip_consent,
             owner: None,
             id_token_signed_response_alg: None,
+            allowed_origins: Vec::new(),
             created_at: now(),
         };
         self.server.store.insert_client(&client).await.unwrap();

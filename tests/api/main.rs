@@ -1,6 +1,7 @@
 //! The one integration-test binary: the server is started in-process on port 0 and exercised over
 //! HTTP, as clients and browsers use it.
 
+mod applications;
 mod authorize;
 mod cli;
 mod cors;

@@ -15,6 +15,7 @@ fn client(id: &str) -> Client {
         skip_consent: false,
         owner: None,
         id_token_signed_response_alg: None,
+        allowed_origins: Vec::new(),
         created_at: 0,
     }
 }
