@@ -87,6 +87,9 @@ pub enum ClientCommand {
         /// Skip the consent page for this (trusted, first-party) client.
         #[arg(long, env = "PORTCULLIS_SKIP_CONSENT")]
         skip_consent: bool,
+        /// Where OpenID Connect RP-initiated logout may send the user afterwards (repeatable).
+        #[arg(long = "post-logout-redirect-uri", env = "PORTCULLIS_POST_LOGOUT_REDIRECT_URI")]
+        post_logout_redirect_uris: Vec<String>,
         /// Algorithm of this client's OpenID Connect ID tokens: RS256 (default) or ES256.
         #[arg(long, env = "PORTCULLIS_ID_TOKEN_ALG")]
         id_token_alg: Option<String>,
@@ -145,6 +148,7 @@ fn client_json(client: &Client) -> serde_json::Value {
         "skip_consent": client.skip_consent,
         "token_endpoint_auth_method": if client.is_public() { "none" } else { "client_secret_basic" },
         "id_token_signed_response_alg": client.id_token_signed_response_alg.map_or("RS256", |alg| alg.as_str()),
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
     })
 }
 
@@ -237,6 +241,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             scope,
             skip_consent,
             id_token_alg,
+            post_logout_redirect_uris,
         } => {
             let registration = ClientRegistration {
                 name,
@@ -246,6 +251,7 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
                 scope,
                 skip_consent,
                 allowed_origins: Vec::new(),
+                post_logout_redirect_uris,
                 id_token_alg,
             };
             let valid = registration.validate().map_err(|error| CliError(error.to_string()))?;

@@ -256,6 +256,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
                     owner: None,
                     id_token_signed_response_alg: None,
                     allowed_origins: Vec::new(),
+                    post_logout_redirect_uris: Vec::new(),
                     created_at: now(),
                 })
                 .await?;

@@ -147,6 +147,10 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .at("/o/authorize", get(crate::web::authorize_get).post(crate::web::authorize_post))
         .at("/login", get(crate::web::login_get).post(crate::web::login_post))
         .at("/logout", post(crate::web::logout))
+        .at(
+            "/o/logout",
+            get(crate::web::end_session::end_session_get).post(crate::web::end_session::end_session_post),
+        )
         .at("/o/applications", get(applications::list))
         .at("/o/applications/register", get(applications::register_form).post(applications::register))
         .at("/o/applications/:client_id", get(applications::detail))
@@ -179,7 +183,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     Some(match path {
         "/o/token" | "/o/revoke_token" | "/o/introspect" | "/logout" => "POST",
-        "/o/authorize" | "/login" | "/o/userinfo" => "GET, POST",
+        "/o/authorize" | "/login" | "/o/userinfo" | "/o/logout" => "GET, POST",
         "/.well-known/oauth-authorization-server"
         | "/.well-known/openid-configuration"
         | "/.well-known/jwks.json"

@@ -29,6 +29,8 @@ pub struct ServerMetadata {
     /// RFC 9207: authorization responses carry `iss`.
     pub authorization_response_iss_parameter_supported: bool,
     pub userinfo_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout.
+    pub end_session_endpoint: String,
     pub subject_types_supported: Vec<String>,
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub claims_supported: Vec<String>,
@@ -119,6 +121,7 @@ fn metadata(server: &AuthorizationServer) -> MetadataResponse {
             code_challenge_methods_supported: strings(&["S256"]),
             authorization_response_iss_parameter_supported: true,
             userinfo_endpoint: format!("{issuer}/o/userinfo"),
+            end_session_endpoint: format!("{issuer}/o/logout"),
             subject_types_supported: strings(&["public"]),
             id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
             claims_supported: strings(&[

@@ -70,6 +70,9 @@ pub struct Client {
     /// browser.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Where OpenID Connect RP-initiated logout may send the user afterwards (exact match).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
 }
 
 impl Client {

@@ -142,3 +142,34 @@ mod tests {
         assert!(parse_max_age(Some("-1")).is_err());
     }
 }
+
+/// The `aud` (client id) and `sub` of an ID token this server signed, read from an
+/// `id_token_hint` (RP-Initiated Logout §2). Expiry is not checked: the specification allows an
+/// expired hint. `None` for anything else.
+pub fn id_token_hint(server: &AuthorizationServer, hint: &str) -> Option<(String, String)> {
+    let header = josekit::jwt::decode_header(hint).ok()?;
+    let kid = header.claim("kid")?.as_str()?.to_owned();
+    let keys = server.keys();
+    let key = keys.keys().iter().find(|key| key.kid == kid)?;
+    let (payload, _) = match key.alg {
+        Algorithm::RS256 => josekit::jwt::decode_with_verifier(
+            hint,
+            &josekit::jws::RS256.verifier_from_jwk(&key.public_jwk).ok()?,
+        ),
+        Algorithm::ES256 => josekit::jwt::decode_with_verifier(
+            hint,
+            &josekit::jws::ES256.verifier_from_jwk(&key.public_jwk).ok()?,
+        ),
+        Algorithm::EdDSA => josekit::jwt::decode_with_verifier(
+            hint,
+            &josekit::jws::EdDSA.verifier_from_jwk(&key.public_jwk).ok()?,
+        ),
+    }
+    .ok()?;
+    if payload.issuer() != Some(server.config.issuer.as_str()) || header.claim("typ")?.as_str()? != "JWT" {
+        return None;
+    }
+    let aud = payload.claim("aud")?.as_str()?.to_owned();
+    let sub = payload.claim("sub")?.as_str()?.to_owned();
+    Some((aud, sub))
+}

@@ -18,6 +18,8 @@ pub struct ClientRegistration {
     /// Extra origins allowed to call the token endpoint from a browser (CORS).
     pub allowed_origins: Vec<String>,
     pub id_token_alg: Option<String>,
+    /// Where RP-initiated logout may send the user afterwards.
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 /// A registration that breaks a rule; the message says which.
@@ -36,6 +38,7 @@ pub struct ValidRegistration {
     pub skip_consent: bool,
     pub allowed_origins: Vec<String>,
     pub id_token_alg: Option<Algorithm>,
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
 }
 
 fn error(message: impl Into<String>) -> RegistrationError {
@@ -48,16 +51,8 @@ impl ClientRegistration {
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(error("the name must be 1 to 100 printable characters"));
         }
-        let redirect_uris = self
-            .redirect_uris
-            .iter()
-            .map(|uri| uri.trim())
-            .filter(|uri| !uri.is_empty())
-            .map(|uri| RedirectUri::parse(uri).map_err(|problem| error(problem.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        if redirect_uris.len() > 20 {
-            return Err(error("at most 20 redirect URIs"));
-        }
+        let redirect_uris = parse_uris(&self.redirect_uris)?;
+        let post_logout_redirect_uris = parse_uris(&self.post_logout_redirect_uris)?;
         let mut grant_types = Vec::new();
         for name in &self.grant_types {
             let grant = GrantType::parse(name).ok_or_else(|| {
@@ -113,8 +108,23 @@ impl ClientRegistration {
             skip_consent: self.skip_consent,
             allowed_origins,
             id_token_alg,
+            post_logout_redirect_uris,
         })
     }
+}
+
+/// Redirect URIs, one per entry, blank entries ignored, at most 20.
+fn parse_uris(uris: &[String]) -> Result<Vec<RedirectUri>, RegistrationError> {
+    let parsed = uris
+        .iter()
+        .map(|uri| uri.trim())
+        .filter(|uri| !uri.is_empty())
+        .map(|uri| RedirectUri::parse(uri).map_err(|problem| error(problem.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.len() > 20 {
+        return Err(error("at most 20 redirect URIs"));
+    }
+    Ok(parsed)
 }
 
 impl ValidRegistration {
@@ -135,6 +145,7 @@ impl ValidRegistration {
             created_at: now,
             id_token_signed_response_alg: self.id_token_alg,
             allowed_origins: self.allowed_origins,
+            post_logout_redirect_uris: self.post_logout_redirect_uris,
         };
         (client, secret)
     }
@@ -149,6 +160,7 @@ impl ValidRegistration {
         client.skip_consent = self.skip_consent;
         client.allowed_origins = self.allowed_origins;
         client.id_token_signed_response_alg = self.id_token_alg;
+        client.post_logout_redirect_uris = self.post_logout_redirect_uris;
     }
 }
 

@@ -152,6 +152,7 @@ fn registration_from_form(
             (false, None) => false,
         },
         allowed_origins: lines("allowed_origins"),
+        post_logout_redirect_uris: lines("post_logout_redirect_uris"),
         id_token_alg: existing
             .and_then(|client| client.id_token_signed_response_alg)
             .map(|alg| alg.as_str().to_owned()),
@@ -167,6 +168,11 @@ fn registration_of(client: &Client) -> ClientRegistration {
         scope: client.scope.to_string(),
         skip_consent: client.skip_consent,
         allowed_origins: client.allowed_origins.clone(),
+        post_logout_redirect_uris: client
+            .post_logout_redirect_uris
+            .iter()
+            .map(|uri| uri.as_str().to_owned())
+            .collect(),
         id_token_alg: client.id_token_signed_response_alg.map(|alg| alg.as_str().to_owned()),
     }
 }

@@ -20,9 +20,10 @@ use crate::secrets::{constant_time_eq, hash_secret, random_secret};
 use crate::startup::now;
 
 pub mod applications;
+pub mod end_session;
 pub mod password;
 
-const SESSION_COOKIE: &str = "portcullis_session";
+pub(crate) const SESSION_COOKIE: &str = "portcullis_session";
 const LOGIN_CSRF_COOKIE: &str = "portcullis_login_csrf";
 
 #[derive(Template)]
@@ -61,7 +62,7 @@ struct IndexPage<'a> {
 
 /// An HTML response with the headers every page carries: no framing (clickjacking), no Referer
 /// (codes and state in URLs must not leak to third parties), no caching.
-fn html(status: StatusCode, page: impl Template) -> Response {
+pub(crate) fn html(status: StatusCode, page: impl Template) -> Response {
     match page.render() {
         Ok(body) => Response::builder()
             .status(status)
@@ -82,18 +83,18 @@ fn html(status: StatusCode, page: impl Template) -> Response {
     }
 }
 
-fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, ErrorPage { title, message })
 }
 
 /// A posted form, or the error page that answers a bad one.
-async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
+pub(crate) async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
     read_form(request.content_type(), body)
         .await
         .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))
 }
 
-fn server_error_page(error: &OAuthError) -> Response {
+pub(crate) fn server_error_page(error: &OAuthError) -> Response {
     if let OAuthError::Server(cause) = error {
         tracing::error!(error = %cause, "page failed inside the server");
     }
@@ -104,7 +105,7 @@ fn server_error_page(error: &OAuthError) -> Response {
     )
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response {
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Response {
     Response::builder()
         .status(status)
         .header(header::LOCATION, location)
@@ -125,13 +126,13 @@ fn cookie(request: &Request, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn set_cookie(server: &AuthorizationServer, name: &str, value: &str, max_age: i64) -> String {
+pub(crate) fn set_cookie(server: &AuthorizationServer, name: &str, value: &str, max_age: i64) -> String {
     let secure = if server.config.issuer.starts_with("https://") { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
 /// The signed-in user of this request, with the session's id hash.
-async fn current_session(
+pub(crate) async fn current_session(
     server: &AuthorizationServer,
     request: &Request,
 ) -> Result<Option<(String, Session, User)>, OAuthError> {
@@ -149,7 +150,7 @@ async fn current_session(
 }
 
 /// The signed-in user, or the response that sends the browser to sign in and come back here.
-async fn signed_in_or_login(
+pub(crate) async fn signed_in_or_login(
     server: &AuthorizationServer,
     request: &Request,
 ) -> Result<(Session, User), Response> {

@@ -177,6 +177,7 @@ impl TestApp {
             owner: None,
             id_token_signed_response_alg: None,
             allowed_origins: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
             created_at: now(),
         };
         self.server.store.insert_client(&client).await.unwrap();

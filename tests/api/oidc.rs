@@ -286,6 +286,7 @@ async fn discovery_carries_the_openid_provider_metadata() {
         .await
         .unwrap();
     assert_eq!(doc["userinfo_endpoint"], app.url("/o/userinfo"));
+    assert_eq!(doc["end_session_endpoint"], app.url("/o/logout"));
     assert_eq!(doc["subject_types_supported"], serde_json::json!(["public"]));
     assert!(doc["id_token_signing_alg_values_supported"].as_array().unwrap().contains(&"RS256".into()));
     for scope in ["openid", "profile", "email"] {
@@ -293,4 +294,78 @@ async fn discovery_carries_the_openid_provider_metadata() {
     }
     assert_eq!(doc["request_uri_parameter_supported"], false);
     assert!(doc["claims_supported"].as_array().unwrap().contains(&"nonce".into()));
+}
+
+async fn rp_with_logout(app: &TestApp) -> (TestClient, String) {
+    let client = app.create_client(oidc_client()).await;
+    let mut stored = app.server.store.client(&client.id).await.unwrap().unwrap();
+    stored.post_logout_redirect_uris =
+        vec![portcullis::domain::RedirectUri::parse("https://app.example.com/bye").unwrap()];
+    app.server.store.replace_client(&stored).await.unwrap();
+    let code = app.login_and_consent(&client, None, &[("scope", "openid")]).await;
+    let tokens: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
+    (client, tokens["id_token"].as_str().unwrap().to_owned())
+}
+
+async fn signed_in(app: &TestApp) -> bool {
+    app.browser.get(app.url("/")).send().await.unwrap().text().await.unwrap().contains("Signed in as")
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_with_a_valid_hint_signs_out_and_returns_with_state() {
+    let app = spawn_app().await;
+    let (_, id_token) = rp_with_logout(&app).await;
+    assert!(signed_in(&app).await);
+    let response = app
+        .browser
+        .get(app.url("/o/logout"))
+        .query(&[
+            ("id_token_hint", id_token.as_str()),
+            ("post_logout_redirect_uri", "https://app.example.com/bye"),
+            ("state", "s1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "https://app.example.com/bye?state=s1");
+    assert!(!signed_in(&app).await);
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_unregistered_uris() {
+    let app = spawn_app().await;
+    let (client, _) = rp_with_logout(&app).await;
+    let unregistered = app
+        .browser
+        .get(app.url("/o/logout"))
+        .query(&[("client_id", client.id.as_str()), ("post_logout_redirect_uri", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unregistered.status(), 400);
+    assert!(unregistered.headers().get("location").is_none());
+    assert!(signed_in(&app).await, "nothing happened");
+
+    let confirm = app
+        .browser
+        .get(app.url("/o/logout"))
+        .query(&[
+            ("client_id", client.id.as_str()),
+            ("post_logout_redirect_uri", "https://app.example.com/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200, "without a hint the user confirms");
+    let html = confirm.text().await.unwrap();
+    assert!(signed_in(&app).await);
+    let forged: Vec<(String, String)> =
+        hidden_fields(&html).into_iter().filter(|(name, _)| name != "csrf_token").collect();
+    assert_eq!(app.browser.post(app.url("/o/logout")).form(&forged).send().await.unwrap().status(), 403);
+    assert!(signed_in(&app).await, "a cross-site form cannot sign the user out");
+    let response = app.browser.post(app.url("/o/logout")).form(&hidden_fields(&html)).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "https://app.example.com/bye");
+    assert!(!signed_in(&app).await);
 }

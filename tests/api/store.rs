@@ -16,6 +16,7 @@ fn client(id: &str) -> Client {
         owner: None,
         id_token_signed_response_alg: None,
         allowed_origins: Vec::new(),
+        post_logout_redirect_uris: Vec::new(),
         created_at: 0,
     }
 }
