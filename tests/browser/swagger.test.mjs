@@ -2,46 +2,16 @@
 // in, consent, back on /docs, "Try it out" on /api/hello -> 200 "Hello, there!!".
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { adminPassword, chromiumArgs, chromiumPath, screenshotPath, startServer } from './server.mjs';
 
-const root = new URL('../../', import.meta.url).pathname;
-const binary = process.env.PORTCULLIS_BIN ?? join(root, 'target/debug/portcullis');
-const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const password = 'browser-test-password';
-
-function startServer() {
-  const dir = mkdtempSync(join(tmpdir(), 'portcullis-browser-'));
-  const child = spawn(binary, ['serve', '--listen', '127.0.0.1:0'], {
-    env: {
-      ...process.env,
-      PORTCULLIS_DATA_DIR: join(dir, 'data'),
-      PORTCULLIS_KEYS_DIR: join(dir, 'keys'),
-      PORTCULLIS_ADMIN_PASSWORD: password,
-      RUST_LOG: 'info',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  return new Promise((resolve, reject) => {
-    let log = '';
-    child.stderr.on('data', (chunk) => {
-      log += chunk;
-      const match = log.match(/port=(\d+)/);
-      if (match) resolve({ child, base: `http://127.0.0.1:${match[1]}` });
-    });
-    child.on('exit', (code) => reject(new Error(`the server exited (${code}): ${log}`)));
-  });
-}
+const password = adminPassword;
 
 test('Swagger UI signs in with PKCE and calls /api/hello', async (t) => {
   const { child, base } = await startServer();
   const browser = await chromium.launch({
     executablePath: chromiumPath,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic'],
+    args: chromiumArgs,
   });
   t.after(async () => {
     await browser.close();
@@ -84,7 +54,7 @@ test('Swagger UI signs in with PKCE and calls /api/hello', async (t) => {
   assert.match(body, /Hello, there!!/);
 
   // The README's screenshot: rewritten only on request, so test runs leave the tree clean.
-  const screenshot = process.env.PORTCULLIS_WRITE_SCREENSHOTS ? join(root, 'docs/swagger-ui.png') : join(tmpdir(), 'swagger-ui.png');
+  const screenshot = screenshotPath('swagger-ui.png');
   await page.setViewportSize({ width: 1000, height: 820 });
   await operation.evaluate((element) => element.scrollIntoView());
   await page.screenshot({ path: screenshot });
