@@ -26,6 +26,14 @@ impl From<SigningAlg> for Algorithm {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Server and store settings (every command)")]
 pub struct Settings {
@@ -68,6 +76,9 @@ pub struct Settings {
     /// Seconds between background purges of expired records.
     #[arg(long, env = "PORTCULLIS_PURGE_INTERVAL", default_value_t = 300, global = true)]
     pub purge_interval: u64,
+    /// Log lines as text or as JSON (one object per line).
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
     /// Seconds between checks of the keys directory for rotated keys.
     #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value_t = 10, global = true)]
     pub key_reload_interval: u64,
@@ -142,6 +153,7 @@ impl Settings {
             cache_mb: 16,
             purge_interval: 300,
             key_reload_interval: 10,
+            log_format: LogFormat::Text,
         }
     }
 }

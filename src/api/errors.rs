@@ -50,6 +50,7 @@ impl From<&OAuthError> for OAuthErrorBody {
             OAuthError::ConsentRequired(_) => OAuthErrorCode::ConsentRequired,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         };
+        super::metrics::METRICS.record_oauth_error(error.code());
         OAuthErrorBody { error: code, error_description: error.description() }
     }
 }

@@ -13,6 +13,7 @@ use crate::web::applications;
 pub mod cors;
 pub mod errors;
 pub mod form;
+pub mod metrics;
 pub mod resources;
 pub mod revocation;
 pub mod token;
@@ -144,6 +145,7 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
             })),
         )
         .at("/docs/oauth2-redirect.html", get(swagger_oauth2_redirect))
+        .at("/metrics", get(metrics_endpoint))
         .at("/o/authorize", get(crate::web::authorize_get).post(crate::web::authorize_post))
         .at("/login", get(crate::web::login_get).post(crate::web::login_post))
         .at("/logout", post(crate::web::logout))
@@ -166,6 +168,15 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .data(std::sync::Arc::new(revocation::FeedCache::default()))
         .data(server)
         .data(cors_origins)
+}
+
+/// Prometheus scrape target.
+#[handler]
+fn metrics_endpoint(poem::web::Data(server): poem::web::Data<&AuthorizationServer>) -> Response {
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(metrics::METRICS.render(server.store.size_on_disk()))
 }
 
 /// Swagger UI's OAuth2 redirect page (from swagger-ui, Apache-2.0): hands the code to the page
@@ -191,6 +202,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/api/hello"
         | "/healthz"
         | "/openapi.json"
+        | "/metrics"
         | "/docs"
         | "/docs/oauth2-redirect.html"
         | "/static/portcullis.css"
@@ -238,6 +250,9 @@ async fn dispatch<E: Endpoint>(endpoint: std::sync::Arc<E>, mut request: Request
             response
         }
     };
-    tracing::info!(%method, path = %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::METRICS.record_request(&path, status, elapsed);
+    tracing::info!(%method, path = %path, status, elapsed_us = elapsed.as_micros() as u64, "request");
     Ok(response)
 }

@@ -155,18 +155,25 @@ impl TokenApi {
     ) -> TokenResponse {
         let authorization = request.header(header::AUTHORIZATION);
         match crate::oauth::token::exchange(server.0, authorization, &body.params, now()).await {
-            Ok(token) => TokenResponse::Ok(
-                Json(TokenResponseBody {
-                    access_token: token.access_token,
-                    token_type: token.token_type.into(),
-                    expires_in: token.expires_in,
-                    refresh_token: token.refresh_token,
-                    scope: token.scope,
-                    id_token: token.id_token,
-                }),
-                NO_STORE.into(),
-                NO_CACHE.into(),
-            ),
+            Ok(token) => {
+                if let Some(grant) =
+                    body.params.get("grant_type").ok().flatten().and_then(crate::domain::GrantType::parse)
+                {
+                    super::metrics::METRICS.record_token_issued(grant.as_str());
+                }
+                TokenResponse::Ok(
+                    Json(TokenResponseBody {
+                        access_token: token.access_token,
+                        token_type: token.token_type.into(),
+                        expires_in: token.expires_in,
+                        refresh_token: token.refresh_token,
+                        scope: token.scope,
+                        id_token: token.id_token,
+                    }),
+                    NO_STORE.into(),
+                    NO_CACHE.into(),
+                )
+            }
             Err(error) => TokenResponse::from(&error),
         }
     }

@@ -170,6 +170,10 @@ pub trait Maintenance: Send + Sync {
     async fn flush(&self) -> StoreResult<()>;
     /// Deletes every record whose time ran out at or before `now`.
     async fn purge_expired(&self, now: i64) -> StoreResult<PurgeCounts>;
+    /// Bytes the store uses on disk, when it has a disk.
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Everything the server needs from storage.

@@ -174,11 +174,6 @@ impl SledStore {
         })
     }
 
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> StoreResult<u64> {
-        self.db.size_on_disk().map_err(StoreError::backend)
-    }
-
     fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
         match tree.get(key.as_bytes()).map_err(StoreError::backend)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
@@ -560,6 +555,10 @@ impl ConsentStore for SledStore {
 
 #[async_trait]
 impl Maintenance for SledStore {
+    fn size_on_disk(&self) -> Option<u64> {
+        self.db.size_on_disk().ok()
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.group_commit.flush(&self.db).await
     }

@@ -262,3 +262,29 @@ async fn the_admin_password_can_come_from_the_environment() {
     let admin = store.user_by_username("admin").await.unwrap().expect("the admin exists");
     assert!(portcullis::web::password::verify("from the environment", Some(&admin.password_hash)));
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = portcullis(&dir.path().join("data"), &dir.path().join("keys"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let listening = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the server exited early");
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if object["fields"]["message"] == "listening" {
+            break object;
+        }
+    };
+    assert!(listening["fields"]["port"].as_u64().is_some());
+    assert!(listening["level"] == "INFO" && listening["timestamp"].is_string());
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -8,6 +8,7 @@ mod cors;
 mod discovery;
 mod helpers;
 mod introspect;
+mod metrics;
 mod oidc;
 mod openapi;
 mod refresh;
