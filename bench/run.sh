@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Load benchmark: builds release, starts portcullis on a fresh temp store and the reference
+# endpoint (bench/reference.rs), provisions clients with the CLI, and drives load with wrk.
+# Prints requests/s, p50, p99, non-2xx per scenario, and each figure as a ratio to the
+# reference measured in the same run (the ratio is what holds on a noisy machine).
+#
+#   bench/run.sh            # 10 s per scenario, 32 connections
+#   bench/run.sh --smoke    # 1 s per scenario, debug build: checks the script works (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-32}
+threads=2
+profile=release
+if [ "${1:-}" = "--smoke" ]; then
+  duration=1s connections=4 profile=debug
+fi
+
+if ! command -v wrk >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin portcullis --example bench_reference
+  bin=target/release
+else
+  cargo build --quiet --bin portcullis --example bench_reference
+  bin=target/debug
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+export PORTCULLIS_DATA_DIR="$work/data" PORTCULLIS_KEYS_DIR="$work/keys" PORTCULLIS_ADMIN_PASSWORD=bench-admin-password
+export RUST_LOG=warn
+server=http://127.0.0.1:18080
+reference=http://127.0.0.1:18081
+
+wait_for() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "bench: $1 never answered" >&2; exit 1; }
+
+start_server() {
+  "$bin/portcullis" serve --listen 127.0.0.1:18080 --signing-alg "$1" >/dev/null 2>"$work/server.log" &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_for "$server/healthz"
+}
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# Clients, created before the server holds the store.
+m2m=$("$bin/portcullis" client create --name bench-m2m --grant-type client_credentials --scope "read write")
+m2m_id=$(json '["client_id"]' <<<"$m2m"); m2m_secret=$(json '["client_secret"]' <<<"$m2m")
+web=$("$bin/portcullis" client create --name bench-web --skip-consent --redirect-uri http://127.0.0.1:9/cb \
+  --grant-type authorization_code --grant-type refresh_token --scope "read write")
+web_id=$(json '["client_id"]' <<<"$web"); web_secret=$(json '["client_secret"]' <<<"$web")
+web_basic="Basic $(printf '%s:%s' "$web_id" "$web_secret" | base64 -w0)"
+m2m_basic="Basic $(printf '%s:%s' "$m2m_id" "$m2m_secret" | base64 -w0)"
+
+"$bin/examples/bench_reference" 127.0.0.1:18081 & pids+=("$!")
+wait_for_post() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; exit 1; }
+wait_for_post "$reference/token"
+
+printf '%-34s %10s %9s %9s %8s %7s\n' scenario "req/s" p50 p99 non-2xx ratio
+reference_rps=""
+# run NAME URL SCRIPT [wrk options...]: one scenario; prints its line.
+run() {
+  local name=$1 url=$2 script=$3; shift 3
+  local out
+  out=$(wrk --latency -t"$threads" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
+  [ -z "$reference_rps" ] && reference_rps=$rps
+  printf '%-34s %10s %9s %9s %8s %7.3f\n' "$name" "$rps" "$p50" "$p99" "$non2xx" "$(echo "$rps / $reference_rps" | bc -l)"
+  if [ "$non2xx" != 0 ]; then echo "bench: $name had $non2xx non-2xx answers" >&2; failed=1; fi
+}
+failed=0
+
+BODY="grant_type=client_credentials&client_id=reference&client_secret=reference-secret&scope=read" \
+  run "reference (poem + josekit ES256)" "$reference/token" post.lua
+
+cc_body="grant_type=client_credentials&client_id=$m2m_id&client_secret=$m2m_secret&scope=read"
+for alg in ES256 EdDSA RS256; do
+  start_server "$alg"
+  BODY=$cc_body run "client_credentials $alg" "$server/o/token" post.lua
+  if [ "$alg" = ES256 ]; then
+    access=$(curl -s -u "$m2m_id:$m2m_secret" -d grant_type=client_credentials "$server/o/token" | json '["access_token"]')
+    run "jwks" "$server/.well-known/jwks.json" get.lua
+    AUTH="Bearer $access" run "/api/hello (valid token)" "$server/api/hello" get.lua
+    AUTH=$m2m_basic BODY="token=$access" run "introspection" "$server/o/introspect" post.lua
+
+    # Refresh rotation: one signed-in session, one code and refresh token per wrk thread.
+    jar="$work/cookies"
+    csrf=$(curl -s -c "$jar" -b "$jar" "$server/login" | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p')
+    curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf_token=$csrf" --data-urlencode "next=/" \
+      --data-urlencode username=admin --data-urlencode "password=$PORTCULLIS_ADMIN_PASSWORD" "$server/login"
+    : >"$work/refresh_tokens"
+    for _ in $(seq "$threads"); do
+      location=$(curl -s -o /dev/null -w '%{redirect_url}' -b "$jar" \
+        "$server/o/authorize?response_type=code&client_id=$web_id&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=x")
+      code=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$location")
+      curl -s -H "Authorization: $web_basic" -d grant_type=authorization_code -d "code=$code" \
+        -d redirect_uri=http://127.0.0.1:9/cb "$server/o/token" | json '["refresh_token"]' >>"$work/refresh_tokens"
+    done
+    AUTH=$web_basic TOKENS="$work/refresh_tokens" WRK_CONNECTIONS=$threads \
+      run "refresh rotation (durable, c=$threads)" "$server/o/token" refresh.lua
+  fi
+  stop_server
+done
+
+echo "machine: $(nproc) cores, $(uname -m); wrk -t$threads -c$connections -d$duration; build: $profile"
+exit "$failed"
