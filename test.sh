@@ -21,9 +21,9 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# Build: OpenSSL headers. Browser test: Debian's Chromium (playwright-core drives it; it never
+# Build: OpenSSL headers. Benchmark smoke: curl and wrk. Browser test: Debian's Chromium (playwright-core drives it; it never
 # downloads a browser of its own).
-apt_install pkg-config libssl-dev chromium
+apt_install pkg-config libssl-dev chromium curl wrk
 
 # The verifier must build without the server: no poem server, no sled, no pages.
 cargo build --quiet --no-default-features --features verify
@@ -48,5 +48,10 @@ fi
 python3 -m openapi_spec_validator openapi/openapi.json
 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 
-# Swagger UI in a real browser: Authorize, sign in, consent, call /api/hello.
+# The load benchmark still works (a 1 s smoke run on the debug build; figures come from
+# bench/run.sh without --smoke).
+bench/run.sh --smoke
+
+# In a real browser: Swagger UI's Authorize -> sign in -> consent -> /api/hello, and the
+# applications and authorized-tokens pages.
 (cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; } && node --test)

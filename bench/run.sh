@@ -69,14 +69,15 @@ reference_rps=""
 run() {
   local name=$1 url=$2 script=$3; shift 3
   local out
-  out=$(wrk --latency -t"$threads" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
+  out=$(wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
   [ -z "$reference_rps" ] && reference_rps=$rps
-  printf '%-34s %10s %9s %9s %8s %7.3f\n' "$name" "$rps" "$p50" "$p99" "$non2xx" "$(echo "$rps / $reference_rps" | bc -l)"
+  printf '%-34s %10s %9s %9s %8s %7s\n' "$name" "$rps" "$p50" "$p99" "$non2xx" \
+    "$(awk -v a="$rps" -v b="$reference_rps" 'BEGIN { printf "%.3f", a / b }')"
   if [ "$non2xx" != 0 ]; then echo "bench: $name had $non2xx non-2xx answers" >&2; failed=1; fi
 }
 failed=0
@@ -94,21 +95,23 @@ for alg in ES256 EdDSA RS256; do
     AUTH="Bearer $access" run "/api/hello (valid token)" "$server/api/hello" get.lua
     AUTH=$m2m_basic BODY="token=$access" run "introspection" "$server/o/introspect" post.lua
 
-    # Refresh rotation: one signed-in session, one code and refresh token per wrk thread.
+    # Refresh rotation: one signed-in session, one code and refresh token per chain; each chain
+    # is a wrk thread with one connection, so that it rotates its own token in order.
+    chains=$([ "$profile" = release ] && echo 16 || echo 2)
     jar="$work/cookies"
     csrf=$(curl -s -c "$jar" -b "$jar" "$server/login" | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p')
     curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf_token=$csrf" --data-urlencode "next=/" \
       --data-urlencode username=admin --data-urlencode "password=$PORTCULLIS_ADMIN_PASSWORD" "$server/login"
     : >"$work/refresh_tokens"
-    for _ in $(seq "$threads"); do
+    for _ in $(seq "$chains"); do
       location=$(curl -s -o /dev/null -w '%{redirect_url}' -b "$jar" \
         "$server/o/authorize?response_type=code&client_id=$web_id&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=x")
       code=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$location")
       curl -s -H "Authorization: $web_basic" -d grant_type=authorization_code -d "code=$code" \
         -d redirect_uri=http://127.0.0.1:9/cb "$server/o/token" | json '["refresh_token"]' >>"$work/refresh_tokens"
     done
-    AUTH=$web_basic TOKENS="$work/refresh_tokens" WRK_CONNECTIONS=$threads \
-      run "refresh rotation (durable, c=$threads)" "$server/o/token" refresh.lua
+    AUTH=$web_basic TOKENS="$work/refresh_tokens" WRK_THREADS=$chains WRK_CONNECTIONS=$chains \
+      run "refresh rotation (durable, $chains chains)" "$server/o/token" refresh.lua
   fi
   stop_server
 done
