@@ -48,6 +48,10 @@ fi
 python3 -m openapi_spec_validator openapi/openapi.json
 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 
+# Schema-driven fuzzing of the served OpenAPI document (short run): no 5xx, no answer that
+# breaks the document.
+tests/fuzz/schemathesis.sh target/debug/portcullis 30
+
 # The load benchmark still works (a 1 s smoke run on the debug build; figures come from
 # bench/run.sh without --smoke).
 bench/run.sh --smoke

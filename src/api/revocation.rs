@@ -16,7 +16,8 @@ use crate::startup::now;
 /// A revocation or introspection request.
 #[derive(Debug, Object)]
 pub struct TokenRequestByValue {
-    /// The access token or refresh token.
+    /// The access token or refresh token (RFC 6749 §3.1: an empty value counts as missing).
+    #[oai(validator(min_length = 1))]
     pub token: String,
     /// `access_token` or `refresh_token`: which kind to look for first.
     pub token_type_hint: Option<String>,

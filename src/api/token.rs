@@ -32,6 +32,7 @@ pub enum TokenEndpointAuth {
 #[derive(Debug, Object)]
 pub struct TokenRequest {
     /// `authorization_code`, `refresh_token` or `client_credentials`.
+    #[oai(validator(min_length = 1))]
     pub grant_type: String,
     /// authorization_code: the code from the authorization response.
     pub code: Option<String>,
