@@ -37,6 +37,16 @@ pub struct SledStore {
     consents: Tree,
     expiry: Tree,
     group_commit: GroupCommit,
+    /// Decoded clients, read on every token request. Only this process writes the store (sled
+    /// holds an exclusive lock); every client write empties the cache and bumps its generation,
+    /// and a read fills it only if no write happened since the read began, so it is never stale.
+    client_cache: std::sync::RwLock<ClientCache>,
+}
+
+#[derive(Default)]
+struct ClientCache {
+    generation: u64,
+    clients: std::collections::HashMap<String, Client>,
 }
 
 /// Why the store could not be opened.
@@ -171,7 +181,15 @@ impl SledStore {
             expiry: tree("expiry")?,
             db,
             group_commit: GroupCommit::default(),
+            client_cache: Default::default(),
         })
+    }
+
+    /// After a client write: empty the cache and make reads begun before it not fill it.
+    fn forget_cached_clients(&self) {
+        let mut cache = self.client_cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.generation += 1;
+        cache.clients.clear();
     }
 
     fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
@@ -253,12 +271,29 @@ impl ClientStore for SledStore {
             .compare_and_swap(client.client_id.as_bytes(), None as Option<&[u8]>, Some(encode(client)))
             .map_err(StoreError::backend)?
             .map_err(|_| StoreError::Conflict(format!("client {}", client.client_id)))?;
+        self.forget_cached_clients();
         self.group_commit.note_write();
         Ok(())
     }
 
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        self.get(&self.clients, client_id)
+        let generation = {
+            let cache = self.client_cache.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(client) = cache.clients.get(client_id) {
+                return Ok(Some(client.clone()));
+            }
+            cache.generation
+        };
+        let client: Option<Client> = self.get(&self.clients, client_id)?;
+        if let Some(client) = &client {
+            let mut cache = self.client_cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Bounded: unknown ids are not cached, and a store with very many clients only
+            // keeps the first ones seen.
+            if cache.generation == generation && cache.clients.len() < 10_000 {
+                cache.clients.insert(client_id.to_owned(), client.clone());
+            }
+        }
+        Ok(client)
     }
 
     async fn clients(&self) -> StoreResult<Vec<Client>> {
@@ -270,12 +305,14 @@ impl ClientStore for SledStore {
             .clients
             .update_and_fetch(client.client_id.as_bytes(), |current| current.map(|_| encode(client)))
             .map_err(StoreError::backend)?;
+        self.forget_cached_clients();
         self.group_commit.note_write();
         replaced.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
         let removed = self.clients.remove(client_id.as_bytes()).map_err(StoreError::backend)?;
+        self.forget_cached_clients();
         self.group_commit.note_write();
         removed.map(|_| ()).ok_or(StoreError::NotFound)
     }

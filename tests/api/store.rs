@@ -76,6 +76,11 @@ fn refresh(grant_id: &str, expires_at: i64) -> RefreshToken {
 async fn clients_and_users(store: &dyn Store) {
     store.insert_client(&client("a")).await.unwrap();
     assert!(matches!(store.insert_client(&client("a")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        store.client("a").await.unwrap().unwrap().name,
+        "n",
+        "read (and cached, where a store caches)"
+    );
     let mut changed = client("a");
     changed.name = "renamed".into();
     store.replace_client(&changed).await.unwrap();
