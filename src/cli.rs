@@ -62,7 +62,10 @@ pub enum UserCommand {
     /// List users.
     List,
     /// Delete a user.
-    Delete { username: String },
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,11 +100,20 @@ pub enum ClientCommand {
     /// List clients.
     List,
     /// Show one client.
-    Show { client_id: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Delete a client.
-    Delete { client_id: String },
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Replace a confidential client's secret; prints the new one, shown once.
-    RotateSecret { client_id: String },
+    RotateSecret {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

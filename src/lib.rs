@@ -27,4 +27,6 @@ pub mod startup;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
+pub mod throttle;
+#[cfg(feature = "server")]
 pub mod web;

@@ -19,6 +19,25 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buffer)
 }
 
+/// `length` characters from A-Z, a-z, 0-9, uniformly (rejection sampling): identifiers that are
+/// safe everywhere, including as command-line arguments (a base64url id may start with '-').
+pub fn random_alphanumeric(length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(length);
+    let mut buffer = [0u8; 64];
+    while out.len() < length {
+        getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
+        // 248 = 4 * 62: bytes at or above it would bias the choice, so they are skipped.
+        for byte in buffer.iter().filter(|byte| **byte < 248) {
+            if out.len() == length {
+                break;
+            }
+            out.push(ALPHABET[usize::from(*byte) % ALPHABET.len()] as char);
+        }
+    }
+    out
+}
+
 /// 256 bits: refresh tokens, client secrets, session ids (SPEC: "256 bits from the OS RNG").
 pub fn random_secret() -> String {
     random_token(32)
@@ -65,6 +84,15 @@ mod tests {
         let b = random_secret();
         assert_eq!(a.len(), 43);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn alphanumeric_ids_have_the_length_and_alphabet() {
+        for _ in 0..100 {
+            let id = random_alphanumeric(24);
+            assert_eq!(id.len(), 24);
+            assert!(id.bytes().all(|byte| byte.is_ascii_alphanumeric()));
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub enum OAuthErrorCode {
     UnsupportedResponseType,
     LoginRequired,
     ConsentRequired,
+    TemporarilyUnavailable,
     ServerError,
 }
 
@@ -48,6 +49,7 @@ impl From<&OAuthError> for OAuthErrorBody {
             OAuthError::UnsupportedResponseType(_) => OAuthErrorCode::UnsupportedResponseType,
             OAuthError::LoginRequired(_) => OAuthErrorCode::LoginRequired,
             OAuthError::ConsentRequired(_) => OAuthErrorCode::ConsentRequired,
+            OAuthError::TemporarilyUnavailable(_) => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         };
         super::metrics::METRICS.record_oauth_error(error.code());

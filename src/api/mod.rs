@@ -166,6 +166,7 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .around(|endpoint, request| async move { dispatch(endpoint, request).await })
         .data(server.verifier.clone())
         .data(std::sync::Arc::new(revocation::FeedCache::default()))
+        .data(std::sync::Arc::new(crate::throttle::Throttles::default()))
         .data(server)
         .data(cors_origins)
 }

@@ -12,6 +12,7 @@ use super::errors::OAuthErrorBody;
 use super::form::{FormError, OAuthForm};
 use crate::oauth::{AuthorizationServer, OAuthError};
 use crate::startup::now;
+use crate::throttle::{Throttles, retry_after_seconds};
 
 /// HTTP Basic client authentication (`client_secret_basic`, RFC 6749 §2.3.1): the client id and
 /// secret, each form-urlencoded.
@@ -95,6 +96,14 @@ pub enum TokenResponse {
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Pragma")] String,
     ),
+    /// `temporarily_unavailable`: too many failed client authentications from this client or
+    /// address; retry after the given seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<OAuthErrorBody>,
+        #[oai(header = "Retry-After")] u64,
+        #[oai(header = "Cache-Control")] String,
+    ),
     /// `invalid_request`: the body is larger than 64 KiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
@@ -137,6 +146,27 @@ fn token_request_unreadable(error: poem::Error) -> TokenResponse {
     TokenResponse::from(&OAuthError::InvalidRequest(reason))
 }
 
+/// The throttle keys of a client-authenticating request: the client id it names (Basic or body)
+/// and the peer address.
+pub fn throttle_keys(
+    request: &Request,
+    authorization: Option<&str>,
+    params: &crate::oauth::Params,
+) -> Vec<String> {
+    let mut keys = Vec::with_capacity(2);
+    let client_id = match authorization {
+        Some(header) => crate::oauth::client_auth::parse_basic(header).ok().map(|(id, _)| id),
+        None => params.get("client_id").ok().flatten().map(str::to_owned),
+    };
+    if let Some(client_id) = client_id {
+        keys.push(format!("client:{client_id}"));
+    }
+    if let Some(address) = request.remote_addr().as_socket_addr() {
+        keys.push(format!("ip:{}", address.ip()));
+    }
+    keys
+}
+
 pub struct TokenApi;
 
 #[OpenApi]
@@ -155,7 +185,28 @@ impl TokenApi {
         body: OAuthForm<TokenRequest>,
     ) -> TokenResponse {
         let authorization = request.header(header::AUTHORIZATION);
-        match crate::oauth::token::exchange(server.0, authorization, &body.params, now()).await {
+        // Brute force on client secrets: the client id and the address, checked before the secret.
+        let keys = throttle_keys(request, authorization, &body.params);
+        if let Some(throttles) = request.data::<std::sync::Arc<Throttles>>() {
+            if let Err(wait) = throttles.client_auth.check(&keys, std::time::Instant::now()) {
+                let error = OAuthError::TemporarilyUnavailable(format!(
+                    "too many failed client authentications; retry in {} s",
+                    retry_after_seconds(wait)
+                ));
+                return TokenResponse::TooManyRequests(
+                    Json(OAuthErrorBody::from(&error)),
+                    retry_after_seconds(wait),
+                    NO_STORE.into(),
+                );
+            }
+        }
+        let outcome = crate::oauth::token::exchange(server.0, authorization, &body.params, now()).await;
+        if let (Err(OAuthError::InvalidClient(_)), Some(throttles)) =
+            (&outcome, request.data::<std::sync::Arc<Throttles>>())
+        {
+            throttles.client_auth.failure(&keys, std::time::Instant::now());
+        }
+        match outcome {
             Ok(token) => {
                 if let Some(grant) =
                     body.params.get("grant_type").ok().flatten().and_then(crate::domain::GrantType::parse)

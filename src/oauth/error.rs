@@ -45,6 +45,9 @@ pub enum OAuthError {
     /// `prompt=none` forbids asking.
     #[error("{0}")]
     ConsentRequired(String),
+    /// Too many failed attempts for this client or address: answered 429 with `Retry-After`.
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// "The authorization server encountered an unexpected condition that prevented it from
     /// fulfilling the request." The cause is logged once at the boundary, never sent.
     #[error("internal error: {0}")]
@@ -65,6 +68,7 @@ impl OAuthError {
             OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
             OAuthError::LoginRequired(_) => "login_required",
             OAuthError::ConsentRequired(_) => "consent_required",
+            OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::Server(_) => "server_error",
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::domain::{Client, ClientType, GrantType, RedirectUri, Scope};
 use crate::keys::Algorithm;
-use crate::secrets::{hash_secret, random_secret, random_token};
+use crate::secrets::{hash_secret, random_alphanumeric, random_secret};
 
 /// What someone asked to register (or change), unvalidated.
 #[derive(Debug, Clone, Default)]
@@ -133,7 +133,8 @@ impl ValidRegistration {
     pub fn into_client(self, owner: Option<String>, now: i64) -> (Client, Option<String>) {
         let secret = (self.client_type == ClientType::Confidential).then(random_secret);
         let client = Client {
-            client_id: random_token(18),
+            // 24 alphanumerics (~143 bits): never starts with '-', so it is a safe CLI argument.
+            client_id: random_alphanumeric(24),
             name: self.name,
             client_type: self.client_type,
             secret_hash: secret.as_deref().map(hash_secret),

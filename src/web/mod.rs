@@ -247,6 +247,25 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
     }
     let username = params.get("username").ok().flatten().unwrap_or_default().to_owned();
     let password = params.get("password").ok().flatten().unwrap_or_default().to_owned();
+    // Brute force: the username and the address are throttled, before any password is checked.
+    let throttles = request.data::<std::sync::Arc<crate::throttle::Throttles>>().cloned();
+    let user_key = format!("user:{username}");
+    let mut keys = vec![user_key.clone()];
+    if let Some(address) = request.remote_addr().as_socket_addr() {
+        keys.push(format!("ip:{}", address.ip()));
+    }
+    if let Some(throttles) = &throttles {
+        if let Err(wait) = throttles.login.check(&keys, std::time::Instant::now()) {
+            let seconds = crate::throttle::retry_after_seconds(wait);
+            let message = format!("Too many failed sign-ins. Try again in {seconds} seconds.");
+            let mut response =
+                login_page(server, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(&message));
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+    }
     let user = match server.store.user_by_username(&username).await {
         Ok(user) => user,
         Err(error) => return server_error_page(&error.into()),
@@ -256,6 +275,9 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
+        if let Some(throttles) = &throttles {
+            throttles.login.failure(&keys, std::time::Instant::now());
+        }
         // The same message whether the username exists or not.
         return login_page(
             server,
@@ -265,6 +287,10 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
             Some("Wrong username or password."),
         );
     };
+    if let Some(throttles) = &throttles {
+        // A success clears the username's failures, never the address's.
+        throttles.login.success(&[user_key]);
+    }
     let id = random_secret();
     let now = now();
     let session = Session {

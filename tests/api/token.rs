@@ -348,3 +348,18 @@ async fn eddsa_signing_generates_its_key() {
     assert_eq!(josekit::jwt::decode_header(token).unwrap().claim("alg").unwrap(), "EdDSA");
     assert_eq!(app.hello(Some(token)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn repeated_client_authentication_failures_are_throttled() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let wrong = TestClient { id: client.id.clone(), secret: Some("wrong".into()) };
+    for _ in 0..portcullis::throttle::FREE_FAILURES + 1 {
+        assert_eq!(app.token(&[("grant_type", "client_credentials")], Some(&wrong)).await.status(), 401);
+    }
+    let blocked = app.token(&[("grant_type", "client_credentials")], Some(&client)).await;
+    assert_eq!(blocked.status(), 429, "blocked before the secret is checked");
+    assert!(blocked.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let body: serde_json::Value = blocked.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+}

@@ -133,3 +133,27 @@ async fn user_input_is_escaped_in_pages() {
         "the state survives the round trip"
     );
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_throttled_with_retry_after() {
+    let app = spawn_app().await;
+    app.create_user("victim").await;
+    for _ in 0..portcullis::throttle::FREE_FAILURES + 1 {
+        assert_eq!(app.login("victim", "guess").await.status(), 401);
+    }
+    let blocked = app.login("victim", PASSWORD).await;
+    assert_eq!(blocked.status(), 429, "blocked even with the right password");
+    let retry_after: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after));
+    assert!(blocked.text().await.unwrap().contains("Too many failed sign-ins"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = app.login("victim", PASSWORD).await;
+        if response.status() == 303 {
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(std::time::Instant::now() < deadline, "the block never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
