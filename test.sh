@@ -52,6 +52,10 @@ python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 # breaks the document.
 tests/fuzz/schemathesis.sh target/debug/portcullis 30
 
+# Crash safety: SIGKILL during rotations and revocations, restart, every acknowledged write holds
+# (3 kills here; `python3 tests/crash/crash_safety.py target/release/portcullis 20` for the full run).
+python3 tests/crash/crash_safety.py target/debug/portcullis 3
+
 # The load benchmark still works (a 1 s smoke run on the debug build; figures come from
 # bench/run.sh without --smoke).
 bench/run.sh --smoke
