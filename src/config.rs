@@ -76,6 +76,12 @@ pub struct Settings {
     /// Seconds between background purges of expired records.
     #[arg(long, env = "PORTCULLIS_PURGE_INTERVAL", default_value_t = 300, global = true)]
     pub purge_interval: u64,
+    /// Seconds a client may take to send a request body (slower ones get 408).
+    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value_t = 10, global = true)]
+    pub body_read_timeout: u64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60, global = true)]
+    pub idle_timeout: u64,
     /// Log lines as text or as JSON (one object per line).
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -154,6 +160,8 @@ impl Settings {
             purge_interval: 300,
             key_reload_interval: 10,
             log_format: LogFormat::Text,
+            body_read_timeout: 10,
+            idle_timeout: 60,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct App {
     keys_dir: std::path::PathBuf,
     key_reload_interval: Duration,
     cors_origins: crate::api::cors::CorsOrigins,
+    body_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 pub fn now() -> i64 {
@@ -102,6 +104,8 @@ impl App {
             purge_interval: Duration::from_secs(settings.purge_interval.max(1)),
             keys_dir: settings.keys_dir.clone(),
             cors_origins: crate::api::cors::CorsOrigins(cors_origins),
+            body_read_timeout: Duration::from_secs(settings.body_read_timeout.max(1)),
+            idle_timeout: Duration::from_secs(settings.idle_timeout.max(1)),
             key_reload_interval: Duration::from_secs(settings.key_reload_interval.max(1)),
         })
     }
@@ -131,8 +135,13 @@ impl App {
         ));
         let purge = tokio::spawn(purge_in_background(self.server.store.clone(), self.purge_interval));
         let result = Server::new_with_acceptor(self.acceptor)
+            .idle_timeout(self.idle_timeout)
             .run_with_graceful_shutdown(
-                crate::api::routes(self.server.clone(), self.cors_origins),
+                crate::api::routes(
+                    self.server.clone(),
+                    self.cors_origins,
+                    crate::api::form::BodyReadTimeout(self.body_read_timeout),
+                ),
                 shutdown,
                 Some(Duration::from_secs(10)),
             )

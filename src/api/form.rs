@@ -35,9 +35,21 @@ impl From<FormError> for poem::Error {
     }
 }
 
-/// Reads a urlencoded form body: the right content type, at most [`MAX_BODY_BYTES`].
-pub async fn read_form(content_type: Option<&str>, body: poem::Body) -> Result<Params, FormError> {
-    let essence = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim();
+/// How long a client may take to send its body (slow clients hold a connection and memory).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+impl Default for BodyReadTimeout {
+    fn default() -> BodyReadTimeout {
+        BodyReadTimeout(std::time::Duration::from_secs(10))
+    }
+}
+
+/// Reads a urlencoded form body: the right content type, at most [`MAX_BODY_BYTES`], within the
+/// app's [`BodyReadTimeout`] (408 otherwise).
+pub async fn read_form(request: &Request, body: poem::Body) -> Result<Params, FormError> {
+    let timeout = request.data::<BodyReadTimeout>().copied().unwrap_or_default();
+    let essence = request.content_type().unwrap_or_default().split(';').next().unwrap_or_default().trim();
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(FormError {
             status: StatusCode::BAD_REQUEST,
@@ -47,7 +59,17 @@ pub async fn read_form(content_type: Option<&str>, body: poem::Body) -> Result<P
             )),
         });
     }
-    let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|error| match error {
+    let read =
+        tokio::time::timeout(timeout.0, body.into_bytes_limit(MAX_BODY_BYTES)).await.map_err(|_| {
+            FormError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                error: OAuthError::InvalidRequest(format!(
+                    "the body did not arrive within {} s",
+                    timeout.0.as_secs()
+                )),
+            }
+        })?;
+    let bytes = read.map_err(|error| match error {
         poem::error::ReadBodyError::PayloadTooLarge => FormError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             error: OAuthError::InvalidRequest(format!("the body is larger than {MAX_BODY_BYTES} bytes")),
@@ -83,7 +105,7 @@ impl<T: Type> ParsePayload for OAuthForm<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let params = read_form(request.content_type(), body.take()?).await?;
+        let params = read_form(request, body.take()?).await?;
         Ok(OAuthForm { params, schema: PhantomData })
     }
 }

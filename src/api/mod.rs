@@ -121,7 +121,11 @@ pub const OPERATION_PATHS: [&str; 10] = [
 ];
 
 /// Every route of the server.
-pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> impl Endpoint {
+pub fn routes(
+    server: AuthorizationServer,
+    cors_origins: cors::CorsOrigins,
+    body_read_timeout: form::BodyReadTimeout,
+) -> impl Endpoint {
     let document = openapi_document(&server.config.issuer);
     let docs_page = swagger_ui_page(&server.config.issuer, &document);
     // The operations keep their full paths: mount the one service at each of them, so that the
@@ -169,6 +173,7 @@ pub fn routes(server: AuthorizationServer, cors_origins: cors::CorsOrigins) -> i
         .data(std::sync::Arc::new(crate::throttle::Throttles::default()))
         .data(server)
         .data(cors_origins)
+        .data(body_read_timeout)
 }
 
 /// Prometheus scrape target.

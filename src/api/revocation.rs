@@ -97,6 +97,9 @@ macro_rules! client_endpoint_response {
                 #[oai(header = "WWW-Authenticate")] String,
                 #[oai(header = "Cache-Control")] String,
             ),
+            /// `invalid_request`: the body did not arrive in time.
+            #[oai(status = 408)]
+            RequestTimeout(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
             /// `invalid_request`: the body is larger than 64 KiB.
             #[oai(status = 413)]
             PayloadTooLarge(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
@@ -125,6 +128,9 @@ macro_rules! client_endpoint_response {
                 match error.downcast_ref::<FormError>() {
                     Some(form) if form.status == poem::http::StatusCode::PAYLOAD_TOO_LARGE => {
                         $name::PayloadTooLarge(Json(OAuthErrorBody::from(&form.error)), NO_STORE.into())
+                    }
+                    Some(form) if form.status == poem::http::StatusCode::REQUEST_TIMEOUT => {
+                        $name::RequestTimeout(Json(OAuthErrorBody::from(&form.error)), NO_STORE.into())
                     }
                     Some(form) => $name::from(&form.error),
                     None => $name::from(&OAuthError::InvalidRequest(format!(

@@ -104,6 +104,9 @@ pub enum TokenResponse {
         #[oai(header = "Retry-After")] u64,
         #[oai(header = "Cache-Control")] String,
     ),
+    /// `invalid_request`: the body did not arrive in time.
+    #[oai(status = 408)]
+    RequestTimeout(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
     /// `invalid_request`: the body is larger than 64 KiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthErrorBody>, #[oai(header = "Cache-Control")] String),
@@ -134,6 +137,9 @@ fn token_request_unreadable(error: poem::Error) -> TokenResponse {
     if let Some(form) = error.downcast_ref::<FormError>() {
         if form.status == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
             return TokenResponse::PayloadTooLarge(Json(OAuthErrorBody::from(&form.error)), NO_STORE.into());
+        }
+        if form.status == poem::http::StatusCode::REQUEST_TIMEOUT {
+            return TokenResponse::RequestTimeout(Json(OAuthErrorBody::from(&form.error)), NO_STORE.into());
         }
         return TokenResponse::from(&form.error);
     }

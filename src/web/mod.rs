@@ -89,7 +89,7 @@ pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Resp
 
 /// A posted form, or the error page that answers a bad one.
 pub(crate) async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
-    read_form(request.content_type(), body)
+    read_form(request, body)
         .await
         .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))
 }

@@ -363,3 +363,43 @@ async fn repeated_client_authentication_failures_are_throttled() {
     let body: serde_json::Value = blocked.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
 }
+
+/// Sends raw bytes and returns what the server answered (or "" if it closed).
+async fn raw(app: &TestApp, request: &[u8], then_wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.server_port())).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(then_wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_get_408_and_too_many_headers_431() {
+    let app = spawn_app_with(|settings| settings.body_read_timeout = 1, None).await;
+    // Headers promise 100 bytes of body; only 10 come.
+    let started = std::time::Instant::now();
+    let answer = raw(
+        &app,
+        b"POST /o/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type",
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("invalid_request") && answer.contains("did not arrive"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+
+    let mut many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..500 {
+        many.extend_from_slice(format!("X-Header-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let answer = raw(&app, &many, std::time::Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let mut huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 1_000_000));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let answer = raw(&app, &huge, std::time::Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "a 1 MB header: {}", &answer[..answer.len().min(80)]);
+}
