@@ -153,6 +153,9 @@ pub struct Verifier {
     jwks_uri: Option<String>,
     refetch_interval: Duration,
     last_refetch: Mutex<Option<Instant>>,
+    /// One refetch at a time: concurrent requests with the same new `kid` wait for it rather
+    /// than being refused because a refetch "just happened".
+    refetching: tokio::sync::Mutex<()>,
     /// Revoked `jti` → `exp`, from the revocation feed.
     revoked: RwLock<HashMap<String, i64>>,
     /// `iat` of the newest feed applied: an older one (a replayed response) is ignored.
@@ -220,6 +223,7 @@ impl Verifier {
             jwks_uri: None,
             refetch_interval: Duration::from_secs(30),
             last_refetch: Mutex::new(None),
+            refetching: tokio::sync::Mutex::new(()),
             revoked: RwLock::new(HashMap::new()),
             feed_issued_at: Mutex::new(i64::MIN),
         })
@@ -364,7 +368,7 @@ impl Verifier {
     ) -> Result<AccessTokenClaims, VerifyError> {
         match self.verify(token, now) {
             Err(VerifyError::UnknownKey(kid)) => {
-                if self.refetch_keys().await {
+                if self.refetch_keys_for(&kid).await {
                     self.verify(token, now)
                 } else {
                     Err(VerifyError::UnknownKey(kid))
@@ -372,6 +376,17 @@ impl Verifier {
             }
             other => other,
         }
+    }
+
+    /// Makes `kid` known if the issuer has it: waits for a refetch in progress, then refetches
+    /// unless one happened within the refetch interval. True when `kid` is known afterwards.
+    async fn refetch_keys_for(&self, kid: &str) -> bool {
+        let _one_at_a_time = self.refetching.lock().await;
+        if self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(kid) {
+            return true; // a concurrent refetch brought it
+        }
+        self.refetch_keys().await
+            && self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(kid)
     }
 
     /// Refetches the JWKS unless one was fetched within the refetch interval. True when new keys

@@ -153,3 +153,77 @@ async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
     assert_eq!(app.hello(Some(&before)).await.status(), 200);
     assert_eq!(app.hello(Some(&after)).await.status(), 200);
 }
+
+#[tokio::test]
+async fn rotating_keys_under_load_fails_no_verification() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let app = Arc::new(spawn_app_with(|settings| settings.key_reload_interval = 1, None).await);
+    let client = app.confidential_client().await;
+    let offline =
+        Arc::new(portcullis::verify::Verifier::from_issuer(&app.address, &app.address).await.unwrap());
+    let (issued, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (app, client, offline, issued, failures, stop) =
+            (app.clone(), client.clone(), offline.clone(), issued.clone(), failures.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut old_tokens = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let body: serde_json::Value = app
+                    .token(&[("grant_type", "client_credentials")], Some(&client))
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                let token = body["access_token"].as_str().unwrap().to_owned();
+                issued.fetch_add(1, Ordering::Relaxed);
+                // Tokens signed before and after the switch, verified online and offline.
+                old_tokens.push(token.clone());
+                let sample = old_tokens[old_tokens.len() / 2].clone();
+                for candidate in [&token, &sample] {
+                    let online = app.hello(Some(candidate)).await.status() == 200;
+                    let offline_ok =
+                        offline.verify_refreshing_keys(candidate, portcullis::startup::now()).await.is_ok();
+                    if !online || !offline_ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "rotate"])
+        .env("PORTCULLIS_KEYS_DIR", app.keys_dir.path())
+        .env("PORTCULLIS_DATA_DIR", app.data_dir.path().join("unused"))
+        .output()
+        .unwrap();
+    assert!(rotated.status.success());
+    // Run on until tokens carry the new key, plus a little.
+    let new_kid = portcullis::keys::KeyRing::load(app.keys_dir.path())
+        .unwrap()
+        .active(portcullis::keys::Algorithm::ES256)
+        .unwrap()
+        .kid
+        .clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body: serde_json::Value =
+            app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
+        let header = josekit::jwt::decode_header(body["access_token"].as_str().unwrap()).unwrap();
+        if header.claim("kid").unwrap().as_str() == Some(new_kid.as_str()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new key never signed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(issued.load(Ordering::Relaxed) > 20, "the load ran");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no verification failed across the switch");
+}
