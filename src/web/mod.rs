@@ -522,3 +522,36 @@ pub async fn authorize_post(
         Err(error) => server_error_page(&error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    fn request_with_cookie(header: &str) -> Option<poem::Request> {
+        let value = poem::http::HeaderValue::from_str(header).ok()?;
+        Some(poem::Request::builder().header(poem::http::header::COOKIE, value).finish())
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let request = request_with_cookie("a=1; portcullis_session=abc; portcullis_session_x=zzz").unwrap();
+        assert_eq!(super::cookie(&request, "portcullis_session").as_deref(), Some("abc"));
+        assert_eq!(super::cookie(&request, "missing"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn cookie_parsing_never_panics(header in "[ -~]{0,300}", name in "[a-z_]{1,20}") {
+            if let Some(request) = request_with_cookie(&header) {
+                let _ = super::cookie(&request, &name);
+            }
+        }
+
+        #[test]
+        fn safe_next_only_returns_local_paths(next in "\\PC{0,100}") {
+            let chosen = super::safe_next(Some(&next));
+            prop_assert!(chosen == "/" || (chosen.starts_with('/') && !chosen.starts_with("//")));
+            prop_assert!(!chosen.contains('\\') && !chosen.chars().any(char::is_whitespace));
+        }
+    }
+}

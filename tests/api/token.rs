@@ -403,3 +403,35 @@ async fn slow_bodies_get_408_and_too_many_headers_431() {
     let answer = raw(&app, &huge, std::time::Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "a 1 MB header: {}", &answer[..answer.len().min(80)]);
 }
+
+#[tokio::test]
+async fn too_many_or_too_long_parameters_are_invalid_requests() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("p{i}"), "1".to_owned())).collect();
+    let response = app
+        .http
+        .post(app.url("/o/token"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&many)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_oauth_error(response, 400, "invalid_request").await;
+    assert!(body["error_description"].as_str().unwrap().contains("too many parameters"));
+    let long_scope = "a ".repeat(3000);
+    let response = app
+        .http
+        .post(app.url("/o/token"))
+        .basic_auth(&client.id, client.secret.as_deref())
+        .form(&[("grant_type", "client_credentials"), ("scope", long_scope.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_oauth_error(response, 400, "invalid_request").await;
+    let long_redirect = format!("https://app.example.com/{}", "x".repeat(5000));
+    let response =
+        app.authorize(&[("client_id", client.id.as_str()), ("redirect_uri", long_redirect.as_str())]).await;
+    assert_eq!(response.status(), 400, "an oversized authorization request gets the error page");
+    assert!(response.headers().get("location").is_none());
+}

@@ -301,3 +301,27 @@ async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() 
         "{challenge}"
     );
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Arbitrary strings, and JWS-shaped strings with arbitrary (often valid base64) parts.
+        #[test]
+        fn the_verifier_refuses_garbage_without_panicking(
+            garbage in "\\PC{0,400}",
+            header in "[A-Za-z0-9_-]{0,80}",
+            payload in "[A-Za-z0-9_-]{0,200}",
+            signature in "[A-Za-z0-9_-]{0,100}",
+        ) {
+            let keys = super::key_pair("k1");
+            let verifier = super::verifier(&keys);
+            let now = portcullis::startup::now();
+            prop_assert!(verifier.verify(&garbage, now).is_err());
+            let shaped = format!("{header}.{payload}.{signature}");
+            prop_assert!(verifier.verify(&shaped, now).is_err());
+            prop_assert!(verifier.apply_revocation_feed(&garbage, now).is_err());
+        }
+    }
+}
