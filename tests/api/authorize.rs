@@ -186,6 +186,8 @@ async fn signing_in_returns_to_the_request_then_consent_issues_a_code() {
 
     let response = app.answer_consent(&html, "allow").await;
     assert_eq!(response.status(), 303);
+    // The code must not leak to third parties through Referer from the client's page.
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
     let location = location(&response);
     assert!(location.starts_with(&format!("{REDIRECT_URI}?code=")));
     assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
