@@ -128,6 +128,23 @@ async fn managed_client(
     }
 }
 
+/// The common start of every POST on one application: a signed-in user who may manage it, the
+/// posted form, and its CSRF token checked.
+async fn managed_form(
+    server: &AuthorizationServer,
+    request: &Request,
+    client_id: &str,
+    body: Body,
+) -> Result<(Session, User, Client, Params), Response> {
+    let (session, user) = signed_in_or_login(server, request).await?;
+    let client = managed_client(server, &user, client_id).await?;
+    let params = read_page_form(request, body).await?;
+    if !csrf_ok(&params, &session) {
+        return Err(forged());
+    }
+    Ok((session, user, client, params))
+}
+
 fn registration_from_form(
     params: &Params,
     creating: bool,
@@ -365,21 +382,10 @@ pub async fn update(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (session, user, mut client, params) = match managed_form(server, request, &client_id, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let mut client = match managed_client(server, &user, &client_id).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let params = match read_page_form(request, body).await {
-        Ok(params) => params,
-        Err(page) => return page,
-    };
-    if !csrf_ok(&params, &session) {
-        return forged();
-    }
     let form = registration_from_form(&params, false, user.admin, Some(&client));
     match form.validate() {
         Ok(valid) => valid.apply_to(&mut client),
@@ -418,21 +424,10 @@ pub async fn rotate(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (session, _, mut client, _) = match managed_form(server, request, &client_id, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let mut client = match managed_client(server, &user, &client_id).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let params = match read_page_form(request, body).await {
-        Ok(params) => params,
-        Err(page) => return page,
-    };
-    if !csrf_ok(&params, &session) {
-        return forged();
-    }
     let Some(secret) = rotate_secret(&mut client) else {
         return error_page(StatusCode::BAD_REQUEST, "No secret", "A public client has no secret to rotate.");
     };
@@ -481,21 +476,10 @@ pub async fn delete(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (_, _, client, _) = match managed_form(server, request, &client_id, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let client = match managed_client(server, &user, &client_id).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    let params = match read_page_form(request, body).await {
-        Ok(params) => params,
-        Err(page) => return page,
-    };
-    if !csrf_ok(&params, &session) {
-        return forged();
-    }
     let deleted = async {
         server.store.delete_client(&client.client_id).await?;
         server.store.flush().await?;
