@@ -10,11 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 duration=${DURATION:-10s}
+# How long to collect authorization codes before the exchange run (it must outlast it).
+collect=${COLLECT:-20s}
 connections=${CONNECTIONS:-32}
 threads=2
 profile=release
 if [ "${1:-}" = "--smoke" ]; then
-  duration=1s connections=4 profile=debug
+  duration=1s connections=4 profile=debug collect=3s
 fi
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -112,6 +114,16 @@ for alg in ES256 EdDSA RS256; do
     done
     AUTH=$web_basic TOKENS="$work/refresh_tokens" WRK_THREADS=$chains WRK_CONNECTIONS=$chains \
       run "refresh rotation (durable, $chains chains)" "$server/o/token" refresh.lua
+
+    # Authorization code exchange: collect codes first (GET /o/authorize with the session, no
+    # consent page for this client), then exchange each once. The collection runs longer than
+    # the exchange so that codes do not run out.
+    cookie=$(awk '$6 == "portcullis_session" {print "portcullis_session=" $7}' "$jar")
+    authorize_url="$server/o/authorize?response_type=code&client_id=$web_id&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=x"
+    COOKIE=$cookie CODES="$work/codes" wrk -t"$threads" -c"$connections" -d"$collect" -s bench/codes.lua "$authorize_url" >/dev/null
+    cat "$work"/codes.* >"$work/codes"
+    AUTH=$web_basic CODES="$work/codes" THREADS=$threads REDIRECT=http%3A%2F%2F127.0.0.1%3A9%2Fcb \
+      run "authorization_code exchange ($(wc -l <"$work/codes") codes)" "$server/o/token" exchange.lua
   fi
   stop_server
 done
