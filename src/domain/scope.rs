@@ -9,13 +9,18 @@ use std::fmt;
 #[serde(try_from = "String", into = "String")]
 pub struct Scope(BTreeSet<String>);
 
+/// The most scope tokens one scope may hold.
+pub const MAX_SCOPES: usize = 50;
+
 /// Why a scope string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "scope token {token:?} contains a character RFC 6749 §3.3 forbids (space, '\"', '\\\\' or a control character)"
-)]
-pub struct InvalidScope {
-    pub token: String,
+pub enum InvalidScope {
+    #[error(
+        "scope token {token:?} contains a character RFC 6749 §3.3 forbids (space, '\"', '\\\\' or a control character)"
+    )]
+    Character { token: String },
+    #[error("a scope may hold at most {MAX_SCOPES} tokens")]
+    TooMany,
 }
 
 impl Scope {
@@ -25,9 +30,12 @@ impl Scope {
         let mut tokens = BTreeSet::new();
         for token in input.split(' ').filter(|token| !token.is_empty()) {
             if !token.bytes().all(is_scope_char) {
-                return Err(InvalidScope { token: token.to_owned() });
+                return Err(InvalidScope::Character { token: token.to_owned() });
             }
             tokens.insert(token.to_owned());
+            if tokens.len() > MAX_SCOPES {
+                return Err(InvalidScope::TooMany);
+            }
         }
         Ok(Scope(tokens))
     }
@@ -110,6 +118,13 @@ mod tests {
         assert!(Scope::parse("a\\b").is_err());
         assert!(Scope::parse("tab\there").is_err());
         assert!(Scope::parse("caf\u{e9}").is_err());
+    }
+
+    #[test]
+    fn at_most_fifty_tokens() {
+        let fifty: Vec<String> = (0..MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        assert!(Scope::parse(&fifty.join(" ")).is_ok());
+        assert_eq!(Scope::parse(&format!("{} one-more", fifty.join(" "))), Err(InvalidScope::TooMany));
     }
 
     #[test]

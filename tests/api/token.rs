@@ -429,6 +429,16 @@ async fn too_many_or_too_long_parameters_are_invalid_requests() {
         .await
         .unwrap();
     assert_oauth_error(response, 400, "invalid_request").await;
+    let many_scopes: Vec<String> =
+        (0..=portcullis::domain::scope::MAX_SCOPES).map(|i| format!("s{i}")).collect();
+    let response = app
+        .token(
+            &[("grant_type", "client_credentials"), ("scope", many_scopes.join(" ").as_str())],
+            Some(&client),
+        )
+        .await;
+    let body = assert_oauth_error(response, 400, "invalid_scope").await;
+    assert!(body["error_description"].as_str().unwrap().contains("at most 50"));
     let long_redirect = format!("https://app.example.com/{}", "x".repeat(5000));
     let response =
         app.authorize(&[("client_id", client.id.as_str()), ("redirect_uri", long_redirect.as_str())]).await;
