@@ -128,6 +128,17 @@ async fn managed_client(
     }
 }
 
+/// The common start of every page of one application: a signed-in user who may manage it.
+async fn managed_page(
+    server: &AuthorizationServer,
+    request: &Request,
+    client_id: &str,
+) -> Result<(Session, User, Client), Response> {
+    let (session, user) = signed_in_or_login(server, request).await?;
+    let client = managed_client(server, &user, client_id).await?;
+    Ok((session, user, client))
+}
+
 /// The common start of every POST on one application: a signed-in user who may manage it, the
 /// posted form, and its CSRF token checked.
 async fn managed_form(
@@ -136,8 +147,7 @@ async fn managed_form(
     client_id: &str,
     body: Body,
 ) -> Result<(Session, User, Client, Params), Response> {
-    let (session, user) = signed_in_or_login(server, request).await?;
-    let client = managed_client(server, &user, client_id).await?;
+    let (session, user, client) = managed_page(server, request, client_id).await?;
     let params = read_page_form(request, body).await?;
     if !csrf_ok(&params, &session) {
         return Err(forged());
@@ -336,12 +346,8 @@ pub async fn detail(
     Path(client_id): Path<String>,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    match managed_client(server, &user, &client_id).await {
-        Ok(client) => detail_page(&client, None, &session),
+    match managed_page(server, request, &client_id).await {
+        Ok((session, _, client)) => detail_page(&client, None, &session),
         Err(response) => response,
     }
 }
@@ -352,12 +358,8 @@ pub async fn update_form(
     Path(client_id): Path<String>,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (session, user, client) = match managed_page(server, request, &client_id).await {
         Ok(found) => found,
-        Err(response) => return response,
-    };
-    let client = match managed_client(server, &user, &client_id).await {
-        Ok(client) => client,
         Err(response) => return response,
     };
     let action = format!("/o/applications/{}/update/", client.client_id);
@@ -444,12 +446,8 @@ pub async fn delete_form(
     Path(client_id): Path<String>,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (session, _, client) = match managed_page(server, request, &client_id).await {
         Ok(found) => found,
-        Err(response) => return response,
-    };
-    let client = match managed_client(server, &user, &client_id).await {
-        Ok(client) => client,
         Err(response) => return response,
     };
     let message = format!(
