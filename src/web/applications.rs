@@ -139,8 +139,28 @@ async fn managed_page(
     Ok((session, user, client))
 }
 
-/// The common start of every POST on one application: a signed-in user who may manage it, the
-/// posted form, and its CSRF token checked.
+/// The common start of every POST: a signed-in user, the posted form, its CSRF token checked.
+async fn signed_in_form(
+    server: &AuthorizationServer,
+    request: &Request,
+    body: Body,
+) -> Result<(Session, User, Params), Response> {
+    let (session, user) = signed_in_or_login(server, request).await?;
+    let params = posted_form(request, body, &session).await?;
+    Ok((session, user, params))
+}
+
+/// A posted form whose CSRF token is the session's.
+async fn posted_form(request: &Request, body: Body, session: &Session) -> Result<Params, Response> {
+    let params = read_page_form(request, body).await?;
+    if !csrf_ok(&params, session) {
+        return Err(forged());
+    }
+    Ok(params)
+}
+
+/// The common start of every POST on one application: a signed-in user who may manage it, and
+/// the posted form with its CSRF token checked.
 async fn managed_form(
     server: &AuthorizationServer,
     request: &Request,
@@ -148,10 +168,7 @@ async fn managed_form(
     body: Body,
 ) -> Result<(Session, User, Client, Params), Response> {
     let (session, user, client) = managed_page(server, request, client_id).await?;
-    let params = read_page_form(request, body).await?;
-    if !csrf_ok(&params, &session) {
-        return Err(forged());
-    }
+    let params = posted_form(request, body, &session).await?;
     Ok((session, user, client, params))
 }
 
@@ -300,17 +317,10 @@ pub async fn register_form(request: &Request, Data(server): Data<&AuthorizationS
 
 #[handler]
 pub async fn register(request: &Request, body: Body, Data(server): Data<&AuthorizationServer>) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (session, user, params) = match signed_in_form(server, request, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let params = match read_page_form(request, body).await {
-        Ok(params) => params,
-        Err(page) => return page,
-    };
-    if !csrf_ok(&params, &session) {
-        return forged();
-    }
     let form = registration_from_form(&params, true, user.admin, None);
     let valid = match form.validate() {
         Ok(valid) => valid,
@@ -528,17 +538,10 @@ pub async fn revoke_grant(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let (session, user) = match signed_in_or_login(server, request).await {
+    let (_, user, _) = match signed_in_form(server, request, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let params = match read_page_form(request, body).await {
-        Ok(params) => params,
-        Err(page) => return page,
-    };
-    if !csrf_ok(&params, &session) {
-        return forged();
-    }
     let grant = match server.store.grant(&grant_id).await {
         Ok(Some(grant)) if grant.user_id == user.id => grant,
         Ok(_) => {
