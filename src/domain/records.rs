@@ -157,6 +157,11 @@ pub struct Grant {
     pub auth_time: i64,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The access tokens issued in this grant. The memory store lists them all here; the sled
+    /// store lists only the exchange's and keeps those of rotations in a tree of their own (one
+    /// small record per token), so that a rotation does not rewrite a list that grows with every
+    /// refresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_tokens: Vec<IssuedAccessToken>,
     /// When the newest token of the grant expires; the record can go after that.
     pub expires_at: i64,
