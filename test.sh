@@ -56,9 +56,11 @@ tests/fuzz/schemathesis.sh target/debug/portcullis 30
 # (3 kills here; `python3 tests/crash/crash_safety.py target/release/portcullis 20` for the full run).
 python3 tests/crash/crash_safety.py target/debug/portcullis 3
 
-# The load benchmark still works (a 1 s smoke run on the debug build; figures come from
-# bench/run.sh without --smoke).
+# The load, scale and churn benchmarks still work (smoke runs on the debug build; figures come
+# from bench/run.sh and bench/scale.sh without --smoke).
 bench/run.sh --smoke
+bench/scale.sh --smoke
+bench/scale.sh --churn --smoke
 
 # In a real browser: Swagger UI's Authorize -> sign in -> consent -> /api/hello, and the
 # applications and authorized-tokens pages.

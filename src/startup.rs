@@ -162,7 +162,10 @@ async fn purge_in_background(store: SharedStore, interval: Duration) {
     loop {
         ticker.tick().await;
         match store.purge_expired(now()).await {
-            Ok(counts) if counts.total() > 0 => tracing::info!(?counts, "purged expired records"),
+            Ok(counts) if counts.total() > 0 => {
+                crate::api::metrics::METRICS.record_purged(&counts);
+                tracing::info!(?counts, "purged expired records");
+            }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "background purge failed"),
         }

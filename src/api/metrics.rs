@@ -1,5 +1,6 @@
 //! `/metrics` in the Prometheus text format (0.0.4): requests and latency per route, tokens
-//! issued per grant type, OAuth errors per RFC error code, the store's size on disk. Counters are
+//! issued per grant type, OAuth errors per RFC error code, expired records purged per kind, the
+//! store's size on disk. Counters are
 //! process-wide atomics (no lock on the hot path but the per-route table's read lock), so a
 //! scrape costs nothing to requests.
 
@@ -25,18 +26,24 @@ pub struct Metrics {
     routes: RwLock<BTreeMap<&'static str, RouteStats>>,
     tokens_issued: RwLock<BTreeMap<&'static str, AtomicU64>>,
     oauth_errors: RwLock<BTreeMap<&'static str, AtomicU64>>,
+    purged: RwLock<BTreeMap<&'static str, AtomicU64>>,
 }
 
 pub static METRICS: Metrics = Metrics {
     routes: RwLock::new(BTreeMap::new()),
     tokens_issued: RwLock::new(BTreeMap::new()),
     oauth_errors: RwLock::new(BTreeMap::new()),
+    purged: RwLock::new(BTreeMap::new()),
 };
 
 /// Adds one to `key` in `table`, creating the entry the first time.
 fn bump<K: Ord + Copy>(table: &RwLock<BTreeMap<K, AtomicU64>>, key: K) {
+    add(table, key, 1);
+}
+
+fn add<K: Ord + Copy>(table: &RwLock<BTreeMap<K, AtomicU64>>, key: K, amount: u64) {
     if let Some(counter) = table.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(amount, Ordering::Relaxed);
         return;
     }
     table
@@ -44,7 +51,7 @@ fn bump<K: Ord + Copy>(table: &RwLock<BTreeMap<K, AtomicU64>>, key: K) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .entry(key)
         .or_default()
-        .fetch_add(1, Ordering::Relaxed);
+        .fetch_add(amount, Ordering::Relaxed);
 }
 
 /// The route label of a path: its pattern, so that ids do not make label values unbounded.
@@ -110,6 +117,19 @@ impl Metrics {
         bump(&self.oauth_errors, code);
     }
 
+    /// Counts what one run of the background purge removed.
+    pub fn record_purged(&self, counts: &crate::store::PurgeCounts) {
+        for (kind, count) in [
+            ("code", counts.codes),
+            ("grant", counts.grants),
+            ("refresh_token", counts.refresh_tokens),
+            ("session", counts.sessions),
+            ("revoked_access_token", counts.revoked_access_tokens),
+        ] {
+            add(&self.purged, kind, count);
+        }
+    }
+
     /// The exposition text; `store_bytes` is the store's size on disk, if known.
     pub fn render(&self, store_bytes: Option<u64>) -> String {
         let mut out = String::new();
@@ -172,6 +192,15 @@ impl Metrics {
                 count.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP portcullis_purged_records_total Expired records the purge removed, by kind.\n");
+        out.push_str("# TYPE portcullis_purged_records_total counter\n");
+        for (kind, count) in self.purged.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "portcullis_purged_records_total{{kind=\"{kind}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
         if let Some(bytes) = store_bytes {
             out.push_str("# HELP portcullis_store_size_bytes Size of the store on disk.\n");
             out.push_str("# TYPE portcullis_store_size_bytes gauge\n");
@@ -206,7 +235,14 @@ mod tests {
             routes: RwLock::new(BTreeMap::new()),
             tokens_issued: RwLock::new(BTreeMap::new()),
             oauth_errors: RwLock::new(BTreeMap::new()),
+            purged: RwLock::new(BTreeMap::new()),
         };
+        metrics.record_purged(&crate::store::PurgeCounts { refresh_tokens: 3, ..Default::default() });
+        metrics.record_purged(&crate::store::PurgeCounts {
+            refresh_tokens: 2,
+            codes: 1,
+            ..Default::default()
+        });
         metrics.record_request("/o/token/", 200, Duration::from_micros(700));
         metrics.record_request("/o/applications/abc/update", 303, Duration::from_millis(30));
         let text = metrics.render(Some(42));
@@ -228,5 +264,7 @@ mod tests {
         );
         assert!(text.contains("route=\"/o/applications/*\""));
         assert!(text.contains("portcullis_store_size_bytes 42"));
+        assert!(text.contains("portcullis_purged_records_total{kind=\"refresh_token\"} 5"));
+        assert!(text.contains("portcullis_purged_records_total{kind=\"code\"} 1"));
     }
 }
