@@ -116,7 +116,7 @@ PYTHON
 
     # Refresh rotation: one signed-in session, one code and refresh token per chain; each chain
     # is a wrk thread with one connection, so that it rotates its own token in order.
-    chains=$([ "$profile" = release ] && echo 16 || echo 2)
+    chains=$([ "$profile" = release ] && echo 32 || echo 2)
     jar="$work/cookies"
     csrf=$(curl -s -c "$jar" -b "$jar" "$server/login" | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p')
     curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf_token=$csrf" --data-urlencode "next=/" \

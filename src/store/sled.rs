@@ -1,20 +1,19 @@
 //! The sled store (sled 0.34). One tree per record kind, JSON values, and an `expiry` tree keyed by
-//! big-endian purge time + kind tag + primary key, written in the same transaction as the record
-//! it indexes, so the background purge finds expired records with one range scan.
+//! big-endian purge time + kind tag + primary key, written in the same change as the record it
+//! indexes, so the background purge finds expired records with one range scan.
 //!
-//! Multi-record changes (redeeming a code, rotating a refresh token, revoking a grant) run as sled
-//! transactions: all or nothing.
+//! Multi-record changes (redeeming a code, rotating a refresh token, revoking a grant) are all or
+//! nothing: each is stored whole as a redo record before its writes and removed after them, and
+//! opening the store finishes any a crash interrupted ([`Trees::commit`] says why not sled's own
+//! transactions).
 //!
 //! One writer thread. Every write runs on a dedicated thread ([`Writer`]), which applies queued
-//! writes one after the other and then makes them durable with one flush shared by all of them
-//! (group commit). The reason is sled's global concurrency control: once transactions are in use,
-//! a transaction takes a process-wide write lock and a flush holds the read side of that lock
-//! for its whole I/O. Writes from many tokio workers therefore stalled behind every flush, and
-//! readers queued behind the waiting writers (the lock is fair), so the 2 workers spent most of
-//! their time blocked: 8–9 ms per durable request with 0.6 ms flushes. On one thread, a write
-//! never waits for a flush it is not part of, and readers on the tokio workers only ever wait for
-//! a single short transaction. sled's own flush timer is off for the same reason: the writer
-//! flushes after [`IDLE_FLUSH`] without a request for one.
+//! changes one after the other; a flusher thread makes them durable, one flush shared by every
+//! request that came while the previous flush ran (pipelined group commit). Being the only writer, it can compute a change from what it reads without any
+//! other isolation. It also keeps sled's process-wide lock (taken by sled's flush) away from the
+//! tokio workers, which only read; the 2 workers used to spend most of their time blocked on it
+//! when they wrote themselves. sled's own flush timer is off: the writer flushes after
+//! [`IDLE_FLUSH`] without a request for one.
 //!
 //! sled's flush survives a killed process but not necessarily a power cut (it uses
 //! `sync_file_range` on Linux; sled issue #1452).
@@ -24,7 +23,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional, TransactionalTree};
 use ::sled::{Db, Tree};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -61,6 +59,9 @@ struct Trees {
     grant_tokens: Tree,
     consents: Tree,
     expiry: Tree,
+    /// Changes being applied, each whole under a sequence number (see [`Trees::commit`]).
+    redo: Tree,
+    next_redo: std::sync::atomic::AtomicU64,
 }
 
 pub struct SledStore {
@@ -110,9 +111,18 @@ struct Writer {
 impl Writer {
     fn start(trees: Arc<Trees>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("portcullis-store-writer".into())
-            .spawn(move || write_loop(&trees, &queue))?;
+        let (flushes, flush_queue) = mpsc::channel();
+        let flusher_trees = trees.clone();
+        let flusher = std::thread::Builder::new()
+            .name("portcullis-store-flusher".into())
+            .spawn(move || flush_loop(&flusher_trees, &flush_queue))?;
+        let thread = std::thread::Builder::new().name("portcullis-store-writer".into()).spawn(move || {
+            write_loop(&trees, &queue, flushes); // drops the flusher's queue: it finishes and stops
+            let _ = flusher.join();
+            if let Err(error) = trees.db.flush() {
+                tracing::error!(%error, "final store flush failed");
+            }
+        })?;
         Ok(Writer { jobs: Some(jobs), thread: Some(thread) })
     }
 
@@ -131,18 +141,21 @@ impl Drop for Writer {
     }
 }
 
-/// Applies writes in arrival order; after each run of queued jobs, one flush answers every flush
-/// request of that run (group commit).
-fn write_loop(trees: &Trees, queue: &mpsc::Receiver<Job>) {
+type FlushReply = oneshot::Sender<Result<(), ::sled::Error>>;
+
+/// Applies writes in arrival order and hands the flush requests of each run of queued jobs to the
+/// flusher thread, then goes on applying: the next run is applied while the flusher makes the
+/// previous one durable (pipelined group commit; sled's flush and plain writes do not exclude
+/// each other). A flush request is answered by a flush that began after every write queued
+/// before it was applied.
+fn write_loop(trees: &Trees, queue: &mpsc::Receiver<Job>, flushes: mpsc::Sender<Vec<FlushReply>>) {
     let mut dirty = false;
     loop {
         let first = if dirty {
             match queue.recv_timeout(IDLE_FLUSH) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(error) = trees.db.flush() {
-                        tracing::error!(%error, "store flush failed");
-                    }
+                    let _ = flushes.send(Vec::new());
                     dirty = false;
                     continue;
                 }
@@ -168,15 +181,32 @@ fn write_loop(trees: &Trees, queue: &mpsc::Receiver<Job>) {
             next = queue.try_recv().ok();
         }
         if !waiting.is_empty() {
-            let result = if dirty { trees.db.flush().map(|_| ()) } else { Ok(()) };
-            dirty = result.is_err();
-            for reply in waiting {
-                let _ = reply.send(result.clone());
+            dirty = false;
+            if let Err(mpsc::SendError(waiting)) = flushes.send(waiting) {
+                // The flusher is gone (it never is while this thread runs): flush here.
+                let result = trees.db.flush().map(drop);
+                for reply in waiting {
+                    let _ = reply.send(result.clone());
+                }
             }
         }
     }
-    if dirty && let Err(error) = trees.db.flush() {
-        tracing::error!(%error, "final store flush failed");
+}
+
+/// Flushes for the writer thread: every request that arrived while the last flush ran shares the
+/// next one.
+fn flush_loop(trees: &Trees, queue: &mpsc::Receiver<Vec<FlushReply>>) {
+    while let Ok(mut waiting) = queue.recv() {
+        while let Ok(more) = queue.try_recv() {
+            waiting.extend(more);
+        }
+        let result = trees.db.flush().map(drop);
+        if let Err(error) = &result {
+            tracing::error!(%error, "store flush failed");
+        }
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
     }
 }
 
@@ -202,71 +232,213 @@ fn expiry_key(purge_at: i64, tag: u8, key: &str) -> Vec<u8> {
     index_key
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-fn tx_decode<T: DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
-    decode(bytes).map_err(ConflictableTransactionError::Abort)
-}
-
-fn tx_error(error: TransactionError<StoreError>) -> StoreError {
-    match error {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => StoreError::backend(error),
-    }
-}
-
 fn grant_token_key(grant_id: &str, jti: &str) -> Vec<u8> {
     [grant_id.as_bytes(), &[0], jti.as_bytes()].concat()
 }
 
-/// Remembers an access token of a grant, so that revoking the grant revokes it.
-fn remember_grant_token_tx(
-    grant_tokens: &TransactionalTree,
-    expiry: &TransactionalTree,
-    grant_id: &str,
-    token: &IssuedAccessToken,
-) -> TxResult<()> {
-    let key = grant_token_key(grant_id, &token.jti);
-    grant_tokens.insert(key.as_slice(), &token.expires_at.to_be_bytes())?;
-    let index_key = [&(token.expires_at.max(0) as u64).to_be_bytes()[..], &[TAG_GRANT_TOKEN], &key].concat();
-    expiry.insert(index_key, &[])?;
-    Ok(())
+fn index_key(purge_at: i64, tag: u8, key: &[u8]) -> Vec<u8> {
+    [&(purge_at.max(0) as u64).to_be_bytes()[..], &[tag], key].concat()
+}
+
+fn be_i64(bytes: &[u8]) -> i64 {
+    i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// The trees a [`Change`] writes, by the byte that names them in a redo record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Clients,
+    Users,
+    Usernames,
+    Sessions,
+    Codes,
+    Grants,
+    RefreshTokens,
+    RevokedJtis,
+    GrantTokens,
+    Consents,
+    Expiry,
+}
+
+const SPACES: [Space; 11] = [
+    Space::Clients,
+    Space::Users,
+    Space::Usernames,
+    Space::Sessions,
+    Space::Codes,
+    Space::Grants,
+    Space::RefreshTokens,
+    Space::RevokedJtis,
+    Space::GrantTokens,
+    Space::Consents,
+    Space::Expiry,
+];
+
+/// The writes of one change to the store (None removes), applied all or nothing by
+/// [`Trees::commit`].
+#[derive(Debug, Default, PartialEq)]
+struct Change(Vec<(Space, Vec<u8>, Option<Vec<u8>>)>);
+
+impl Change {
+    fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.0.push((space, key.into(), Some(value.into())));
+    }
+
+    fn remove(&mut self, space: Space, key: impl Into<Vec<u8>>) {
+        self.0.push((space, key.into(), None));
+    }
+
+    /// A record and its expiry entry.
+    fn put_expiring(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) {
+        self.put(space, key, value);
+        self.put(Space::Expiry, index_key(purge_at, tag, key), []);
+    }
+
+    /// Per write: space byte, key length (u32 BE), key, then 0 (remove) or 1, value length, value.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (space, key, value) in &self.0 {
+            out.push(*space as u8);
+            out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            out.extend_from_slice(key);
+            match value {
+                None => out.push(0),
+                Some(value) => {
+                    out.push(1);
+                    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                    out.extend_from_slice(value);
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Change> {
+        fn take<'a>(bytes: &mut &'a [u8], length: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(length)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn length(bytes: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+        }
+        let mut change = Change::default();
+        while !bytes.is_empty() {
+            let space = *SPACES.get(take(&mut bytes, 1)?[0] as usize)?;
+            let key_length = length(&mut bytes)?;
+            let key = take(&mut bytes, key_length)?.to_vec();
+            let value = match take(&mut bytes, 1)?[0] {
+                0 => None,
+                1 => {
+                    let value_length = length(&mut bytes)?;
+                    Some(take(&mut bytes, value_length)?.to_vec())
+                }
+                _ => return None,
+            };
+            change.0.push((space, key, value));
+        }
+        Some(change)
+    }
 }
 
 impl Trees {
-    /// Revokes a grant and every unexpired access token issued in it. Runs on the writer thread,
-    /// the only writer, so the scan of the grant's tokens cannot miss one added meanwhile.
-    fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
-        let mut live = Vec::new();
-        for entry in self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[0]].concat()) {
-            let (key, value) = entry.map_err(StoreError::backend)?;
-            let expires_at = i64::from_be_bytes(value.as_ref().try_into().unwrap_or([0; 8]));
-            if expires_at > now {
-                live.push((key[grant_id.len() + 1..].to_vec(), expires_at));
+    fn tree(&self, space: Space) -> &Tree {
+        match space {
+            Space::Clients => &self.clients,
+            Space::Users => &self.users,
+            Space::Usernames => &self.usernames,
+            Space::Sessions => &self.sessions,
+            Space::Codes => &self.codes,
+            Space::Grants => &self.grants,
+            Space::RefreshTokens => &self.refresh_tokens,
+            Space::RevokedJtis => &self.revoked_jtis,
+            Space::GrantTokens => &self.grant_tokens,
+            Space::Consents => &self.consents,
+            Space::Expiry => &self.expiry,
+        }
+    }
+
+    fn apply(&self, (space, key, value): &(Space, Vec<u8>, Option<Vec<u8>>)) -> Result<(), ::sled::Error> {
+        match value {
+            Some(value) => self.tree(*space).insert(key.as_slice(), value.as_slice()).map(drop),
+            None => self.tree(*space).remove(key.as_slice()).map(drop),
+        }
+    }
+
+    /// Applies a change all or nothing. Only the writer thread calls it (and `open`, before the
+    /// writer starts), so the reads a change was computed from still hold.
+    ///
+    /// Why not sled transactions or batches: each one makes sled write out its I/O buffer twice
+    /// (`PageCache::pin_log` rolls it before and after the batch), about 250 µs for a rotation
+    /// against 75 µs for the same writes alone (`cargo run --release --example
+    /// bench_sled_floor`). Instead a change of several writes is first stored whole as one redo
+    /// record (a single insert, atomic in sled), then applied write by write, then its redo record
+    /// is removed. sled recovers a prefix of its log after a crash (it stops at the first gap, and
+    /// truncates a torn batch for the same reason), so if any write of a change survived, its
+    /// redo record, written before it, survived too, and [`Trees::recover`] finishes the change
+    /// when the store is opened again. Every write sets a whole value, so replaying is idempotent.
+    fn commit(&self, change: Change) -> StoreResult<()> {
+        match change.0.as_slice() {
+            [] => Ok(()),
+            [write] => self.apply(write).map_err(StoreError::backend),
+            writes => {
+                let sequence =
+                    self.next_redo.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes();
+                self.redo.insert(sequence, change.encode()).map_err(StoreError::backend)?;
+                for write in writes {
+                    self.apply(write).map_err(StoreError::backend)?;
+                }
+                self.redo.remove(sequence).map_err(StoreError::backend)?;
+                Ok(())
             }
         }
-        (&self.grants, &self.revoked_jtis, &self.expiry)
-            .transaction(|(grants, revoked_jtis, expiry)| {
-                let mut grant: Grant = match grants.get(grant_id)? {
-                    Some(bytes) => tx_decode(&bytes)?,
-                    None => memory::tombstone(grant_id, now),
-                };
-                if grant.revoked_at.is_none() {
-                    grant.revoked_at = Some(now);
-                }
-                // Grants written before the tokens had their own tree still list them.
-                let listed = grant.access_tokens.iter().map(|token| (token.jti.as_bytes(), token.expires_at));
-                let kept = live.iter().map(|(jti, expires_at)| (jti.as_slice(), *expires_at));
-                for (jti, expires_at) in listed.chain(kept).filter(|(_, expires_at)| *expires_at > now) {
-                    revoked_jtis.insert(jti, &expires_at.to_be_bytes())?;
-                    let index_key = [&(expires_at.max(0) as u64).to_be_bytes()[..], &[TAG_JTI], jti].concat();
-                    expiry.insert(index_key, &[])?;
-                }
-                grants.insert(grant_id.as_bytes(), encode(&grant))?;
-                expiry.insert(expiry_key(grant.expires_at, TAG_GRANT, grant_id), &[])?;
-                Ok(())
-            })
-            .map_err(tx_error)
+    }
+
+    /// Finishes the changes a crash interrupted (see [`Trees::commit`]). Returns how many.
+    fn recover(&self) -> Result<usize, ::sled::Error> {
+        let mut finished = 0;
+        for entry in self.redo.iter() {
+            let (sequence, record) = entry?;
+            let change = Change::decode(&record).ok_or_else(|| {
+                ::sled::Error::Unsupported("an undecodable redo record in the store".into())
+            })?;
+            for write in &change.0 {
+                self.apply(write)?;
+            }
+            self.redo.remove(sequence)?;
+            finished += 1;
+        }
+        if finished > 0 {
+            self.db.flush()?;
+        }
+        Ok(finished)
+    }
+
+    /// Revokes a grant and every unexpired access token issued in it.
+    fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
+        let mut grant: Grant =
+            self.get(&self.grants, grant_id)?.unwrap_or_else(|| memory::tombstone(grant_id, now));
+        if grant.revoked_at.is_none() {
+            grant.revoked_at = Some(now);
+        }
+        let mut change = Change::default();
+        let mut revoke = |jti: &[u8], expires_at: i64| {
+            if expires_at > now {
+                change.put(Space::RevokedJtis, jti, expires_at.to_be_bytes());
+                change.put(Space::Expiry, index_key(expires_at, TAG_JTI, jti), []);
+            }
+        };
+        // The exchange's token is listed in the grant; those of rotations have their own tree.
+        for token in &grant.access_tokens {
+            revoke(token.jti.as_bytes(), token.expires_at);
+        }
+        for entry in self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[0]].concat()) {
+            let (key, value) = entry.map_err(StoreError::backend)?;
+            revoke(&key[grant_id.len() + 1..], be_i64(&value));
+        }
+        change.put(Space::Grants, grant_id, encode(&grant));
+        change.put(Space::Expiry, expiry_key(grant.expires_at, TAG_GRANT, grant_id), []);
+        self.commit(change)
     }
 
     fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
@@ -280,71 +452,44 @@ impl Trees {
         tree.iter().values().map(|value| decode(&value.map_err(StoreError::backend)?)).collect()
     }
 
-    /// Inserts a record and its expiry entry atomically.
-    fn insert_expiring(
-        &self,
-        tree: &Tree,
-        tag: u8,
-        key: &str,
-        value: &[u8],
-        purge_at: i64,
-    ) -> StoreResult<()> {
-        (tree, &self.expiry)
-            .transaction(|(records, expiry)| {
-                records.insert(key.as_bytes(), value)?;
-                expiry.insert(expiry_key(purge_at, tag, key), &[])?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error)
-    }
-
     /// Deletes the record behind one expiry entry if its time has really come, then the entry;
     /// a record whose time was extended gets an entry at its new time. Returns whether a record
     /// went.
-    fn purge_entry(&self, index_key: &[u8], now: i64) -> StoreResult<Option<u8>> {
-        if index_key.len() < 9 {
-            self.expiry.remove(index_key).map_err(StoreError::backend)?;
-            return Ok(None);
-        }
-        let tag = index_key[8];
-        let key = &index_key[9..];
-        let tree = match tag {
-            TAG_CODE => &self.codes,
-            TAG_GRANT => &self.grants,
-            TAG_REFRESH => &self.refresh_tokens,
-            TAG_SESSION => &self.sessions,
-            TAG_JTI => &self.revoked_jtis,
-            TAG_GRANT_TOKEN => &self.grant_tokens,
-            _ => {
-                self.expiry.remove(index_key).map_err(StoreError::backend)?;
-                return Ok(None);
-            }
+    fn purge_entry(&self, entry: &[u8], now: i64) -> StoreResult<Option<u8>> {
+        let mut change = Change::default();
+        change.remove(Space::Expiry, entry);
+        let (tag, key) = match entry {
+            [_, _, _, _, _, _, _, _, tag, key @ ..] => (*tag, key),
+            _ => return self.commit(change).map(|_| None),
         };
-        let removed = (tree, &self.expiry)
-            .transaction(|(records, expiry)| {
-                expiry.remove(index_key)?;
-                let Some(bytes) = records.get(key)? else {
-                    return Ok(false);
-                };
-                let purge_at = match tag {
-                    TAG_CODE => tx_decode::<AuthorizationCode>(&bytes)?.purge_at,
-                    TAG_GRANT => tx_decode::<Grant>(&bytes)?.expires_at,
-                    TAG_REFRESH => tx_decode::<RefreshToken>(&bytes)?.expires_at,
-                    TAG_SESSION => tx_decode::<Session>(&bytes)?.expires_at,
-                    _ => i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8])),
-                };
-                if purge_at <= now {
-                    records.remove(key)?;
-                    Ok::<_, ConflictableTransactionError<StoreError>>(true)
-                } else {
-                    // The record's time was extended (a grant by a rotation): index it again at
-                    // its real time. Writers that extend a record need not index it themselves.
-                    let index_key = [&(purge_at.max(0) as u64).to_be_bytes()[..], &[tag], key].concat();
-                    expiry.insert(index_key, &[])?;
-                    Ok(false)
-                }
-            })
-            .map_err(tx_error)?;
+        let space = match tag {
+            TAG_CODE => Space::Codes,
+            TAG_GRANT => Space::Grants,
+            TAG_REFRESH => Space::RefreshTokens,
+            TAG_SESSION => Space::Sessions,
+            TAG_JTI => Space::RevokedJtis,
+            TAG_GRANT_TOKEN => Space::GrantTokens,
+            _ => return self.commit(change).map(|_| None),
+        };
+        let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
+            return self.commit(change).map(|_| None);
+        };
+        let purge_at = match tag {
+            TAG_CODE => decode::<AuthorizationCode>(&bytes)?.purge_at,
+            TAG_GRANT => decode::<Grant>(&bytes)?.expires_at,
+            TAG_REFRESH => decode::<RefreshToken>(&bytes)?.expires_at,
+            TAG_SESSION => decode::<Session>(&bytes)?.expires_at,
+            _ => be_i64(&bytes),
+        };
+        let removed = purge_at <= now;
+        if removed {
+            change.remove(space, key);
+        } else {
+            // The record's time was extended (a grant by a rotation): index it again at its real
+            // time. Writers that extend a record need not index it themselves.
+            change.put(Space::Expiry, index_key(purge_at, tag, key), []);
+        }
+        self.commit(change)?;
         Ok(removed.then_some(tag))
     }
 }
@@ -380,8 +525,15 @@ impl SledStore {
             grant_tokens: tree("grant_tokens")?,
             consents: tree("consents")?,
             expiry: tree("expiry")?,
+            redo: tree("redo")?,
+            next_redo: Default::default(),
             db,
         });
+        let finished =
+            trees.recover().map_err(|source| OpenError::Other { path: display.clone(), source })?;
+        if finished > 0 {
+            tracing::warn!(finished, "finished store changes interrupted by a crash");
+        }
         let writer = Writer::start(trees.clone())
             .map_err(|error| OpenError::Other { path: display, source: error.into() })?;
         Ok(SledStore { trees, writer, client_cache: Default::default() })
@@ -414,11 +566,12 @@ impl ClientStore for SledStore {
         let (client_id, record) = (client.client_id.clone(), encode(client));
         let result = self
             .write(move |trees| {
-                trees
-                    .clients
-                    .compare_and_swap(client_id.as_bytes(), None as Option<&[u8]>, Some(record))
-                    .map_err(StoreError::backend)?
-                    .map_err(|_| StoreError::Conflict(format!("client {client_id}")))
+                if trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
+                    return Err(StoreError::Conflict(format!("client {client_id}")));
+                }
+                let mut change = Change::default();
+                change.put(Space::Clients, client_id.as_bytes(), record);
+                trees.commit(change)
             })
             .await;
         self.forget_cached_clients();
@@ -451,16 +604,18 @@ impl ClientStore for SledStore {
 
     async fn replace_client(&self, client: &Client) -> StoreResult<()> {
         let (client_id, record) = (client.client_id.clone(), encode(client));
-        let replaced = self
+        let result = self
             .write(move |trees| {
-                trees
-                    .clients
-                    .update_and_fetch(client_id.as_bytes(), |current| current.map(|_| record.clone()))
-                    .map_err(StoreError::backend)
+                if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
+                    return Err(StoreError::NotFound);
+                }
+                let mut change = Change::default();
+                change.put(Space::Clients, client_id.as_bytes(), record);
+                trees.commit(change)
             })
             .await;
         self.forget_cached_clients();
-        replaced?.map(|_| ()).ok_or(StoreError::NotFound)
+        result
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
@@ -478,18 +633,13 @@ impl UserStore for SledStore {
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         let (id, username, record) = (user.id.clone(), user.username.clone(), encode(user));
         self.write(move |trees| {
-            (&trees.users, &trees.usernames)
-                .transaction(|(users, usernames)| {
-                    if usernames.get(username.as_bytes())?.is_some() {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(format!(
-                            "username {username}"
-                        ))));
-                    }
-                    usernames.insert(username.as_bytes(), id.as_bytes())?;
-                    users.insert(id.as_bytes(), record.as_slice())?;
-                    Ok(())
-                })
-                .map_err(tx_error)
+            if trees.usernames.contains_key(username.as_bytes()).map_err(StoreError::backend)? {
+                return Err(StoreError::Conflict(format!("username {username}")));
+            }
+            let mut change = Change::default();
+            change.put(Space::Usernames, username.as_bytes(), id.as_bytes());
+            change.put(Space::Users, id.as_bytes(), record);
+            trees.commit(change)
         })
         .await
     }
@@ -514,15 +664,13 @@ impl UserStore for SledStore {
     async fn delete_user(&self, username: &str) -> StoreResult<()> {
         let username = username.to_owned();
         self.write(move |trees| {
-            (&trees.users, &trees.usernames)
-                .transaction(|(users, usernames)| {
-                    let Some(id) = usernames.remove(username.as_bytes())? else {
-                        return Err(ConflictableTransactionError::Abort(StoreError::NotFound));
-                    };
-                    users.remove(id)?;
-                    Ok(())
-                })
-                .map_err(tx_error)
+            let Some(id) = trees.usernames.get(username.as_bytes()).map_err(StoreError::backend)? else {
+                return Err(StoreError::NotFound);
+            };
+            let mut change = Change::default();
+            change.remove(Space::Usernames, username.as_bytes());
+            change.remove(Space::Users, id.to_vec());
+            trees.commit(change)
         })
         .await
     }
@@ -533,7 +681,9 @@ impl SessionStore for SledStore {
     async fn insert_session(&self, id_hash: &str, session: &Session) -> StoreResult<()> {
         let (id_hash, record, expires_at) = (id_hash.to_owned(), encode(session), session.expires_at);
         self.write(move |trees| {
-            trees.insert_expiring(&trees.sessions, TAG_SESSION, &id_hash, &record, expires_at)
+            let mut change = Change::default();
+            change.put_expiring(Space::Sessions, TAG_SESSION, id_hash.as_bytes(), record, expires_at);
+            trees.commit(change)
         })
         .await
     }
@@ -546,7 +696,9 @@ impl SessionStore for SledStore {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         let id_hash = id_hash.to_owned();
         self.write(move |trees| {
-            trees.sessions.remove(id_hash.as_bytes()).map(|_| ()).map_err(StoreError::backend)
+            let mut change = Change::default();
+            change.remove(Space::Sessions, id_hash.as_bytes());
+            trees.commit(change)
         })
         .await
     }
@@ -556,8 +708,12 @@ impl SessionStore for SledStore {
 impl GrantStore for SledStore {
     async fn insert_code(&self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()> {
         let (code_hash, record, purge_at) = (code_hash.to_owned(), encode(code), code.purge_at);
-        self.write(move |trees| trees.insert_expiring(&trees.codes, TAG_CODE, &code_hash, &record, purge_at))
-            .await
+        self.write(move |trees| {
+            let mut change = Change::default();
+            change.put_expiring(Space::Codes, TAG_CODE, code_hash.as_bytes(), record, purge_at);
+            trees.commit(change)
+        })
+        .await
     }
 
     async fn code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
@@ -572,42 +728,46 @@ impl GrantStore for SledStore {
         now: i64,
     ) -> StoreResult<Redemption> {
         let code_hash = code_hash.to_owned();
-        // The grant's first access tokens stay in its record (one, from this exchange): two inserts
+        // The grant's first access tokens stay in its record (one, from this exchange): two writes
         // fewer than the token tree, which rotations use.
         let (grant_id, grant_expires_at, grant_record) = (grant.id.clone(), grant.expires_at, encode(grant));
         let refresh_token =
             refresh_token.map(|(hash, token)| (hash.to_owned(), token.expires_at, encode(token)));
         self.write(move |trees| {
-            (&trees.codes, &trees.grants, &trees.refresh_tokens, &trees.expiry)
-                .transaction(|(codes, grants, refresh_tokens, expiry)| {
-                    let Some(bytes) = codes.get(code_hash.as_bytes())? else {
-                        return Ok(Redemption::Unknown);
-                    };
-                    let mut code: AuthorizationCode = tx_decode(&bytes)?;
-                    if code.used {
-                        return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id });
-                    }
-                    if code.expires_at <= now {
-                        return Ok(Redemption::Unknown);
-                    }
-                    code.used = true;
-                    codes.insert(code_hash.as_bytes(), encode(&code))?;
-                    if let Some(existing) = grants.get(grant_id.as_bytes())? {
-                        // A tombstone: the grant was revoked before it was created.
-                        let existing: Grant = tx_decode(&existing)?;
-                        if existing.revoked_at.is_some() {
-                            return Ok(Redemption::AlreadyUsed { grant_id: grant_id.clone() });
-                        }
-                    }
-                    grants.insert(grant_id.as_bytes(), grant_record.as_slice())?;
-                    expiry.insert(expiry_key(grant_expires_at, TAG_GRANT, &grant_id), &[])?;
-                    if let Some((hash, expires_at, record)) = &refresh_token {
-                        refresh_tokens.insert(hash.as_bytes(), record.as_slice())?;
-                        expiry.insert(expiry_key(*expires_at, TAG_REFRESH, hash), &[])?;
-                    }
-                    Ok(Redemption::Redeemed)
-                })
-                .map_err(tx_error)
+            let Some(mut code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
+                return Ok(Redemption::Unknown);
+            };
+            if code.used {
+                return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id });
+            }
+            if code.expires_at <= now {
+                return Ok(Redemption::Unknown);
+            }
+            // A tombstone: the grant was revoked before it was created.
+            if let Some(existing) = trees.get::<Grant>(&trees.grants, &grant_id)?
+                && existing.revoked_at.is_some()
+            {
+                let mut change = Change::default();
+                code.used = true;
+                change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
+                trees.commit(change)?;
+                return Ok(Redemption::AlreadyUsed { grant_id });
+            }
+            code.used = true;
+            let mut change = Change::default();
+            change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
+            change.put_expiring(
+                Space::Grants,
+                TAG_GRANT,
+                grant_id.as_bytes(),
+                grant_record,
+                grant_expires_at,
+            );
+            if let Some((hash, expires_at, record)) = refresh_token {
+                change.put_expiring(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
+            }
+            trees.commit(change)?;
+            Ok(Redemption::Redeemed)
         })
         .await
     }
@@ -653,38 +813,47 @@ impl RefreshTokenStore for SledStore {
         let (new_expires_at, new_record) = (new.expires_at, encode(new));
         let access_token = access_token.clone();
         self.write(move |trees| {
-            (&trees.refresh_tokens, &trees.grants, &trees.grant_tokens, &trees.expiry)
-                .transaction(|(refresh_tokens, grants, grant_tokens, expiry)| {
-                    let Some(bytes) = refresh_tokens.get(old_hash.as_bytes())? else {
-                        return Ok(Rotation::Invalid);
-                    };
-                    let mut old: RefreshToken = tx_decode(&bytes)?;
-                    if old.rotated {
-                        return Ok(Rotation::AlreadyRotated { grant_id: old.grant_id });
-                    }
-                    let mut grant: Grant = match grants.get(old.grant_id.as_bytes())? {
-                        Some(bytes) => tx_decode(&bytes)?,
-                        None => return Ok(Rotation::Invalid),
-                    };
-                    if old.expires_at <= now || grant.revoked_at.is_some() {
-                        return Ok(Rotation::Invalid);
-                    }
-                    old.rotated = true;
-                    refresh_tokens.insert(old_hash.as_bytes(), encode(&old))?;
-                    refresh_tokens.insert(new_hash.as_bytes(), new_record.as_slice())?;
-                    expiry.insert(expiry_key(new_expires_at, TAG_REFRESH, &new_hash), &[])?;
-                    remember_grant_token_tx(grant_tokens, expiry, &grant.id, &access_token)?;
-                    let expires_at = grant.expires_at.max(new_expires_at).max(access_token.expires_at);
-                    let listed = grant.access_tokens.len();
-                    grant.access_tokens.retain(|token| token.expires_at > now);
-                    if expires_at != grant.expires_at || listed != grant.access_tokens.len() {
-                        // No new expiry entry: the purge re-indexes an extended grant.
-                        grant.expires_at = expires_at;
-                        grants.insert(grant.id.as_bytes(), encode(&grant))?;
-                    }
-                    Ok(Rotation::Rotated)
-                })
-                .map_err(tx_error)
+            let Some(mut old) = trees.get::<RefreshToken>(&trees.refresh_tokens, &old_hash)? else {
+                return Ok(Rotation::Invalid);
+            };
+            if old.rotated {
+                return Ok(Rotation::AlreadyRotated { grant_id: old.grant_id });
+            }
+            let Some(mut grant) = trees.get::<Grant>(&trees.grants, &old.grant_id)? else {
+                return Ok(Rotation::Invalid);
+            };
+            if old.expires_at <= now || grant.revoked_at.is_some() {
+                return Ok(Rotation::Invalid);
+            }
+            old.rotated = true;
+            let mut change = Change::default();
+            change.put(Space::RefreshTokens, old_hash.as_bytes(), encode(&old));
+            change.put_expiring(
+                Space::RefreshTokens,
+                TAG_REFRESH,
+                new_hash.as_bytes(),
+                new_record,
+                new_expires_at,
+            );
+            // The access token, remembered so that revoking the grant revokes it.
+            let token_key = grant_token_key(&grant.id, &access_token.jti);
+            change.put_expiring(
+                Space::GrantTokens,
+                TAG_GRANT_TOKEN,
+                &token_key,
+                access_token.expires_at.to_be_bytes().to_vec(),
+                access_token.expires_at,
+            );
+            let expires_at = grant.expires_at.max(new_expires_at).max(access_token.expires_at);
+            let listed = grant.access_tokens.len();
+            grant.access_tokens.retain(|token| token.expires_at > now);
+            if expires_at != grant.expires_at || listed != grant.access_tokens.len() {
+                // No new expiry entry: the purge re-indexes an extended grant.
+                grant.expires_at = expires_at;
+                change.put(Space::Grants, grant.id.as_bytes(), encode(&grant));
+            }
+            trees.commit(change)?;
+            Ok(Rotation::Rotated)
         })
         .await
     }
@@ -695,30 +864,29 @@ impl RevokedTokenStore for SledStore {
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
         let jti = jti.to_owned();
         self.write(move |trees| {
-            (&trees.revoked_jtis, &trees.expiry)
-                .transaction(|(revoked_jtis, expiry)| {
-                    revoked_jtis.insert(jti.as_bytes(), &expires_at.to_be_bytes())?;
-                    expiry.insert(expiry_key(expires_at, TAG_JTI, &jti), &[])?;
-                    Ok::<_, ConflictableTransactionError<StoreError>>(())
-                })
-                .map_err(tx_error)
+            let mut change = Change::default();
+            change.put_expiring(
+                Space::RevokedJtis,
+                TAG_JTI,
+                jti.as_bytes(),
+                expires_at.to_be_bytes().to_vec(),
+                expires_at,
+            );
+            trees.commit(change)
         })
         .await
     }
 
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {
         let stored = self.trees.revoked_jtis.get(jti.as_bytes()).map_err(StoreError::backend)?;
-        Ok(stored.is_some_and(|bytes| {
-            let expires_at = i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]));
-            expires_at > now
-        }))
+        Ok(stored.is_some_and(|bytes| be_i64(&bytes) > now))
     }
 
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
         let mut revoked = Vec::new();
         for entry in self.trees.revoked_jtis.iter() {
             let (jti, bytes) = entry.map_err(StoreError::backend)?;
-            let expires_at = i64::from_be_bytes(bytes.as_ref().try_into().unwrap_or([0; 8]));
+            let expires_at = be_i64(&bytes);
             if expires_at > now {
                 revoked.push((String::from_utf8_lossy(&jti).into_owned(), expires_at));
             }
@@ -744,29 +912,25 @@ impl ConsentStore for SledStore {
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
         let (key, scope) = (consent_key(user_id, client_id), scope.clone());
         self.write(move |trees| {
-            let mut failure = None;
-            trees
-                .consents
-                .update_and_fetch(key, |current| {
-                    let known: Scope = match current.map(decode::<Scope>) {
-                        Some(Ok(known)) => known,
-                        Some(Err(error)) => {
-                            failure = Some(error);
-                            Scope::default()
-                        }
-                        None => Scope::default(),
-                    };
-                    Some(encode(&known.union(&scope)))
-                })
-                .map_err(StoreError::backend)?;
-            failure.map_or(Ok(()), Err)
+            let known: Scope = match trees.consents.get(&key).map_err(StoreError::backend)? {
+                Some(bytes) => decode(&bytes)?,
+                None => Scope::default(),
+            };
+            let mut change = Change::default();
+            change.put(Space::Consents, key, encode(&known.union(&scope)));
+            trees.commit(change)
         })
         .await
     }
 
     async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
         let key = consent_key(user_id, client_id);
-        self.write(move |trees| trees.consents.remove(key).map(|_| ()).map_err(StoreError::backend)).await
+        self.write(move |trees| {
+            let mut change = Change::default();
+            change.remove(Space::Consents, key);
+            trees.commit(change)
+        })
+        .await
     }
 }
 
@@ -810,5 +974,75 @@ impl Maintenance for SledStore {
         }
         self.flush().await?;
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn change() -> Change {
+        let mut change = Change::default();
+        change.put(Space::RefreshTokens, "old", "rotated");
+        change.put_expiring(Space::RefreshTokens, TAG_REFRESH, b"new", b"fresh".to_vec(), 2000);
+        change.remove(Space::Codes, "used");
+        change.put(Space::Expiry, [0u8; 0], []);
+        change
+    }
+
+    #[test]
+    fn a_change_survives_its_redo_encoding() {
+        let change = change();
+        assert_eq!(Change::decode(&change.encode()), Some(change));
+        assert_eq!(Change::decode(&[]), Some(Change::default()));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Change::decode(&bytes);
+        }
+
+        #[test]
+        fn a_truncated_redo_record_is_refused(cut in 1usize..40) {
+            let encoded = change().encode();
+            let cut = cut.min(encoded.len() - 1);
+            // Every prefix that ends inside a write is refused, never half applied.
+            if let Some(decoded) = Change::decode(&encoded[..encoded.len() - cut]) {
+                prop_assert!(decoded.0.len() < change().0.len());
+                prop_assert!(change().0.starts_with(&decoded.0));
+            }
+        }
+    }
+
+    /// A crash after the redo record and the first write: opening the store finishes the change.
+    #[tokio::test]
+    async fn opening_the_store_finishes_an_interrupted_change() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+            store.trees.codes.insert("used", "code").unwrap();
+            let change = change();
+            store.trees.redo.insert(7u64.to_be_bytes(), change.encode()).unwrap();
+            store.trees.apply(&change.0[0]).unwrap();
+            store.trees.db.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let trees = &store.trees;
+        assert_eq!(trees.refresh_tokens.get("old").unwrap().unwrap(), "rotated");
+        assert_eq!(trees.refresh_tokens.get("new").unwrap().unwrap(), "fresh");
+        assert!(trees.expiry.contains_key(index_key(2000, TAG_REFRESH, b"new")).unwrap());
+        assert!(trees.codes.get("used").unwrap().is_none());
+        assert!(trees.redo.is_empty(), "the redo record is gone once applied");
+    }
+
+    #[tokio::test]
+    async fn a_committed_change_leaves_no_redo_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        store.write(|trees| trees.commit(change())).await.unwrap();
+        assert!(store.trees.redo.is_empty());
+        assert_eq!(store.trees.refresh_tokens.get("new").unwrap().unwrap(), "fresh");
     }
 }
