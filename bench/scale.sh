@@ -17,7 +17,7 @@ duration=${DURATION:-10s}
 churn_for=${CHURN_FOR:-120}
 ttl=${CHURN_TTL:-20}
 cache_mb=${CACHE_MB:-16}
-chains=16
+chains=32
 mode=scale
 profile=release
 for arg in "$@"; do
