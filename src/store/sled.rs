@@ -62,6 +62,8 @@ struct Trees {
     /// Changes being applied, each whole under a sequence number (see [`Trees::commit`]).
     redo: Tree,
     next_redo: std::sync::atomic::AtomicU64,
+    /// Set when a change failed after its redo record was stored (see [`Trees::commit`]).
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 pub struct SledStore {
@@ -94,6 +96,10 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 #[error("the store's writer thread has stopped")]
 struct WriterStopped;
+
+#[derive(Debug, thiserror::Error)]
+#[error("a store change failed half way; the store takes no more writes until the server restarts")]
+struct Interrupted;
 
 enum Job {
     Write(Box<dyn FnOnce(&Trees) + Send>),
@@ -377,19 +383,27 @@ impl Trees {
     /// truncates a torn batch for the same reason), so if any write of a change survived, its
     /// redo record, written before it, survived too, and [`Trees::recover`] finishes the change
     /// when the store is opened again. Every write sets a whole value, so replaying is idempotent.
+    ///
+    /// A change that fails after its redo record was stored leaves the store refusing every later
+    /// write: replaying that record at the next start must not overwrite anything newer.
     fn commit(&self, change: Change) -> StoreResult<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.interrupted.load(Relaxed) {
+            return Err(StoreError::backend(Interrupted));
+        }
         match change.0.as_slice() {
             [] => Ok(()),
             [write] => self.apply(write).map_err(StoreError::backend),
             writes => {
-                let sequence =
-                    self.next_redo.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes();
+                let sequence = self.next_redo.fetch_add(1, Relaxed).to_be_bytes();
                 self.redo.insert(sequence, change.encode()).map_err(StoreError::backend)?;
-                for write in writes {
-                    self.apply(write).map_err(StoreError::backend)?;
-                }
-                self.redo.remove(sequence).map_err(StoreError::backend)?;
-                Ok(())
+                let applied = writes.iter().try_for_each(|write| self.apply(write));
+                let done = applied.and_then(|()| self.redo.remove(sequence).map(drop));
+                done.map_err(|error| {
+                    self.interrupted.store(true, Relaxed);
+                    tracing::error!(%error, "a store change failed half way; restart to finish it");
+                    StoreError::backend(error)
+                })
             }
         }
     }
@@ -527,6 +541,7 @@ impl SledStore {
             expiry: tree("expiry")?,
             redo: tree("redo")?,
             next_redo: Default::default(),
+            interrupted: Default::default(),
             db,
         });
         let finished =
@@ -1044,5 +1059,17 @@ mod tests {
         store.write(|trees| trees.commit(change())).await.unwrap();
         assert!(store.trees.redo.is_empty());
         assert_eq!(store.trees.refresh_tokens.get("new").unwrap().unwrap(), "fresh");
+    }
+
+    /// After a change failed half way, nothing more is written until a restart replays it.
+    #[tokio::test]
+    async fn a_store_with_an_interrupted_change_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        store.trees.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+        let error = store.write(|trees| trees.commit(change())).await.unwrap_err();
+        assert!(error.to_string().contains("until the server restarts"), "{error}");
+        assert!(store.trees.refresh_tokens.get("new").unwrap().is_none());
+        assert!(store.trees.redo.is_empty());
     }
 }
