@@ -2,10 +2,12 @@
 //! big-endian purge time + kind tag + primary key, written in the same change as the record it
 //! indexes, so the background purge finds expired records with one range scan.
 //!
-//! Multi-record changes (redeeming a code, rotating a refresh token, revoking a grant) are all or
-//! nothing: each is stored whole as a redo record before its writes and removed after them, and
-//! opening the store finishes any a crash interrupted ([`Trees::commit`] says why not sled's own
-//! transactions).
+//! Multi-record changes are all or nothing. Most (revoking a grant, purging, a new user) are
+//! stored whole as a redo record before their writes and removed after them, and opening the
+//! store finishes any a crash interrupted ([`Trees::commit`] says why not sled's own
+//! transactions). The two the token endpoint makes on every request, redeeming a code and
+//! rotating a refresh token, are written in an order where every prefix is consistent and need
+//! no redo record ([`Trees::commit_in_order`]).
 //!
 //! One writer thread. Every write runs on a dedicated thread ([`Writer`]), which applies queued
 //! changes one after the other; a flusher thread makes them durable, one flush shared by every
@@ -64,6 +66,9 @@ struct Trees {
     next_redo: std::sync::atomic::AtomicU64,
     /// Set when a change failed after its redo record was stored (see [`Trees::commit`]).
     interrupted: std::sync::atomic::AtomicBool,
+    /// Tests: [`Trees::commit_in_order`] fails after this many writes, as a crash would cut it.
+    #[cfg(test)]
+    cut_after: std::sync::atomic::AtomicUsize,
 }
 
 pub struct SledStore {
@@ -294,10 +299,12 @@ impl Change {
         self.0.push((space, key.into(), None));
     }
 
-    /// A record and its expiry entry.
+    /// A record and its expiry entry, the entry first: an entry whose record is missing is
+    /// dropped by the purge, a record without an entry would never be (see
+    /// [`Trees::commit_in_order`]).
     fn put_expiring(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) {
-        self.put(space, key, value);
         self.put(Space::Expiry, index_key(purge_at, tag, key), []);
+        self.put(space, key, value);
     }
 
     /// Per write: space byte, key length (u32 BE), key, then 0 (remove) or 1, value length, value.
@@ -406,6 +413,31 @@ impl Trees {
                 })
             }
         }
+    }
+
+    /// Applies a change written so that every prefix of it leaves a consistent store, without
+    /// the redo record of [`Trees::commit`] (two sled writes fewer: a quarter of a rotation's).
+    /// The last write is the change's commit point, the one that makes it count (the code marked
+    /// used, the old refresh token marked rotated); every write before it only adds what nothing
+    /// reachable refers to yet: a refresh token whose secret was never handed out, the jti of an
+    /// access token never handed out, a grant that lives longer. sled recovers a prefix of its log
+    /// after a crash, so a crash leaves the change counted or not, never half counted, and the
+    /// client, which got no answer, retries. What the lost change left behind expires and is
+    /// purged like any record. A failure half way leaves such a prefix too, so unlike
+    /// [`Trees::commit`] it does not stop the store.
+    fn commit_in_order(&self, change: Change) -> StoreResult<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.interrupted.load(Relaxed) {
+            return Err(StoreError::backend(Interrupted));
+        }
+        for (_written, write) in change.0.iter().enumerate() {
+            #[cfg(test)]
+            if _written >= self.cut_after.load(Relaxed) {
+                return Err(StoreError::backend(::sled::Error::Unsupported("cut short by a test".into())));
+            }
+            self.apply(write).map_err(StoreError::backend)?;
+        }
+        Ok(())
     }
 
     /// Finishes the changes a crash interrupted (see [`Trees::commit`]). Returns how many.
@@ -542,6 +574,8 @@ impl SledStore {
             redo: tree("redo")?,
             next_redo: Default::default(),
             interrupted: Default::default(),
+            #[cfg(test)]
+            cut_after: usize::MAX.into(),
             db,
         });
         let finished =
@@ -768,9 +802,11 @@ impl GrantStore for SledStore {
                 trees.commit(change)?;
                 return Ok(Redemption::AlreadyUsed { grant_id });
             }
+            // In commit order (see `Trees::commit_in_order`): the grant and its refresh token
+            // count only once the code is marked used, which comes last. Before that, a retry of
+            // the same code writes the same grant again.
             code.used = true;
             let mut change = Change::default();
-            change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
             change.put_expiring(
                 Space::Grants,
                 TAG_GRANT,
@@ -781,7 +817,8 @@ impl GrantStore for SledStore {
             if let Some((hash, expires_at, record)) = refresh_token {
                 change.put_expiring(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
             }
-            trees.commit(change)?;
+            change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
+            trees.commit_in_order(change)?;
             Ok(Redemption::Redeemed)
         })
         .await
@@ -840,9 +877,10 @@ impl RefreshTokenStore for SledStore {
             if old.expires_at <= now || grant.revoked_at.is_some() {
                 return Ok(Rotation::Invalid);
             }
+            // In commit order (see `Trees::commit_in_order`): the new token, its access token and
+            // the grant's longer life first; the old token marked rotated, last, makes it count.
             old.rotated = true;
             let mut change = Change::default();
-            change.put(Space::RefreshTokens, old_hash.as_bytes(), encode(&old));
             change.put_expiring(
                 Space::RefreshTokens,
                 TAG_REFRESH,
@@ -867,7 +905,8 @@ impl RefreshTokenStore for SledStore {
                 grant.expires_at = expires_at;
                 change.put(Space::Grants, grant.id.as_bytes(), encode(&grant));
             }
-            trees.commit(change)?;
+            change.put(Space::RefreshTokens, old_hash.as_bytes(), encode(&old));
+            trees.commit_in_order(change)?;
             Ok(Rotation::Rotated)
         })
         .await
@@ -1059,6 +1098,103 @@ mod tests {
         store.write(|trees| trees.commit(change())).await.unwrap();
         assert!(store.trees.redo.is_empty());
         assert_eq!(store.trees.refresh_tokens.get("new").unwrap().unwrap(), "fresh");
+    }
+
+    /// An exchange or a rotation cut short after any of its writes (a crash, as sled recovers a
+    /// prefix of its log, or a failed write) counts as not made: the client's retry succeeds,
+    /// the token it retried with is then spent, and nothing is left that the purge misses.
+    #[tokio::test]
+    async fn an_exchange_or_a_rotation_cut_short_anywhere_can_be_retried() {
+        use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
+        let scope = Scope::parse("read").unwrap();
+        let code = AuthorizationCode {
+            client_id: "c".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            user_id: "u".into(),
+            scope: scope.clone(),
+            auth_time: 0,
+            code_challenge: None,
+            grant_id: "g".into(),
+            expires_at: 1100,
+            used: false,
+            purge_at: 1200,
+            nonce: None,
+        };
+        let grant = Grant {
+            id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: scope.clone(),
+            auth_time: 0,
+            created_at: 1000,
+            revoked_at: None,
+            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1300 }],
+            expires_at: 2000,
+        };
+        let refresh = |expires_at| RefreshToken {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            scope: scope.clone(),
+            expires_at,
+            rotated: false,
+        };
+        let access = IssuedAccessToken { jti: "a1".into(), expires_at: 1400 };
+        let set_cut = |store: &SledStore, cut| store.trees.cut_after.store(cut, std::sync::atomic::Ordering::Relaxed);
+        let mut cuts_seen = (0, 0);
+        for cut in 0.. {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+            store.insert_code("code", &code).await.unwrap();
+
+            set_cut(&store, cut);
+            let exchange = store.redeem_code("code", &grant, Some(("r1", &refresh(2000))), 1000).await;
+            set_cut(&store, usize::MAX);
+            if exchange.is_err() {
+                cuts_seen.0 = cut + 1;
+                assert!(!store.code("code").await.unwrap().unwrap().used, "cut {cut}: the code is still unused");
+                let retry = store.redeem_code("code", &grant, Some(("r1b", &refresh(2000))), 1000).await;
+                assert!(matches!(retry, Ok(Redemption::Redeemed)), "cut {cut}: {retry:?}");
+            } else {
+                assert!(matches!(exchange, Ok(Redemption::Redeemed)));
+            }
+            let again = store.redeem_code("code", &grant, None, 1000).await.unwrap();
+            assert!(matches!(again, Redemption::AlreadyUsed { .. }), "cut {cut}: the code is spent");
+            let first = if exchange.is_err() { "r1b" } else { "r1" };
+
+            set_cut(&store, cut);
+            let rotation = store.rotate_refresh_token(first, "r2", &refresh(3000), &access, 1001).await;
+            set_cut(&store, usize::MAX);
+            if rotation.is_err() {
+                cuts_seen.1 = cut + 1;
+                assert!(!store.refresh_token(first).await.unwrap().unwrap().rotated, "cut {cut}");
+                let retry = store.rotate_refresh_token(first, "r2b", &refresh(3000), &access, 1001).await;
+                assert!(matches!(retry, Ok(Rotation::Rotated)), "cut {cut}: {retry:?}");
+            } else {
+                assert!(matches!(rotation, Ok(Rotation::Rotated)));
+            }
+            let reuse = store.rotate_refresh_token(first, "r3", &refresh(3000), &access, 1002).await.unwrap();
+            assert!(matches!(reuse, Rotation::AlreadyRotated { .. }), "cut {cut}: reuse is still detected");
+
+            // Whatever the cut left behind goes with the rest once everything expired.
+            store.purge_expired(10_000).await.unwrap();
+            for (name, tree) in [
+                ("codes", &store.trees.codes),
+                ("grants", &store.trees.grants),
+                ("refresh tokens", &store.trees.refresh_tokens),
+                ("grant tokens", &store.trees.grant_tokens),
+                ("expiry", &store.trees.expiry),
+                ("redo", &store.trees.redo),
+            ] {
+                assert!(tree.is_empty(), "cut {cut}: {name} left after the purge");
+            }
+            if exchange.is_ok() && rotation.is_ok() {
+                break;
+            }
+        }
+        // The exchange has 5 writes (grant, refresh token, each with its expiry entry, then the
+        // code), the rotation 5 or 6: every cut inside them was tried.
+        assert_eq!(cuts_seen.0, 5);
+        assert!(cuts_seen.1 >= 5, "{cuts_seen:?}");
     }
 
     /// After a change failed half way, nothing more is written until a restart replays it.
