@@ -228,8 +228,7 @@ pub async fn approve(
         purge_at: expires_at + server.config.access_token_ttl,
         nonce: request.nonce.clone(),
     };
-    server.store.insert_code(&hash_secret(&code), &record).await?;
-    server.store.flush().await?;
+    server.store.insert_code(&hash_secret(&code), &record).await?; // durable on return
     tracing::info!(client_id = %request.client.client_id, grant_id = %record.grant_id, "issued an authorization code");
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = &request.state {

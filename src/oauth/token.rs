@@ -159,7 +159,6 @@ async fn authorization_code(
         }
         Redemption::Unknown => return Err(invalid()),
     }
-    server.store.flush().await?;
     tracing::info!(client_id = %client.client_id, grant_id = %grant.id, "exchanged an authorization code");
     Ok(TokenResponse {
         access_token,
@@ -246,7 +245,6 @@ async fn refresh_token(
         }
         Rotation::Invalid => return Err(invalid()),
     }
-    server.store.flush().await?;
     tracing::info!(client_id = %client.client_id, grant_id = %old.grant_id, "rotated a refresh token");
     Ok(TokenResponse {
         access_token,

@@ -93,11 +93,13 @@ pub enum Rotation {
 
 #[async_trait]
 pub trait GrantStore: Send + Sync {
+    /// Stores a new code; returns once it is durable, as after [`Maintenance::flush`].
     async fn insert_code(&self, code_hash: &str, code: &AuthorizationCode) -> StoreResult<()>;
     /// The code record, used or not, if it has not been purged.
     async fn code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
     /// Atomically: marks the code used (single use, RFC 6749 §4.1.2), stores its grant and the
-    /// first refresh token. Nothing is written unless the code was unused and unexpired.
+    /// first refresh token. Nothing is written unless the code was unused and unexpired. Returns
+    /// once the change is durable, as after [`Maintenance::flush`].
     async fn redeem_code(
         &self,
         code_hash: &str,
@@ -118,7 +120,8 @@ pub trait GrantStore: Send + Sync {
 pub trait RefreshTokenStore: Send + Sync {
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// Atomically: if `old_hash` is unrotated, unexpired and its grant live, marks it rotated,
-    /// stores `new` and records `access_token` in the grant.
+    /// stores `new` and records `access_token` in the grant. Returns once the change is
+    /// durable, as after [`Maintenance::flush`].
     async fn rotate_refresh_token(
         &self,
         old_hash: &str,
