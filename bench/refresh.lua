@@ -1,26 +1,52 @@
--- Refresh-token rotation: each thread holds one refresh token and swaps it for the new one every
--- response, so run it with one connection per thread (-c equal to -t). The first tokens come,
--- one per line, from the file $TOKENS; $AUTH is the client's Basic credentials.
-local tokens = {}
-local count = 0
+-- Refresh-token rotation: each connection rotates one chain, swapping its refresh token for the
+-- new one in every response. Thread N takes every Nth first token of the file $TOKENS (one per
+-- line; as many as there are connections); $AUTH is the client's Basic credentials. A thread
+-- keeps the tokens it may send next in a queue: a request takes one, its response puts the
+-- successor back, so each token is sent once whichever connection sends it.
+local ready = {}
+local first, last = 1, 0
+local threads = 0
 
 function setup(thread)
-  if #tokens == 0 then
-    for line in io.lines(os.getenv("TOKENS")) do table.insert(tokens, line) end
+  threads = threads + 1
+  thread:set("slot", threads)
+end
+
+function init(args)
+  local n = 0
+  if slot == 1 then
+    -- wrk calls request() once in the first thread's state, right after init, to inspect the
+    -- request it builds, and never sends it: that call takes this placeholder.
+    last = last + 1
+    ready[last] = "placeholder-for-wrk-inspecting-the-request"
   end
-  count = count + 1
-  thread:set("token", tokens[count])
+  for line in io.lines(os.getenv("TOKENS")) do
+    n = n + 1
+    if n % tonumber(os.getenv("THREADS")) == slot - 1 then
+      last = last + 1
+      ready[last] = line
+    end
+  end
 end
 
 function request()
-  local body = "grant_type=refresh_token&refresh_token=" .. token
+  local token = ready[first]
+  if token then
+    ready[first] = nil
+    first = first + 1
+  else
+    token = "none-left" -- a chain broke (its answer had no token): the non-2xx count shows it
+  end
   return wrk.format("POST", "/o/token", {
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["Authorization"] = os.getenv("AUTH"),
-  }, body)
+  }, "grant_type=refresh_token&refresh_token=" .. token)
 end
 
 function response(status, headers, body)
   local next_token = body:match('"refresh_token":"([^"]+)"')
-  if next_token then token = next_token end
+  if next_token then
+    last = last + 1
+    ready[last] = next_token
+  end
 end

@@ -150,7 +150,7 @@ PYTHON
       curl -s -H "Authorization: $web_basic" -d grant_type=authorization_code -d "code=$code" \
         -d redirect_uri=http://127.0.0.1:9/cb "$server/o/token" | json '["refresh_token"]' >>"$work/refresh_tokens"
     done
-    AUTH=$web_basic TOKENS="$work/refresh_tokens" WRK_THREADS=$chains WRK_CONNECTIONS=$chains \
+    AUTH=$web_basic TOKENS="$work/refresh_tokens" THREADS=$threads WRK_CONNECTIONS=$chains \
       run "refresh rotation (durable, $chains chains)" "$server/o/token" refresh.lua
 
     # Authorization code exchange: collect codes first (GET /o/authorize with the session, no
