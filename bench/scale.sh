@@ -75,7 +75,7 @@ rss_mib() { awk -v field="$1:" '$1 == field { printf "%.0f", $2 / 1024 }' "/proc
 disk_mib() { du -sb "$work/data" | awk '{ printf "%.0f", $1 / 1048576 }'; }
 # rotate DURATION: the rotation run of bench/run.sh on the tokens in $work/tokens.
 rotate() {
-  wrk --latency -t"$chains" -c"$chains" -d"$1" -s bench/refresh.lua "$server/o/token" >"$work/wrk.out"
+  THREADS=2 wrk --latency -t2 -c"$chains" -d"$1" -s bench/refresh.lua "$server/o/token" >"$work/wrk.out"
   awk '/Requests\/sec/ {rps=$2} $1 == "50%" {p50=$2} $1 == "99%" {p99=$2} /Non-2xx/ {bad=$5}
        END { printf "%10s %9s %9s %8s", rps, p50, p99, bad + 0 }' "$work/wrk.out"
   if grep -q Non-2xx "$work/wrk.out"; then echo; echo "bench: non-2xx answers" >&2; exit 1; fi
