@@ -94,9 +94,16 @@ async fn clients_and_users(store: &dyn Store) {
     store.insert_user(&user("1", "alice")).await.unwrap();
     assert!(matches!(store.insert_user(&user("2", "alice")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.user_by_username("alice").await.unwrap().unwrap().id, "1");
-    assert_eq!(store.user("1").await.unwrap().unwrap().username, "alice");
+    assert_eq!(
+        store.user("1").await.unwrap().unwrap().username,
+        "alice",
+        "read (and cached, where a store caches)"
+    );
     store.delete_user("alice").await.unwrap();
     assert!(store.user_by_username("alice").await.unwrap().is_none());
+    assert!(store.user("1").await.unwrap().is_none(), "a deleted user is not served from a cache");
+    store.insert_user(&user("1", "bob")).await.unwrap();
+    assert_eq!(store.user("1").await.unwrap().unwrap().username, "bob");
     assert!(matches!(store.delete_user("alice").await, Err(StoreError::NotFound)));
 }
 
