@@ -73,10 +73,10 @@ pub fn openapi_document(issuer: &str) -> String {
             };
             for flow in flows.values_mut() {
                 for field in ["authorizationUrl", "tokenUrl", "refreshUrl"] {
-                    if let Some(url) = flow.get_mut(field) {
-                        if let Some(path) = url.as_str().filter(|u| u.starts_with('/')) {
-                            *url = serde_json::Value::String(format!("{issuer}{path}"));
-                        }
+                    if let Some(url) = flow.get_mut(field)
+                        && let Some(path) = url.as_str().filter(|u| u.starts_with('/'))
+                    {
+                        *url = serde_json::Value::String(format!("{issuer}{path}"));
                     }
                 }
             }

@@ -248,10 +248,11 @@ async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<
     let keys = server.keys();
     let alg = server.config.signing_alg;
     let kid = keys.active(alg).map(|key| key.kid.clone()).unwrap_or_default();
-    if let Some(cached) = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
-        if cached.list == list && cached.kid == kid {
-            return Ok(cached.clone());
-        }
+    if let Some(cached) = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
+        && cached.list == list
+        && cached.kid == kid
+    {
+        return Ok(cached.clone());
     }
     let feed = crate::verify::RevocationFeed {
         iss: server.config.issuer.clone(),

@@ -193,18 +193,18 @@ impl TokenApi {
         let authorization = request.header(header::AUTHORIZATION);
         // Brute force on client secrets: the client id and the address, checked before the secret.
         let keys = throttle_keys(request, authorization, &body.params);
-        if let Some(throttles) = request.data::<std::sync::Arc<Throttles>>() {
-            if let Err(wait) = throttles.client_auth.check(&keys, std::time::Instant::now()) {
-                let error = OAuthError::TemporarilyUnavailable(format!(
-                    "too many failed client authentications; retry in {} s",
-                    retry_after_seconds(wait)
-                ));
-                return TokenResponse::TooManyRequests(
-                    Json(OAuthErrorBody::from(&error)),
-                    retry_after_seconds(wait),
-                    NO_STORE.into(),
-                );
-            }
+        if let Some(throttles) = request.data::<std::sync::Arc<Throttles>>()
+            && let Err(wait) = throttles.client_auth.check(&keys, std::time::Instant::now())
+        {
+            let error = OAuthError::TemporarilyUnavailable(format!(
+                "too many failed client authentications; retry in {} s",
+                retry_after_seconds(wait)
+            ));
+            return TokenResponse::TooManyRequests(
+                Json(OAuthErrorBody::from(&error)),
+                retry_after_seconds(wait),
+                NO_STORE.into(),
+            );
         }
         let outcome = crate::oauth::token::exchange(server.0, authorization, &body.params, now()).await;
         if let (Err(OAuthError::InvalidClient(_)), Some(throttles)) =

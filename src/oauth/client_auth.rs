@@ -71,12 +71,12 @@ pub fn credentials(authorization: Option<&str>, params: &Params) -> Result<Clien
                         .into(),
                 ));
             }
-            if let Some(body_id) = params.get("client_id")? {
-                if body_id != client_id {
-                    return Err(OAuthError::InvalidRequest(
-                        "client_id in the body differs from the one in the Authorization header".into(),
-                    ));
-                }
+            if let Some(body_id) = params.get("client_id")?
+                && body_id != client_id
+            {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id in the body differs from the one in the Authorization header".into(),
+                ));
             }
             Ok(ClientCredentials::Basic { client_id, client_secret })
         }

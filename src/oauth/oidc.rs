@@ -112,35 +112,14 @@ pub fn user_claims(user: &User, scope: &Scope) -> serde_json::Map<String, serde_
             claims.insert("name".into(), name.clone().into());
         }
     }
-    if scope.contains("email") {
-        if let Some(email) = &user.email {
-            claims.insert("email".into(), email.clone().into());
-            // Addresses are entered by an administrator, never confirmed by mail.
-            claims.insert("email_verified".into(), false.into());
-        }
+    if scope.contains("email")
+        && let Some(email) = &user.email
+    {
+        claims.insert("email".into(), email.clone().into());
+        // Addresses are entered by an administrator, never confirmed by mail.
+        claims.insert("email_verified".into(), false.into());
     }
     claims
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn at_hash_matches_the_oidc_example() {
-        // OpenID Connect Core 1.0, Appendix A.3 (RS256, SHA-256).
-        assert_eq!(at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
-    }
-
-    #[test]
-    fn prompt_rules() {
-        assert_eq!(Prompt::parse(None).unwrap(), Prompt::default());
-        assert!(Prompt::parse(Some("login consent")).unwrap().login);
-        assert!(Prompt::parse(Some("none login")).is_err());
-        assert!(Prompt::parse(Some("bogus")).is_err());
-        assert_eq!(parse_max_age(Some("60")).unwrap(), Some(60));
-        assert!(parse_max_age(Some("-1")).is_err());
-    }
 }
 
 /// The `aud` (client id) and `sub` of an ID token this server signed, read from an
@@ -172,4 +151,25 @@ pub fn id_token_hint(server: &AuthorizationServer, hint: &str) -> Option<(String
     let aud = payload.claim("aud")?.as_str()?.to_owned();
     let sub = payload.claim("sub")?.as_str()?.to_owned();
     Some((aud, sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_oidc_example() {
+        // OpenID Connect Core 1.0, Appendix A.3 (RS256, SHA-256).
+        assert_eq!(at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+
+    #[test]
+    fn prompt_rules() {
+        assert_eq!(Prompt::parse(None).unwrap(), Prompt::default());
+        assert!(Prompt::parse(Some("login consent")).unwrap().login);
+        assert!(Prompt::parse(Some("none login")).is_err());
+        assert!(Prompt::parse(Some("bogus")).is_err());
+        assert_eq!(parse_max_age(Some("60")).unwrap(), Some(60));
+        assert!(parse_max_age(Some("-1")).is_err());
+    }
 }

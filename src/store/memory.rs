@@ -209,7 +209,7 @@ impl GrantStore for MemoryStore {
             .filter(|grant| grant.user_id == user_id && grant.revoked_at.is_none())
             .cloned()
             .collect();
-        grants.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        grants.sort_by_key(|grant| std::cmp::Reverse(grant.created_at));
         Ok(grants)
     }
 

@@ -254,17 +254,17 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
     if let Some(address) = request.remote_addr().as_socket_addr() {
         keys.push(format!("ip:{}", address.ip()));
     }
-    if let Some(throttles) = &throttles {
-        if let Err(wait) = throttles.login.check(&keys, std::time::Instant::now()) {
-            let seconds = crate::throttle::retry_after_seconds(wait);
-            let message = format!("Too many failed sign-ins. Try again in {seconds} seconds.");
-            let mut response =
-                login_page(server, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(&message));
-            if let Ok(value) = seconds.to_string().parse() {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
+    if let Some(throttles) = &throttles
+        && let Err(wait) = throttles.login.check(&keys, std::time::Instant::now())
+    {
+        let seconds = crate::throttle::retry_after_seconds(wait);
+        let message = format!("Too many failed sign-ins. Try again in {seconds} seconds.");
+        let mut response =
+            login_page(server, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(&message));
+        if let Ok(value) = seconds.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        return response;
     }
     let user = match server.store.user_by_username(&username).await {
         Ok(user) => user,

@@ -139,8 +139,7 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
 async fn public_clients_must_use_pkce() {
     let app = spawn_app().await;
     let client = app.public_client().await;
-    let response =
-        app.authorize(&app.authorization_params(&client, None).iter().copied().collect::<Vec<_>>()).await;
+    let response = app.authorize(&app.authorization_params(&client, None).to_vec()).await;
     assert_error_redirect(&response, "invalid_request", &app);
     assert!(query_param(&location(&response), "error_description").unwrap().contains("code_challenge"));
 }
