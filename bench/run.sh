@@ -20,23 +20,15 @@ if [ "${1:-}" = "--smoke" ]; then
   duration=1s connections=4 profile=debug collect=3s
 fi
 
-if ! command -v wrk >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+source bench/lib.sh
+install_wrk
 # oha holds a fixed rate for the latency run; the full run installs it (a few minutes' build, once).
 export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 if [ "$profile" = release ] && ! command -v oha >/dev/null 2>&1; then
   echo "bench: installing oha 1.16.0 with cargo (once)" >&2
   cargo install oha --version 1.16.0 --locked --quiet
 fi
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin portcullis --example bench_reference
-  bin=target/release
-else
-  cargo build --quiet --bin portcullis --example bench_reference
-  bin=target/debug
-fi
+build "$profile" bench_reference
 
 work=$(mktemp -d)
 pids=()

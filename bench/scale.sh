@@ -28,17 +28,9 @@ for arg in "$@"; do
   esac
 done
 
-if ! command -v wrk >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-if [ "$profile" = release ]; then
-  cargo build --release --quiet --bin portcullis --example bench_seed
-  bin=target/release
-else
-  cargo build --quiet --bin portcullis --example bench_seed
-  bin=target/debug
-fi
+source bench/lib.sh
+install_wrk
+build "$profile" bench_seed
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-scale.XXXXXX")
 server_pid=""

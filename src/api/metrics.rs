@@ -54,6 +54,21 @@ fn add<K: Ord + Copy>(table: &RwLock<BTreeMap<K, AtomicU64>>, key: K, amount: u6
         .fetch_add(amount, Ordering::Relaxed);
 }
 
+/// One counter family with a single label, one line per label value.
+fn counter_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    table: &RwLock<BTreeMap<&'static str, AtomicU64>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value, count) in table.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", count.load(Ordering::Relaxed));
+    }
+}
+
 /// The route label of a path: its pattern, so that ids do not make label values unbounded.
 pub fn route_label(path: &str) -> &'static str {
     const ROUTES: [&str; 20] = [
@@ -171,36 +186,27 @@ impl Metrics {
                 writeln!(out, "portcullis_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
         }
         drop(routes);
-        out.push_str("# HELP portcullis_tokens_issued_total Access tokens issued, by grant type.\n");
-        out.push_str("# TYPE portcullis_tokens_issued_total counter\n");
-        for (grant, count) in
-            self.tokens_issued.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter()
-        {
-            let _ = writeln!(
-                out,
-                "portcullis_tokens_issued_total{{grant_type=\"{grant}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_oauth_errors_total OAuth error responses, by RFC error code.\n");
-        out.push_str("# TYPE portcullis_oauth_errors_total counter\n");
-        for (code, count) in self.oauth_errors.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter()
-        {
-            let _ = writeln!(
-                out,
-                "portcullis_oauth_errors_total{{error=\"{code}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP portcullis_purged_records_total Expired records the purge removed, by kind.\n");
-        out.push_str("# TYPE portcullis_purged_records_total counter\n");
-        for (kind, count) in self.purged.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "portcullis_purged_records_total{{kind=\"{kind}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
+        counter_family(
+            &mut out,
+            "portcullis_tokens_issued_total",
+            "Access tokens issued, by grant type.",
+            "grant_type",
+            &self.tokens_issued,
+        );
+        counter_family(
+            &mut out,
+            "portcullis_oauth_errors_total",
+            "OAuth error responses, by RFC error code.",
+            "error",
+            &self.oauth_errors,
+        );
+        counter_family(
+            &mut out,
+            "portcullis_purged_records_total",
+            "Expired records the purge removed, by kind.",
+            "kind",
+            &self.purged,
+        );
         if let Some(bytes) = store_bytes {
             out.push_str("# HELP portcullis_store_size_bytes Size of the store on disk.\n");
             out.push_str("# TYPE portcullis_store_size_bytes gauge\n");

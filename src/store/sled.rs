@@ -204,10 +204,7 @@ fn write_loop(trees: &Trees, queue: &mpsc::Receiver<Job>, flushes: mpsc::Sender<
             dirty = false;
             if let Err(mpsc::SendError(waiting)) = flushes.send(waiting) {
                 // The flusher is gone (it never is while this thread runs): flush here.
-                let result = trees.db.flush().map(drop);
-                for reply in waiting {
-                    reply(result.clone());
-                }
+                flush_and_answer(trees, waiting);
             }
         }
     }
@@ -220,13 +217,18 @@ fn flush_loop(trees: &Trees, queue: &mpsc::Receiver<Vec<FlushReply>>) {
         while let Ok(more) = queue.try_recv() {
             waiting.extend(more);
         }
-        let result = trees.db.flush().map(drop);
-        if let Err(error) = &result {
-            tracing::error!(%error, "store flush failed");
-        }
-        for reply in waiting {
-            reply(result.clone());
-        }
+        flush_and_answer(trees, waiting);
+    }
+}
+
+/// One flush, its result given to everyone waiting for it.
+fn flush_and_answer(trees: &Trees, waiting: Vec<FlushReply>) {
+    let result = trees.db.flush().map(drop);
+    if let Err(error) = &result {
+        tracing::error!(%error, "store flush failed");
+    }
+    for reply in waiting {
+        reply(result.clone());
     }
 }
 
@@ -242,14 +244,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
     serde_json::from_slice(bytes)
         .map_err(|error| StoreError::backend(Corrupt(format!("undecodable record: {error}"))))
-}
-
-fn expiry_key(purge_at: i64, tag: u8, key: &str) -> Vec<u8> {
-    let mut index_key = Vec::with_capacity(9 + key.len());
-    index_key.extend_from_slice(&(purge_at.max(0) as u64).to_be_bytes());
-    index_key.push(tag);
-    index_key.extend_from_slice(key.as_bytes());
-    index_key
 }
 
 fn grant_token_key(grant_id: &str, jti: &str) -> Vec<u8> {
@@ -479,8 +473,13 @@ impl Trees {
         let mut change = Change::default();
         let mut revoke = |jti: &[u8], expires_at: i64| {
             if expires_at > now {
-                change.put(Space::RevokedJtis, jti, expires_at.to_be_bytes());
-                change.put(Space::Expiry, index_key(expires_at, TAG_JTI, jti), []);
+                change.put_expiring(
+                    Space::RevokedJtis,
+                    TAG_JTI,
+                    jti,
+                    expires_at.to_be_bytes().to_vec(),
+                    expires_at,
+                );
             }
         };
         // The exchange's token is listed in the grant; those of rotations have their own tree.
@@ -491,8 +490,7 @@ impl Trees {
             let (key, value) = entry.map_err(StoreError::backend)?;
             revoke(&key[grant_id.len() + 1..], be_i64(&value));
         }
-        change.put(Space::Grants, grant_id, encode(&grant));
-        change.put(Space::Expiry, expiry_key(grant.expires_at, TAG_GRANT, grant_id), []);
+        change.put_expiring(Space::Grants, TAG_GRANT, grant_id.as_bytes(), encode(&grant), grant.expires_at);
         self.commit(change)
     }
 
@@ -1030,7 +1028,7 @@ impl Maintenance for SledStore {
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<PurgeCounts> {
-        let end = expiry_key(now.saturating_add(1), 0, "");
+        let end = index_key(now.saturating_add(1), 0, b"");
         let due: Vec<::sled::IVec> =
             self.trees.expiry.range(..end).keys().collect::<Result<_, _>>().map_err(StoreError::backend)?;
         let mut counts = PurgeCounts::default();
