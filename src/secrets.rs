@@ -45,10 +45,13 @@ pub fn random_secret() -> String {
 
 /// The SHA-256 digest of a secret, hex-encoded: what the store keeps instead of the secret.
 pub fn hash_secret(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(secret.as_bytes());
+    // On every client authentication: a table, not 32 `format!` calls (a microsecond per request).
     let mut hex = String::with_capacity(64);
     for byte in digest.iter() {
-        hex.push_str(&format!("{byte:02x}"));
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     hex
 }
@@ -84,6 +87,14 @@ mod tests {
         let b = random_secret();
         assert_eq!(a.len(), 43);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn secret_digests_are_lowercase_hex_sha256() {
+        // FIPS 180-2 Appendix B.1: SHA-256("abc"). Stored client secrets depend on this spelling.
+        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(secret_matches("abc", &hash_secret("abc")));
+        assert!(!secret_matches("abd", &hash_secret("abc")));
     }
 
     #[test]

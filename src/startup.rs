@@ -134,8 +134,9 @@ impl App {
             self.key_reload_interval,
         ));
         let purge = tokio::spawn(purge_in_background(self.server.store.clone(), self.purge_interval));
-        let result = Server::new_with_acceptor(self.acceptor)
-            .idle_timeout(self.idle_timeout)
+        // Our idle timeout rather than poem's: see `crate::idle` for why.
+        let acceptor = crate::idle::IdleClosingAcceptor::new(self.acceptor, self.idle_timeout);
+        let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
                 crate::api::routes(
                     self.server.clone(),

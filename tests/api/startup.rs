@@ -81,3 +81,20 @@ async fn expired_records_are_purged_in_the_background() {
     }
     assert!(app.server.store.code("live").await.unwrap().is_some(), "unexpired records stay");
 }
+
+#[tokio::test]
+async fn a_connection_silent_for_the_idle_timeout_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|settings| settings.idle_timeout = 1, None).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.bound_port)).await.unwrap();
+    // One request on a keep-alive connection, then silence: the server answers, then hangs up.
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut received))
+        .await
+        .expect("the server closes an idle connection")
+        .ok();
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"), "answered first");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "kept open while not idle for 1 s");
+}
