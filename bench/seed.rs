@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use portcullis::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
-use portcullis::secrets::{hash_secret, random_secret, random_token};
+use portcullis::secrets::{random_dated_secret, random_token, token_key};
 use portcullis::store::{SharedStore, SledStore};
 
 /// Redemptions in flight at once: enough to keep the store's writer busy.
@@ -47,7 +47,7 @@ async fn main() {
                     return tokens;
                 }
                 let grant_id = uuid::Uuid::new_v4().to_string();
-                let code_hash = hash_secret(&random_token(32));
+                let code_hash = token_key(&random_dated_secret(now));
                 let code = AuthorizationCode {
                     client_id: client_id.clone(),
                     redirect_uri: "http://127.0.0.1:9/cb".into(),
@@ -62,7 +62,7 @@ async fn main() {
                     nonce: None,
                 };
                 store.insert_code(&code_hash, &code).await.expect("store the code");
-                let refresh_token = random_secret();
+                let refresh_token = random_dated_secret(now);
                 let refresh = RefreshToken {
                     grant_id: grant_id.clone(),
                     client_id: client_id.clone(),
@@ -82,7 +82,7 @@ async fn main() {
                     expires_at: refresh.expires_at,
                 };
                 store
-                    .redeem_code(&code_hash, &grant, Some((&hash_secret(&refresh_token), &refresh)), now)
+                    .redeem_code(&code_hash, &grant, Some((&token_key(&refresh_token), &refresh)), now)
                     .await
                     .expect("redeem the code");
                 if index < chains {

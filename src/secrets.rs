@@ -43,15 +43,53 @@ pub fn random_secret() -> String {
     random_token(32)
 }
 
+/// Bytes of issue time in front of a [`random_dated_secret`]: seconds since the epoch, big-endian.
+const DATE_BYTES: usize = 6;
+
+/// An authorization code or refresh token: its issue time (48 bits, seconds, not secret) and 256
+/// random bits, base64url (51 characters). The time leads the token's store key
+/// ([`token_key`]), so a store ordered by key keeps recent tokens together: a token is redeemed
+/// or rotated soon after it is issued, and its page is then still cached. With random keys, every
+/// exchange and rotation read a random page of a tree that holds every used code and rotated
+/// token still kept for replay detection, and missed the cache.
+pub fn random_dated_secret(now: i64) -> String {
+    let mut buffer = [0u8; DATE_BYTES + 32];
+    buffer[..DATE_BYTES].copy_from_slice(&(now.max(0) as u64).to_be_bytes()[8 - DATE_BYTES..]);
+    getrandom::fill(&mut buffer[DATE_BYTES..])
+        .expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// The store key of a code or refresh token: the SHA-256 digest of the whole token (hex), led by
+/// the issue time (hex) of a token from [`random_dated_secret`]. Tokens of any other shape (those
+/// issued before dated tokens, or garbage) get the bare digest, so they keep working. Only the
+/// digest identifies a token: a presented token with a forged date finds nothing.
+pub fn token_key(token: &str) -> String {
+    let digest = hash_secret(token);
+    let mut decoded = [0u8; DATE_BYTES + 32];
+    match URL_SAFE_NO_PAD.decode_slice(token, &mut decoded) {
+        Ok(length) if length == decoded.len() => {
+            let mut key = hex(&decoded[..DATE_BYTES]);
+            key.push_str(&digest);
+            key
+        }
+        _ => digest,
+    }
+}
+
 /// The SHA-256 digest of a secret, hex-encoded: what the store keeps instead of the secret.
 pub fn hash_secret(secret: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(secret.as_bytes());
-    // On every client authentication: a table, not 32 `format!` calls (a microsecond per request).
-    let mut hex = String::with_capacity(64);
-    for byte in digest.iter() {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Lowercase hex. On every client authentication and token lookup: a table, not a `format!` per
+/// byte (1.5 µs per request).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
     hex
 }
@@ -87,6 +125,22 @@ mod tests {
         let b = random_secret();
         assert_eq!(a.len(), 43);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn dated_tokens_have_256_random_bits_and_keys_in_issue_order() {
+        let (early, late) = (random_dated_secret(1_700_000_000), random_dated_secret(1_700_000_001));
+        assert_eq!(early.len(), 51);
+        assert_ne!(random_dated_secret(1_700_000_000), early, "the random part differs");
+        let (early_key, late_key) = (token_key(&early), token_key(&late));
+        assert!(early_key < late_key, "keys sort by issue time");
+        assert_eq!(early_key.len(), 12 + 64);
+        assert!(early_key.ends_with(&hash_secret(&early)), "the digest of the whole token");
+        assert!(early_key.starts_with(&format!("{:012x}", 1_700_000_000)));
+        // Tokens issued before dated ones, and anything else, keep the bare digest.
+        let legacy = random_secret();
+        assert_eq!(token_key(&legacy), hash_secret(&legacy));
+        assert_eq!(token_key("not base64 at all!"), hash_secret("not base64 at all!"));
     }
 
     #[test]

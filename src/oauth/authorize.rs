@@ -7,7 +7,7 @@
 use super::oidc::{Prompt, parse_max_age};
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::{AuthorizationCode, Client, CodeChallenge, RedirectUri, Scope, User};
-use crate::secrets::{hash_secret, random_secret};
+use crate::secrets::{random_dated_secret, token_key};
 
 /// A validated authorization request: the client and redirect URI are trusted from here on.
 #[derive(Debug, Clone)]
@@ -210,8 +210,8 @@ pub async fn approve(
     if consent == Consent::Given {
         server.store.remember_consent(&user.id, &request.client.client_id, &request.scope).await?;
     }
-    // 256 bits; RFC 6749 §10.10 asks for codes that cannot be guessed.
-    let code = random_secret();
+    // 256 random bits; RFC 6749 §10.10 asks for codes that cannot be guessed.
+    let code = random_dated_secret(now);
     let expires_at = now + server.config.code_ttl;
     let record = AuthorizationCode {
         client_id: request.client.client_id.clone(),
@@ -228,7 +228,7 @@ pub async fn approve(
         purge_at: expires_at + server.config.access_token_ttl,
         nonce: request.nonce.clone(),
     };
-    server.store.insert_code(&hash_secret(&code), &record).await?; // durable on return
+    server.store.insert_code(&token_key(&code), &record).await?; // durable on return
     tracing::info!(client_id = %request.client.client_id, grant_id = %record.grant_id, "issued an authorization code");
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = &request.state {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::client_auth::{authenticate, credentials};
 use super::{AuthorizationServer, OAuthError, Params};
-use crate::secrets::hash_secret;
+use crate::secrets::token_key;
 
 /// RFC 7662 §2.2 response.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -101,7 +101,7 @@ async fn refresh_token(
     token: &str,
     now: i64,
 ) -> Result<Option<Introspection>, OAuthError> {
-    let Some(record) = server.store.refresh_token(&hash_secret(token)).await? else { return Ok(None) };
+    let Some(record) = server.store.refresh_token(&token_key(token)).await? else { return Ok(None) };
     if record.rotated || record.expires_at <= now {
         return Ok(None);
     }

@@ -6,7 +6,7 @@
 use super::client_auth::{authenticate, credentials};
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::Client;
-use crate::secrets::hash_secret;
+use crate::secrets::token_key;
 
 /// What a revocation did (for logs and tests; the wire answer is 200 either way).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ async fn revoke_refresh_token(
     token: &str,
     now: i64,
 ) -> Result<Revocation, OAuthError> {
-    let Some(record) = server.store.refresh_token(&hash_secret(token)).await? else {
+    let Some(record) = server.store.refresh_token(&token_key(token)).await? else {
         return Ok(Revocation::Nothing);
     };
     if record.client_id != client.client_id {

@@ -10,7 +10,7 @@ use super::client_auth::{authenticate, credentials};
 use super::oidc::OPENID;
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::{CodeVerifier, Grant, GrantType, RefreshToken};
-use crate::secrets::{hash_secret, random_secret};
+use crate::secrets::{random_dated_secret, token_key};
 use crate::store::{Redemption, Rotation};
 
 /// RFC 6749 §5.1 successful response.
@@ -62,7 +62,7 @@ async fn authorization_code(
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
     let code = params.require("code")?;
-    let code_hash = hash_secret(code);
+    let code_hash = token_key(code);
     let invalid = || {
         OAuthError::InvalidGrant(
             "the authorization code is invalid, expired or was issued to another client".into(),
@@ -128,7 +128,7 @@ async fn authorization_code(
         false => None,
     };
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
-        let token = random_secret();
+        let token = random_dated_secret(now);
         let record = RefreshToken {
             grant_id: record.grant_id.clone(),
             client_id: client.client_id.clone(),
@@ -149,7 +149,7 @@ async fn authorization_code(
         expires_at: refresh.as_ref().map_or(issued.expires_at, |(_, token)| token.expires_at),
         access_tokens: vec![issued],
     };
-    let refresh_hash = refresh.as_ref().map(|(token, _)| hash_secret(token));
+    let refresh_hash = refresh.as_ref().map(|(token, _)| token_key(token));
     let refresh_entry =
         refresh.as_ref().zip(refresh_hash.as_deref()).map(|((_, record), hash)| (hash, record));
     match server.store.redeem_code(&code_hash, &grant, refresh_entry, now).await? {
@@ -194,7 +194,7 @@ async fn refresh_token(
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = params.require("refresh_token")?;
-    let old_hash = hash_secret(presented);
+    let old_hash = token_key(presented);
     let invalid = || {
         OAuthError::InvalidGrant(
             "the refresh token is invalid, expired, revoked or was issued to another client".into(),
@@ -225,7 +225,7 @@ async fn refresh_token(
         true => Some(server.mint_id_token(client, &user, grant.auth_time, None, &access_token, now)?),
         false => None,
     };
-    let new_token = random_secret();
+    let new_token = random_dated_secret(now);
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let new_record = RefreshToken {
         grant_id: old.grant_id.clone(),
@@ -236,7 +236,7 @@ async fn refresh_token(
     };
     match server
         .store
-        .rotate_refresh_token(&old_hash, &hash_secret(&new_token), &new_record, &issued, now)
+        .rotate_refresh_token(&old_hash, &token_key(&new_token), &new_record, &issued, now)
         .await?
     {
         Rotation::Rotated => {}

@@ -39,7 +39,14 @@ async fn code_flow_with_pkce_issues_a_verifiable_rfc9068_token() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "read");
-    assert_eq!(body["refresh_token"].as_str().unwrap().len(), 43, "256 bits, base64url");
+    // Dated tokens: 48 bits of issue time, then 256 random bits, base64url (src/secrets.rs).
+    for token in [body["refresh_token"].as_str().unwrap(), code.as_str()] {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
+        assert_eq!(bytes.len(), 6 + 32, "issue time and 256 bits: {token}");
+        let issued = u64::from_be_bytes([0, 0, bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]]);
+        assert!((now() - issued as i64).abs() <= 5, "the issue time, in seconds");
+    }
 
     let access_token = body["access_token"].as_str().unwrap();
     let header = josekit::jwt::decode_header(access_token).unwrap();
