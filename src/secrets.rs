@@ -143,6 +143,17 @@ mod tests {
         assert_eq!(token_key("not base64 at all!"), hash_secret("not base64 at all!"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_presented_token_gets_a_key_ending_in_its_digest(
+            token in proptest::prop_oneof!["\\PC{0,80}", "[A-Za-z0-9_-]{50,52}"]
+        ) {
+            let key = token_key(&token);
+            proptest::prop_assert!(key.ends_with(&hash_secret(&token)));
+            proptest::prop_assert!(key.len() == 64 || key.len() == 76);
+        }
+    }
+
     #[test]
     fn secret_digests_are_lowercase_hex_sha256() {
         // FIPS 180-2 Appendix B.1: SHA-256("abc"). Stored client secrets depend on this spelling.
