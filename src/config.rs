@@ -79,7 +79,8 @@ pub struct Settings {
     /// Seconds a client may take to send a request body (slower ones get 408).
     #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value_t = 10, global = true)]
     pub body_read_timeout: u64,
-    /// Seconds a connection may stay silent before it is closed.
+    /// Seconds a connection may stay silent, or a request go unanswered from its first byte,
+    /// before the connection is closed.
     #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60, global = true)]
     pub idle_timeout: u64,
     /// Log lines as text or as JSON (one object per line).

@@ -48,11 +48,15 @@ impl<A: Acceptor> Acceptor for IdleClosingAcceptor<A> {
 }
 
 /// A connection that fails its pending read or write with `TimedOut` once nothing has been read
-/// or written for `timeout`; the HTTP server then drops it.
+/// or written for `timeout`, or once the client has sent bytes that have had no answer for
+/// `timeout`; the HTTP server then drops it. The second rule bounds a client that trickles a
+/// request's header a byte at a time (slowloris): every byte is activity, but no answer comes.
 pub struct IdleClosing<T> {
     inner: T,
     timeout: Duration,
     last_active: Instant,
+    /// When the client sent the first bytes since the server last wrote: a request under way.
+    unanswered_since: Option<Instant>,
     timer: Pin<Box<Sleep>>,
 }
 
@@ -63,6 +67,7 @@ impl<T> IdleClosing<T> {
             inner,
             timeout,
             last_active: now,
+            unanswered_since: None,
             timer: Box::pin(tokio::time::sleep_until(now + timeout)),
         }
     }
@@ -72,11 +77,24 @@ impl<T> IdleClosing<T> {
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
-            let due = self.last_active + self.timeout;
+            let mut due = self.last_active + self.timeout;
+            if let Some(since) = self.unanswered_since {
+                due = due.min(since + self.timeout);
+            }
             if due <= Instant::now() {
-                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long"));
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle, or a request unanswered, for too long",
+                ));
             }
             self.timer.as_mut().reset(due);
+        }
+    }
+
+    /// A write that went out answers what the client sent.
+    fn answered(&mut self, poll: &Poll<io::Result<usize>>) {
+        if matches!(poll, Poll::Ready(Ok(written)) if *written > 0) {
+            self.unanswered_since = None;
         }
     }
 
@@ -100,7 +118,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleClosing<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && this.unanswered_since.is_none()
+        {
+            this.unanswered_since = Some(Instant::now());
+        }
         this.track(cx, poll)
     }
 }
@@ -109,6 +134,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleClosing<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.answered(&poll);
         this.track(cx, poll)
     }
 
@@ -119,6 +145,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleClosing<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.answered(&poll);
         this.track(cx, poll)
     }
 
@@ -150,20 +177,55 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let mut server = IdleClosing::new(server, TIMEOUT);
         let mut byte = [0u8; 1];
-        // A byte every 150 ms for 600 ms, twice the timeout: never closed.
+        // A request every 150 ms for 600 ms, twice the timeout, each answered: never closed.
         for _ in 0..4 {
             let reader = tokio::spawn(async move {
                 let mut byte = [0u8; 1];
-                server.read_exact(&mut byte).await.map(|_| server)
+                server.read_exact(&mut byte).await?;
+                server.write_all(b"y").await.map(|_| server)
             });
             tokio::time::sleep(TIMEOUT / 2).await;
             client.write_all(b"x").await.unwrap();
             server = reader.await.unwrap().expect("an active connection stays open");
+            client.read_exact(&mut byte).await.unwrap();
         }
         let started = std::time::Instant::now();
         let error = server.read(&mut byte).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= TIMEOUT, "not before the idle timeout: {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_request_trickled_byte_by_byte_is_cut_off() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = IdleClosing::new(server, TIMEOUT);
+        let trickle = tokio::spawn(async move {
+            // A byte every 100 ms, never a whole request: the server never answers.
+            for _ in 0..20 {
+                tokio::time::sleep(TIMEOUT / 3).await;
+                if client.write_all(b"G").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let mut received = 0;
+        let error = loop {
+            let mut byte = [0u8; 1];
+            match server.read(&mut byte).await {
+                Ok(0) => panic!("the trickle ended before the server cut it off"),
+                Ok(_) => received += 1,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            started.elapsed() < TIMEOUT * 3,
+            "cut off at the timeout, not after the trickle: {:?}",
+            started.elapsed()
+        );
+        assert!(received >= 2, "bytes kept coming until then");
+        trickle.abort();
     }
 
     #[tokio::test]
