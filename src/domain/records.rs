@@ -117,7 +117,8 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// An authorization code (RFC 6749 §4.1.2), keyed by the SHA-256 of the code.
+/// An authorization code (RFC 6749 §4.1.2), keyed by [`crate::secrets::token_key`] of the code (its
+/// SHA-256, led by its issue time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuthorizationCode {
     pub client_id: String,
@@ -176,7 +177,8 @@ impl Grant {
     }
 }
 
-/// A refresh token, keyed by the SHA-256 of the token.
+/// A refresh token, keyed by [`crate::secrets::token_key`] of the token (its SHA-256, led by its
+/// issue time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefreshToken {
     pub grant_id: String,
