@@ -10,12 +10,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Fills `buffer` from the OS RNG. Its failing is unrecoverable for an authorization server:
+/// never fall back to a weaker source.
+fn fill_random(buffer: &mut [u8]) {
+    getrandom::fill(buffer).expect("the operating system's random number generator failed");
+}
+
 /// A fresh random value of `bytes` bytes from the OS RNG, base64url-encoded without padding.
 pub fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
-    // The OS RNG failing is unrecoverable for an authorization server: never fall back to a
-    // weaker source.
-    getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
+    fill_random(&mut buffer);
     URL_SAFE_NO_PAD.encode(buffer)
 }
 
@@ -26,7 +30,7 @@ pub fn random_alphanumeric(length: usize) -> String {
     let mut out = String::with_capacity(length);
     let mut buffer = [0u8; 64];
     while out.len() < length {
-        getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
+        fill_random(&mut buffer);
         // 248 = 4 * 62: bytes at or above it would bias the choice, so they are skipped.
         for byte in buffer.iter().filter(|byte| **byte < 248) {
             if out.len() == length {
@@ -55,8 +59,7 @@ const DATE_BYTES: usize = 6;
 pub fn random_dated_secret(now: i64) -> String {
     let mut buffer = [0u8; DATE_BYTES + 32];
     buffer[..DATE_BYTES].copy_from_slice(&(now.max(0) as u64).to_be_bytes()[8 - DATE_BYTES..]);
-    getrandom::fill(&mut buffer[DATE_BYTES..])
-        .expect("the operating system's random number generator failed");
+    fill_random(&mut buffer[DATE_BYTES..]);
     URL_SAFE_NO_PAD.encode(buffer)
 }
 
