@@ -47,7 +47,7 @@ async fn main() {
                     return tokens;
                 }
                 let grant_id = uuid::Uuid::new_v4().to_string();
-                let code_hash = token_key(&random_dated_secret(now));
+                let code_hash = token_key(&random_dated_secret(now + 60));
                 let code = AuthorizationCode {
                     client_id: client_id.clone(),
                     redirect_uri: "http://127.0.0.1:9/cb".into(),
@@ -62,7 +62,7 @@ async fn main() {
                     nonce: None,
                 };
                 store.insert_code(&code_hash, &code).await.expect("store the code");
-                let refresh_token = random_dated_secret(now);
+                let refresh_token = random_dated_secret(now + 2_592_000);
                 let refresh = RefreshToken {
                     grant_id: grant_id.clone(),
                     client_id: client_id.clone(),

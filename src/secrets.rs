@@ -47,37 +47,76 @@ pub fn random_secret() -> String {
     random_token(32)
 }
 
-/// Bytes of issue time in front of a [`random_dated_secret`]: seconds since the epoch, big-endian.
-const DATE_BYTES: usize = 6;
+/// Bytes of purge time in front of a [`random_dated_secret`]: seconds since the epoch, big-endian.
+const DATE_BYTES: usize = 8;
+/// Bytes of issue time in front of the dated tokens of the previous release (51 characters).
+const ISSUE_DATE_BYTES: usize = 6;
+/// What leads the store key of a token that carries its purge time. Not a hex digit, so these
+/// keys sort after every other key of their tree and form one range of their own.
+pub const DATED_KEY_PREFIX: u8 = b'x';
+/// Length of a key led by [`DATED_KEY_PREFIX`]: the prefix, the purge time, the digest (hex).
+const DATED_KEY_LEN: usize = 1 + 2 * DATE_BYTES + 64;
 
-/// An authorization code or refresh token: its issue time (48 bits, seconds, not secret) and 256
-/// random bits, base64url (51 characters). The time leads the token's store key
-/// ([`token_key`]), so a store ordered by key keeps recent tokens together: a token is redeemed
-/// or rotated soon after it is issued, and its page is then still cached. With random keys, every
-/// exchange and rotation read a random page of a tree that holds every used code and rotated
-/// token still kept for replay detection, and missed the cache.
-pub fn random_dated_secret(now: i64) -> String {
+/// An authorization code or refresh token: the time the store may forget it (64 bits, seconds,
+/// not secret: a code's `purge_at`, a refresh token's expiry) and 256 random bits, base64url
+/// (54 characters). The time leads the token's store key ([`token_key`]), which does two jobs:
+///
+/// - keys sort by purge time, so the purge finds the tokens it may delete with one range scan of
+///   their own tree ([`dated_keys_due`]) and the store writes no separate expiry index entry for
+///   them (a rotation writes two records fewer);
+/// - a store ordered by key keeps recent tokens together: a token is redeemed or rotated soon
+///   after it is issued, and its page is then still cached. With random keys, every exchange and
+///   rotation read a random page of a tree that holds every used code and rotated token still
+///   kept for replay detection, and missed the cache.
+pub fn random_dated_secret(purge_at: i64) -> String {
     let mut buffer = [0u8; DATE_BYTES + 32];
-    buffer[..DATE_BYTES].copy_from_slice(&(now.max(0) as u64).to_be_bytes()[8 - DATE_BYTES..]);
+    buffer[..DATE_BYTES].copy_from_slice(&(purge_at.max(0) as u64).to_be_bytes());
     fill_random(&mut buffer[DATE_BYTES..]);
     URL_SAFE_NO_PAD.encode(buffer)
 }
 
 /// The store key of a code or refresh token: the SHA-256 digest of the whole token (hex), led by
-/// the issue time (hex) of a token from [`random_dated_secret`]. Tokens of any other shape (those
-/// issued before dated tokens, or garbage) get the bare digest, so they keep working. Only the
-/// digest identifies a token: a presented token with a forged date finds nothing.
+/// [`DATED_KEY_PREFIX`] and the purge time (hex) of a token from [`random_dated_secret`]. The
+/// dated tokens of the previous release (6 bytes of issue time) keep their key, their issue time
+/// then the digest; tokens of any other shape (issued before dated tokens, or garbage) get the
+/// bare digest. So every token issued by an earlier release keeps working. Only the digest
+/// identifies a token: a presented token with a forged date finds nothing.
 pub fn token_key(token: &str) -> String {
     let digest = hash_secret(token);
     let mut decoded = [0u8; DATE_BYTES + 32];
     match URL_SAFE_NO_PAD.decode_slice(token, &mut decoded) {
-        Ok(length) if length == decoded.len() => {
-            let mut key = hex(&decoded[..DATE_BYTES]);
+        Ok(length) if length == DATE_BYTES + 32 => {
+            let mut key = String::with_capacity(DATED_KEY_LEN);
+            key.push(char::from(DATED_KEY_PREFIX));
+            key.push_str(&hex(&decoded[..DATE_BYTES]));
+            key.push_str(&digest);
+            key
+        }
+        Ok(length) if length == ISSUE_DATE_BYTES + 32 => {
+            let mut key = hex(&decoded[..ISSUE_DATE_BYTES]);
             key.push_str(&digest);
             key
         }
         _ => digest,
     }
+}
+
+/// The purge time a store key from [`token_key`] carries, if it carries one.
+pub fn key_purge_time(key: &[u8]) -> Option<i64> {
+    if key.len() != DATED_KEY_LEN || key[0] != DATED_KEY_PREFIX {
+        return None;
+    }
+    let digits = std::str::from_utf8(&key[1..=2 * DATE_BYTES]).ok()?;
+    Some(i64::try_from(u64::from_str_radix(digits, 16).ok()?).unwrap_or(i64::MAX))
+}
+
+/// The range of store keys whose purge time is at or before `now`: every key of a code or
+/// refresh token the store may delete, and nothing else (other keys are hex, below the prefix).
+pub fn dated_keys_due(now: i64) -> std::ops::Range<Vec<u8>> {
+    let after = now.saturating_add(1).max(0) as u64;
+    let mut end = vec![DATED_KEY_PREFIX];
+    end.extend_from_slice(hex(&after.to_be_bytes()).as_bytes());
+    vec![DATED_KEY_PREFIX]..end
 }
 
 /// The SHA-256 digest of a secret, hex-encoded: what the store keeps instead of the secret.
@@ -131,29 +170,59 @@ mod tests {
     }
 
     #[test]
-    fn dated_tokens_have_256_random_bits_and_keys_in_issue_order() {
+    fn dated_tokens_have_256_random_bits_and_keys_in_purge_order() {
         let (early, late) = (random_dated_secret(1_700_000_000), random_dated_secret(1_700_000_001));
-        assert_eq!(early.len(), 51);
+        assert_eq!(early.len(), 54);
         assert_ne!(random_dated_secret(1_700_000_000), early, "the random part differs");
         let (early_key, late_key) = (token_key(&early), token_key(&late));
-        assert!(early_key < late_key, "keys sort by issue time");
-        assert_eq!(early_key.len(), 12 + 64);
+        assert!(early_key < late_key, "keys sort by purge time");
+        assert_eq!(early_key.len(), DATED_KEY_LEN);
         assert!(early_key.ends_with(&hash_secret(&early)), "the digest of the whole token");
-        assert!(early_key.starts_with(&format!("{:012x}", 1_700_000_000)));
-        // Tokens issued before dated ones, and anything else, keep the bare digest.
+        assert!(early_key.starts_with(&format!("x{:016x}", 1_700_000_000)));
+        assert_eq!(key_purge_time(early_key.as_bytes()), Some(1_700_000_000));
+        // Tokens issued before dated ones, and anything else, keep the bare digest and no time.
         let legacy = random_secret();
         assert_eq!(token_key(&legacy), hash_secret(&legacy));
+        assert_eq!(key_purge_time(token_key(&legacy).as_bytes()), None);
         assert_eq!(token_key("not base64 at all!"), hash_secret("not base64 at all!"));
+    }
+
+    /// The dated tokens of the previous release (6 bytes of issue time, 51 characters) keep the
+    /// key they were stored under, and carry no purge time (they have expiry index entries).
+    #[test]
+    fn tokens_dated_by_the_previous_release_keep_their_key() {
+        let mut previous = vec![0u8; ISSUE_DATE_BYTES + 32];
+        previous[..ISSUE_DATE_BYTES].copy_from_slice(&1_700_000_000u64.to_be_bytes()[2..]);
+        let previous = URL_SAFE_NO_PAD.encode(&previous);
+        assert_eq!(previous.len(), 51);
+        let key = token_key(&previous);
+        assert_eq!(key, format!("{:012x}{}", 1_700_000_000, hash_secret(&previous)));
+        assert_eq!(key_purge_time(key.as_bytes()), None);
+    }
+
+    #[test]
+    fn the_due_range_holds_exactly_the_keys_whose_time_has_come() {
+        let due = dated_keys_due(1_700_000_000);
+        for (time, expected) in
+            [(0, true), (1_699_999_999, true), (1_700_000_000, true), (1_700_000_001, false)]
+        {
+            let key = token_key(&random_dated_secret(time));
+            assert_eq!(due.contains(&key.into_bytes()), expected, "purge time {time}");
+        }
+        for other in [token_key(&random_secret()), "f".repeat(76), "~".into()] {
+            assert!(!due.contains(&other.into_bytes()), "only dated keys are in the range");
+        }
     }
 
     proptest::proptest! {
         #[test]
         fn any_presented_token_gets_a_key_ending_in_its_digest(
-            token in proptest::prop_oneof!["\\PC{0,80}", "[A-Za-z0-9_-]{50,52}"]
+            token in proptest::prop_oneof!["\\PC{0,80}", "[A-Za-z0-9_-]{50,55}"]
         ) {
             let key = token_key(&token);
             proptest::prop_assert!(key.ends_with(&hash_secret(&token)));
-            proptest::prop_assert!(key.len() == 64 || key.len() == 76);
+            proptest::prop_assert!(key.len() == 64 || key.len() == 76 || key.len() == DATED_KEY_LEN);
+            proptest::prop_assert_eq!(key_purge_time(key.as_bytes()).is_some(), key.len() == DATED_KEY_LEN);
         }
     }
 

@@ -210,9 +210,13 @@ pub async fn approve(
     if consent == Consent::Given {
         server.store.remember_consent(&user.id, &request.client.client_id, &request.scope).await?;
     }
-    // 256 random bits; RFC 6749 §10.10 asks for codes that cannot be guessed.
-    let code = random_dated_secret(now);
     let expires_at = now + server.config.code_ttl;
+    // A replay after the code expired is still recognised (and revokes the grant) for as long as
+    // the access tokens issued from it can live.
+    let purge_at = expires_at + server.config.access_token_ttl;
+    // 256 random bits; RFC 6749 §10.10 asks for codes that cannot be guessed. The purge time in
+    // front lets the store find the code when it may forget it.
+    let code = random_dated_secret(purge_at);
     let record = AuthorizationCode {
         client_id: request.client.client_id.clone(),
         redirect_uri: request.redirect_uri.as_str().to_owned(),
@@ -223,9 +227,7 @@ pub async fn approve(
         grant_id: uuid::Uuid::new_v4().to_string(),
         expires_at,
         used: false,
-        // A replay after the code expired is still recognised (and revokes the grant) for as
-        // long as the access tokens issued from it can live.
-        purge_at: expires_at + server.config.access_token_ttl,
+        purge_at,
         nonce: request.nonce.clone(),
     };
     server.store.insert_code(&token_key(&code), &record).await?; // durable on return

@@ -128,12 +128,13 @@ async fn authorization_code(
         false => None,
     };
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
-        let token = random_dated_secret(now);
+        let expires_at = now + server.config.refresh_token_ttl;
+        let token = random_dated_secret(expires_at);
         let record = RefreshToken {
             grant_id: record.grant_id.clone(),
             client_id: client.client_id.clone(),
             scope: record.scope.clone(),
-            expires_at: now + server.config.refresh_token_ttl,
+            expires_at,
             rotated: false,
         };
         (token, record)
@@ -225,13 +226,14 @@ async fn refresh_token(
         true => Some(server.mint_id_token(client, &user, grant.auth_time, None, &access_token, now)?),
         false => None,
     };
-    let new_token = random_dated_secret(now);
+    let expires_at = now + server.config.refresh_token_ttl;
+    let new_token = random_dated_secret(expires_at);
     // RFC 6749 §6: the new refresh token keeps the scope of the one it replaces.
     let new_record = RefreshToken {
         grant_id: old.grant_id.clone(),
         client_id: client.client_id.clone(),
         scope: old.scope.clone(),
-        expires_at: now + server.config.refresh_token_ttl,
+        expires_at,
         rotated: false,
     };
     match server

@@ -1,6 +1,10 @@
 //! The sled store (sled 0.34). One tree per record kind, JSON values, and an `expiry` tree keyed by
 //! big-endian purge time + kind tag + primary key, written in the same change as the record it
-//! indexes, so the background purge finds expired records with one range scan.
+//! indexes, so the background purge finds expired records with one range scan. Two kinds need no
+//! entry there: codes and refresh tokens whose key carries their purge time
+//! ([`crate::secrets::token_key`]) are found by a range scan of their own tree, and the access
+//! tokens of rotations, keyed by grant then expiry, are removed by the next rotation of their grant
+//! once expired (or with the grant). That is two writes fewer per rotation.
 //!
 //! Multi-record changes are all or nothing. Most (revoking a grant, purging, a new user) are
 //! stored whole as a redo record before their writes and removed after them, and opening the
@@ -44,6 +48,9 @@ const TAG_GRANT_TOKEN: u8 = b't';
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
 /// Expired entries purged per writer job, so that request writes are not held up by a big purge.
 const PURGE_CHUNK: usize = 256;
+/// Expired access-token entries of its grant a rotation removes, at most (usually one or none;
+/// what is left goes at the next rotation or with the grant).
+const PRUNED_PER_ROTATION: usize = 16;
 
 /// The trees, read from any thread and written only by the writer thread.
 struct Trees {
@@ -246,8 +253,21 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
         .map_err(|error| StoreError::backend(Corrupt(format!("undecodable record: {error}"))))
 }
 
-fn grant_token_key(grant_id: &str, jti: &str) -> Vec<u8> {
-    [grant_id.as_bytes(), &[0], jti.as_bytes()].concat()
+/// In `grant_tokens`, between the grant id and the rest of the key: [`GRANT_TOKEN`] for the
+/// entries written now (big-endian expiry then jti, no value: a grant's entries sort by expiry, so
+/// the expired ones are one range), [`OLD_GRANT_TOKEN`] for those of earlier releases (jti; the
+/// expiry as value and in an expiry index entry, which purges them).
+const GRANT_TOKEN: u8 = 1;
+const OLD_GRANT_TOKEN: u8 = 0;
+
+fn grant_token_key(grant_id: &str, expires_at: i64, jti: &str) -> Vec<u8> {
+    [grant_id.as_bytes(), &[GRANT_TOKEN], &(expires_at.max(0) as u64).to_be_bytes(), jti.as_bytes()].concat()
+}
+
+/// The keys of a grant's access-token entries that expired at or before `now`.
+fn expired_grant_tokens(grant_id: &[u8], now: i64) -> std::ops::Range<Vec<u8>> {
+    let after = now.saturating_add(1).max(0) as u64;
+    [grant_id, &[GRANT_TOKEN]].concat()..[grant_id, &[GRANT_TOKEN], &after.to_be_bytes()].concat()
 }
 
 fn index_key(purge_at: i64, tag: u8, key: &[u8]) -> Vec<u8> {
@@ -256,6 +276,17 @@ fn index_key(purge_at: i64, tag: u8, key: &[u8]) -> Vec<u8> {
 
 fn be_i64(bytes: &[u8]) -> i64 {
     i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// When the record of the kind `tag` may be deleted.
+fn purge_time(tag: u8, record: &[u8]) -> StoreResult<i64> {
+    Ok(match tag {
+        TAG_CODE => decode::<AuthorizationCode>(record)?.purge_at,
+        TAG_GRANT => decode::<Grant>(record)?.expires_at,
+        TAG_REFRESH => decode::<RefreshToken>(record)?.expires_at,
+        TAG_SESSION => decode::<Session>(record)?.expires_at,
+        _ => be_i64(record),
+    })
 }
 
 /// The trees a [`Change`] writes, by the byte that names them in a redo record.
@@ -308,6 +339,16 @@ impl Change {
     fn put_expiring(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) {
         self.put(Space::Expiry, index_key(purge_at, tag, key), []);
         self.put(space, key, value);
+    }
+
+    /// A code or refresh token record. A key that carries the record's purge time
+    /// ([`crate::secrets::key_purge_time`]) is its own index entry: the purge finds it by a range
+    /// scan of its tree. Any other key (tokens issued by earlier releases) gets an expiry entry.
+    fn put_token(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) {
+        match crate::secrets::key_purge_time(key) {
+            Some(time) if time == purge_at => self.put(space, key, value),
+            _ => self.put_expiring(space, tag, key, value, purge_at),
+        }
     }
 
     /// Per write: space byte, key length (u32 BE), key, then 0 (remove) or 1, value length, value.
@@ -486,9 +527,19 @@ impl Trees {
         for token in &grant.access_tokens {
             revoke(token.jti.as_bytes(), token.expires_at);
         }
-        for entry in self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[0]].concat()) {
+        let first = grant_id.len() + 1;
+        for entry in self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[OLD_GRANT_TOKEN]].concat()) {
             let (key, value) = entry.map_err(StoreError::backend)?;
-            revoke(&key[grant_id.len() + 1..], be_i64(&value));
+            revoke(&key[first..], be_i64(&value));
+        }
+        for entry in self.grant_tokens.range(expired_grant_tokens(grant_id.as_bytes(), now).end..) {
+            let (key, _) = entry.map_err(StoreError::backend)?;
+            match key.get(first..first + 8) {
+                Some(expiry) if key.starts_with(grant_id.as_bytes()) && key[first - 1] == GRANT_TOKEN => {
+                    revoke(&key[first + 8..], be_i64(expiry))
+                }
+                _ => break,
+            }
         }
         change.put_expiring(Space::Grants, TAG_GRANT, grant_id.as_bytes(), encode(&grant), grant.expires_at);
         self.commit(change)
@@ -527,13 +578,7 @@ impl Trees {
         let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
             return self.commit(change).map(|_| None);
         };
-        let purge_at = match tag {
-            TAG_CODE => decode::<AuthorizationCode>(&bytes)?.purge_at,
-            TAG_GRANT => decode::<Grant>(&bytes)?.expires_at,
-            TAG_REFRESH => decode::<RefreshToken>(&bytes)?.expires_at,
-            TAG_SESSION => decode::<Session>(&bytes)?.expires_at,
-            _ => be_i64(&bytes),
-        };
+        let purge_at = purge_time(tag, &bytes)?;
         let removed = purge_at <= now;
         if removed {
             change.remove(space, key);
@@ -542,8 +587,31 @@ impl Trees {
             // time. Writers that extend a record need not index it themselves.
             change.put(Space::Expiry, index_key(purge_at, tag, key), []);
         }
+        if tag == TAG_GRANT {
+            // Its rotations' access tokens that expired since its last rotation; all of them once
+            // the grant itself expired (it outlives every token issued in it).
+            for entry in self.grant_tokens.range(expired_grant_tokens(key, now)).keys() {
+                change.remove(Space::GrantTokens, entry.map_err(StoreError::backend)?.to_vec());
+            }
+        }
         self.commit(change)?;
         Ok(removed.then_some(tag))
+    }
+
+    /// Deletes a code or refresh token found in the range of keys whose purge time has come
+    /// ([`crate::secrets::dated_keys_due`]), if the record agrees. Returns whether it went.
+    fn purge_dated(&self, space: Space, tag: u8, key: &[u8], now: i64) -> StoreResult<Option<u8>> {
+        let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
+            return Ok(None);
+        };
+        if purge_time(tag, &bytes)? > now {
+            // Written with an expiry entry too (its key's time was not its own): that entry purges it.
+            return Ok(None);
+        }
+        let mut change = Change::default();
+        change.remove(space, key);
+        self.commit(change)?;
+        Ok(Some(tag))
     }
 }
 
@@ -624,6 +692,39 @@ impl SledStore {
             }))
         })))?;
         result.await.map_err(|_| StoreError::backend(WriterStopped))?
+    }
+
+    /// Runs `purge` on the writer thread for every key of a tree in `range`, [`PURGE_CHUNK`] keys
+    /// per job, so that request writes are not held up and a large backlog is never loaded whole.
+    /// Returns what each call returned.
+    async fn purge_range(
+        &self,
+        space: Space,
+        range: std::ops::Range<Vec<u8>>,
+        purge: impl Fn(&Trees, &[u8]) -> StoreResult<Option<u8>> + Send + Sync + Clone + 'static,
+    ) -> StoreResult<Vec<Option<u8>>> {
+        let mut results = Vec::new();
+        let mut from = range.start;
+        loop {
+            let chunk: Vec<::sled::IVec> = self
+                .trees
+                .tree(space)
+                .range(from.clone()..range.end.clone())
+                .keys()
+                .take(PURGE_CHUNK)
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::backend)?;
+            let Some(last) = chunk.last() else { return Ok(results) };
+            // Past the last key seen: keys a purge keeps (not yet due) are not read again.
+            from = [last.as_ref(), &[0]].concat();
+            let purge = purge.clone();
+            let purged = self
+                .write(move |trees| {
+                    chunk.iter().map(|key| purge(trees, key)).collect::<StoreResult<Vec<_>>>()
+                })
+                .await?;
+            results.extend(purged);
+        }
     }
 
     /// After a client write: empty the cache and make reads begun before it not fill it.
@@ -784,7 +885,7 @@ impl GrantStore for SledStore {
         let (code_hash, record, purge_at) = (code_hash.to_owned(), encode(code), code.purge_at);
         self.write_durably(move |trees| {
             let mut change = Change::default();
-            change.put_expiring(Space::Codes, TAG_CODE, code_hash.as_bytes(), record, purge_at);
+            change.put_token(Space::Codes, TAG_CODE, code_hash.as_bytes(), record, purge_at);
             trees.commit(change)
         })
         .await
@@ -840,7 +941,7 @@ impl GrantStore for SledStore {
                 grant_expires_at,
             );
             if let Some((hash, expires_at, record)) = refresh_token {
-                change.put_expiring(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
+                change.put_token(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
             }
             change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
             trees.commit_in_order(change)?;
@@ -906,7 +1007,13 @@ impl RefreshTokenStore for SledStore {
             // the grant's longer life first; the old token marked rotated, last, makes it count.
             old.rotated = true;
             let mut change = Change::default();
-            change.put_expiring(
+            // The grant's access tokens that expired since its last rotation: nothing refers to
+            // them any more (this keeps the tree bounded without an expiry entry per token).
+            let expired = trees.grant_tokens.range(expired_grant_tokens(grant.id.as_bytes(), now));
+            for key in expired.keys().take(PRUNED_PER_ROTATION) {
+                change.remove(Space::GrantTokens, key.map_err(StoreError::backend)?.to_vec());
+            }
+            change.put_token(
                 Space::RefreshTokens,
                 TAG_REFRESH,
                 new_hash.as_bytes(),
@@ -914,13 +1021,10 @@ impl RefreshTokenStore for SledStore {
                 new_expires_at,
             );
             // The access token, remembered so that revoking the grant revokes it.
-            let token_key = grant_token_key(&grant.id, &access_token.jti);
-            change.put_expiring(
+            change.put(
                 Space::GrantTokens,
-                TAG_GRANT_TOKEN,
-                &token_key,
-                access_token.expires_at.to_be_bytes().to_vec(),
-                access_token.expires_at,
+                grant_token_key(&grant.id, access_token.expires_at, &access_token.jti),
+                [],
             );
             let expires_at = grant.expires_at.max(new_expires_at).max(access_token.expires_at);
             let listed = grant.access_tokens.len();
@@ -1028,29 +1132,30 @@ impl Maintenance for SledStore {
     }
 
     async fn purge_expired(&self, now: i64) -> StoreResult<PurgeCounts> {
-        let end = index_key(now.saturating_add(1), 0, b"");
-        let due: Vec<::sled::IVec> =
-            self.trees.expiry.range(..end).keys().collect::<Result<_, _>>().map_err(StoreError::backend)?;
-        let mut counts = PurgeCounts::default();
-        for chunk in due.chunks(PURGE_CHUNK) {
-            let chunk = chunk.to_vec();
-            let purged = self
-                .write(move |trees| {
-                    chunk
-                        .iter()
-                        .map(|index_key| trees.purge_entry(index_key, now))
-                        .collect::<StoreResult<Vec<_>>>()
+        let mut purged = self
+            .purge_range(
+                Space::Expiry,
+                vec![]..index_key(now.saturating_add(1), 0, b""),
+                move |trees, key| trees.purge_entry(key, now),
+            )
+            .await?;
+        for (space, tag) in [(Space::Codes, TAG_CODE), (Space::RefreshTokens, TAG_REFRESH)] {
+            let dated = self
+                .purge_range(space, crate::secrets::dated_keys_due(now), move |trees, key| {
+                    trees.purge_dated(space, tag, key, now)
                 })
                 .await?;
-            for tag in purged {
-                match tag {
-                    Some(TAG_CODE) => counts.codes += 1,
-                    Some(TAG_GRANT) => counts.grants += 1,
-                    Some(TAG_REFRESH) => counts.refresh_tokens += 1,
-                    Some(TAG_SESSION) => counts.sessions += 1,
-                    Some(TAG_JTI) => counts.revoked_access_tokens += 1,
-                    _ => {}
-                }
+            purged.extend(dated);
+        }
+        let mut counts = PurgeCounts::default();
+        for tag in purged {
+            match tag {
+                Some(TAG_CODE) => counts.codes += 1,
+                Some(TAG_GRANT) => counts.grants += 1,
+                Some(TAG_REFRESH) => counts.refresh_tokens += 1,
+                Some(TAG_SESSION) => counts.sessions += 1,
+                Some(TAG_JTI) => counts.revoked_access_tokens += 1,
+                _ => {}
             }
         }
         self.flush().await?;
@@ -1168,64 +1273,154 @@ mod tests {
         let access = IssuedAccessToken { jti: "a1".into(), expires_at: 1400 };
         let set_cut =
             |store: &SledStore, cut| store.trees.cut_after.store(cut, std::sync::atomic::Ordering::Relaxed);
-        let mut cuts_seen = (0, 0);
-        for cut in 0.. {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
-            store.insert_code("code", &code).await.unwrap();
+        // Keys of tokens from earlier releases (an expiry entry each), and keys that carry their
+        // purge time (found by a range scan; two writes fewer).
+        for dated in [false, true] {
+            let key = |name: &str, purge_at| match dated {
+                false => name.to_owned(),
+                true => crate::secrets::token_key(&crate::secrets::random_dated_secret(purge_at)),
+            };
+            let mut cuts_seen = (0, 0);
+            for cut in 0.. {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+                let code_key = key("code", code.purge_at);
+                let [r1, r1b, r2, r2b, r3] =
+                    [("r1", 2000), ("r1b", 2000), ("r2", 3000), ("r2b", 3000), ("r3", 3000)]
+                        .map(|(name, purge_at)| key(name, purge_at));
+                store.insert_code(&code_key, &code).await.unwrap();
 
-            set_cut(&store, cut);
-            let exchange = store.redeem_code("code", &grant, Some(("r1", &refresh(2000))), 1000).await;
-            set_cut(&store, usize::MAX);
-            if exchange.is_err() {
-                cuts_seen.0 = cut + 1;
+                set_cut(&store, cut);
+                let exchange = store.redeem_code(&code_key, &grant, Some((&r1, &refresh(2000))), 1000).await;
+                set_cut(&store, usize::MAX);
+                if exchange.is_err() {
+                    cuts_seen.0 = cut + 1;
+                    assert!(
+                        !store.code(&code_key).await.unwrap().unwrap().used,
+                        "cut {cut}: the code is still unused"
+                    );
+                    let retry =
+                        store.redeem_code(&code_key, &grant, Some((&r1b, &refresh(2000))), 1000).await;
+                    assert!(matches!(retry, Ok(Redemption::Redeemed)), "cut {cut}: {retry:?}");
+                } else {
+                    assert!(matches!(exchange, Ok(Redemption::Redeemed)));
+                }
+                let again = store.redeem_code(&code_key, &grant, None, 1000).await.unwrap();
+                assert!(matches!(again, Redemption::AlreadyUsed { .. }), "cut {cut}: the code is spent");
+                let first = if exchange.is_err() { &r1b } else { &r1 };
+
+                set_cut(&store, cut);
+                let rotation = store.rotate_refresh_token(first, &r2, &refresh(3000), &access, 1001).await;
+                set_cut(&store, usize::MAX);
+                if rotation.is_err() {
+                    cuts_seen.1 = cut + 1;
+                    assert!(!store.refresh_token(first).await.unwrap().unwrap().rotated, "cut {cut}");
+                    let retry = store.rotate_refresh_token(first, &r2b, &refresh(3000), &access, 1001).await;
+                    assert!(matches!(retry, Ok(Rotation::Rotated)), "cut {cut}: {retry:?}");
+                } else {
+                    assert!(matches!(rotation, Ok(Rotation::Rotated)));
+                }
+                let reuse =
+                    store.rotate_refresh_token(first, &r3, &refresh(3000), &access, 1002).await.unwrap();
                 assert!(
-                    !store.code("code").await.unwrap().unwrap().used,
-                    "cut {cut}: the code is still unused"
+                    matches!(reuse, Rotation::AlreadyRotated { .. }),
+                    "cut {cut}: reuse is still detected"
                 );
-                let retry = store.redeem_code("code", &grant, Some(("r1b", &refresh(2000))), 1000).await;
-                assert!(matches!(retry, Ok(Redemption::Redeemed)), "cut {cut}: {retry:?}");
-            } else {
-                assert!(matches!(exchange, Ok(Redemption::Redeemed)));
-            }
-            let again = store.redeem_code("code", &grant, None, 1000).await.unwrap();
-            assert!(matches!(again, Redemption::AlreadyUsed { .. }), "cut {cut}: the code is spent");
-            let first = if exchange.is_err() { "r1b" } else { "r1" };
 
-            set_cut(&store, cut);
-            let rotation = store.rotate_refresh_token(first, "r2", &refresh(3000), &access, 1001).await;
-            set_cut(&store, usize::MAX);
-            if rotation.is_err() {
-                cuts_seen.1 = cut + 1;
-                assert!(!store.refresh_token(first).await.unwrap().unwrap().rotated, "cut {cut}");
-                let retry = store.rotate_refresh_token(first, "r2b", &refresh(3000), &access, 1001).await;
-                assert!(matches!(retry, Ok(Rotation::Rotated)), "cut {cut}: {retry:?}");
-            } else {
-                assert!(matches!(rotation, Ok(Rotation::Rotated)));
+                // Whatever the cut left behind goes with the rest once everything expired.
+                store.purge_expired(10_000).await.unwrap();
+                for (name, tree) in [
+                    ("codes", &store.trees.codes),
+                    ("grants", &store.trees.grants),
+                    ("refresh tokens", &store.trees.refresh_tokens),
+                    ("grant tokens", &store.trees.grant_tokens),
+                    ("expiry", &store.trees.expiry),
+                    ("redo", &store.trees.redo),
+                ] {
+                    assert!(tree.is_empty(), "cut {cut}: {name} left after the purge");
+                }
+                if exchange.is_ok() && rotation.is_ok() {
+                    break;
+                }
             }
-            let reuse = store.rotate_refresh_token(first, "r3", &refresh(3000), &access, 1002).await.unwrap();
-            assert!(matches!(reuse, Rotation::AlreadyRotated { .. }), "cut {cut}: reuse is still detected");
-
-            // Whatever the cut left behind goes with the rest once everything expired.
-            store.purge_expired(10_000).await.unwrap();
-            for (name, tree) in [
-                ("codes", &store.trees.codes),
-                ("grants", &store.trees.grants),
-                ("refresh tokens", &store.trees.refresh_tokens),
-                ("grant tokens", &store.trees.grant_tokens),
-                ("expiry", &store.trees.expiry),
-                ("redo", &store.trees.redo),
-            ] {
-                assert!(tree.is_empty(), "cut {cut}: {name} left after the purge");
-            }
-            if exchange.is_ok() && rotation.is_ok() {
-                break;
-            }
+            // Every cut inside them was tried. The exchange: the grant and its expiry entry, the
+            // refresh token (and its expiry entry when its key is not dated), the code. The rotation:
+            // the new refresh token (and expiry entry), its access token, the grant, the old token.
+            let writes = if dated { (4, 4) } else { (5, 5) };
+            assert_eq!(cuts_seen, writes, "dated keys: {dated}");
         }
-        // The exchange has 5 writes (grant, refresh token, each with its expiry entry, then the
-        // code), the rotation 5 or 6: every cut inside them was tried.
-        assert_eq!(cuts_seen.0, 5);
-        assert!(cuts_seen.1 >= 5, "{cuts_seen:?}");
+    }
+
+    /// The access tokens of rotations need no expiry entries: a rotation removes its grant's
+    /// expired ones, the grant's purge the rest; revoking the grant revokes every unexpired one,
+    /// those recorded by earlier releases too.
+    #[tokio::test]
+    async fn the_access_tokens_of_rotations_are_revoked_with_their_grant_and_go_once_expired() {
+        use crate::domain::{Grant, IssuedAccessToken, RefreshToken, Scope};
+        use crate::secrets::{random_dated_secret, token_key};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let scope = Scope::parse("read").unwrap();
+        let grant = Grant {
+            id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: scope.clone(),
+            auth_time: 0,
+            created_at: 1000,
+            revoked_at: None,
+            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1090 }],
+            expires_at: 5000,
+        };
+        let refresh = RefreshToken {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            scope,
+            expires_at: 5000,
+            rotated: false,
+        };
+        let tokens: Vec<String> = (0..4).map(|_| token_key(&random_dated_secret(5000))).collect();
+        let mut change = Change::default();
+        change.put_expiring(Space::Grants, TAG_GRANT, b"g", encode(&grant), grant.expires_at);
+        change.put_token(Space::RefreshTokens, TAG_REFRESH, tokens[0].as_bytes(), encode(&refresh), 5000);
+        // An entry as earlier releases wrote it: the jti after a zero byte, the expiry as value.
+        change.put_expiring(
+            Space::GrantTokens,
+            TAG_GRANT_TOKEN,
+            b"g\0old",
+            1300i64.to_be_bytes().to_vec(),
+            1300,
+        );
+        store.write(move |trees| trees.commit(change)).await.unwrap();
+
+        let jtis = |store: &SledStore| -> Vec<String> {
+            let keys = store.trees.grant_tokens.iter().keys().map(Result::unwrap);
+            keys.map(|key| String::from_utf8_lossy(&key[key.len() - 2..]).into_owned()).collect()
+        };
+        for (step, (now, expires_at)) in [(1000, 1100), (1050, 1150), (1120, 1220)].into_iter().enumerate() {
+            let access = IssuedAccessToken { jti: format!("a{}", step + 1), expires_at };
+            let rotation = store
+                .rotate_refresh_token(&tokens[step], &tokens[step + 1], &refresh, &access, now)
+                .await
+                .unwrap();
+            assert!(matches!(rotation, Rotation::Rotated));
+        }
+        // a1 expired (1100) before the third rotation (1120), which removed it.
+        assert_eq!(jtis(&store), ["ld", "a2", "a3"]);
+        assert_eq!(store.trees.expiry.len(), 2, "the grant's and the old entry's; none per rotation");
+
+        store.revoke_grant("g", 1130).await.unwrap();
+        let revoked: Vec<String> =
+            store.revoked_access_tokens(1130).await.unwrap().into_iter().map(|(jti, _)| jti).collect();
+        assert_eq!(revoked, ["a2", "a3", "old"], "every unexpired one, of either shape");
+
+        let counts = store.purge_expired(10_000).await.unwrap();
+        assert_eq!((counts.grants, counts.refresh_tokens, counts.revoked_access_tokens), (1, 4, 3));
+        for tree in
+            [&store.trees.grants, &store.trees.refresh_tokens, &store.trees.grant_tokens, &store.trees.expiry]
+        {
+            assert!(tree.is_empty());
+        }
     }
 
     /// After a change failed half way, nothing more is written until a restart replays it.

@@ -109,84 +109,103 @@ async fn clients_without_the_refresh_grant_get_no_refresh_token() {
     assert!(body.get("refresh_token").is_none());
 }
 
-/// Codes and refresh tokens are issued dated (their store keys sort by age); those issued before,
-/// stored under the bare digest, keep working through the exchange, rotation, introspection and
-/// revocation.
+/// Codes and refresh tokens are issued dated by their purge time (their store keys sort by it);
+/// those of earlier releases, stored under the bare digest or led by their issue time, keep
+/// working through the exchange, replay detection, introspection, rotation and reuse detection.
 #[tokio::test]
-async fn tokens_issued_before_dated_tokens_keep_working() {
+async fn tokens_issued_by_earlier_releases_keep_working() {
     use portcullis::domain::{AuthorizationCode, Grant, RefreshToken, Scope};
-    use portcullis::secrets::{hash_secret, random_secret};
+    use portcullis::secrets::{base64url, hash_secret, random_secret};
     use portcullis::startup::now;
 
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let issued = app.tokens_for(&client).await;
-    assert_eq!(issued["refresh_token"].as_str().unwrap().len(), 51, "a dated token: 48-bit time, 256 bits");
+    assert_eq!(issued["refresh_token"].as_str().unwrap().len(), 54, "dated: 64-bit time, 256 bits");
 
-    // A code from before: stored under the digest of a 43-character token.
+    // The two earlier shapes and the keys they were stored under: 43 characters under their bare
+    // digest, then 51 (6 bytes of issue time, 32 random) under their hex issue time and digest.
+    let undated = || {
+        let token = random_secret();
+        let key = hash_secret(&token);
+        (token, key)
+    };
+    let dated_by_issue_time = || {
+        let mut bytes = now().to_be_bytes()[2..].to_vec();
+        bytes.extend_from_slice(&uuid::Uuid::new_v4().into_bytes());
+        bytes.extend_from_slice(&uuid::Uuid::new_v4().into_bytes());
+        let token = base64url(&bytes);
+        let key = format!("{:012x}{}", now(), hash_secret(&token));
+        (token, key)
+    };
     let user = app.server.store.user_by_username("admin").await.unwrap().unwrap();
-    let old_code = AuthorizationCode {
-        client_id: client.id.clone(),
-        redirect_uri: REDIRECT_URI.into(),
-        user_id: user.id.clone(),
-        scope: Scope::parse("read").unwrap(),
-        auth_time: now(),
-        code_challenge: None,
-        grant_id: "grant-from-before".into(),
-        expires_at: now() + 60,
-        used: false,
-        purge_at: now() + 960,
-        nonce: None,
-    };
-    let code = random_secret();
-    app.server.store.insert_code(&hash_secret(&code), &old_code).await.unwrap();
-    let exchanged = app.exchange_code(&client, &code, None).await;
-    assert_eq!(exchanged.status(), 200);
-    let exchanged: serde_json::Value = exchanged.json().await.unwrap();
-    assert_eq!(exchanged["refresh_token"].as_str().unwrap().len(), 51);
+    for (shape, earlier) in
+        [("undated", &undated as &dyn Fn() -> (String, String)), ("dated", &dated_by_issue_time)]
+    {
+        let old_code = AuthorizationCode {
+            client_id: client.id.clone(),
+            redirect_uri: REDIRECT_URI.into(),
+            user_id: user.id.clone(),
+            scope: Scope::parse("read").unwrap(),
+            auth_time: now(),
+            code_challenge: None,
+            grant_id: format!("{shape}-grant-from-before"),
+            expires_at: now() + 60,
+            used: false,
+            purge_at: now() + 960,
+            nonce: None,
+        };
+        let (code, code_key) = earlier();
+        app.server.store.insert_code(&code_key, &old_code).await.unwrap();
+        let exchanged = app.exchange_code(&client, &code, None).await;
+        assert_eq!(exchanged.status(), 200, "{shape}");
+        let exchanged: serde_json::Value = exchanged.json().await.unwrap();
+        assert_eq!(exchanged["refresh_token"].as_str().unwrap().len(), 54);
+        assert_oauth_error(app.exchange_code(&client, &code, None).await, 400, "invalid_grant").await;
 
-    // A refresh token from before, in a grant of its own.
-    let (second_code, old_refresh) = (random_secret(), random_secret());
-    let second = AuthorizationCode { grant_id: "second-grant-from-before".into(), ..old_code };
-    app.server.store.insert_code(&hash_secret(&second_code), &second).await.unwrap();
-    let grant = Grant {
-        id: second.grant_id.clone(),
-        client_id: client.id.clone(),
-        user_id: user.id,
-        scope: second.scope.clone(),
-        auth_time: now(),
-        created_at: now(),
-        revoked_at: None,
-        access_tokens: Vec::new(),
-        expires_at: now() + 3600,
-    };
-    let record = RefreshToken {
-        grant_id: grant.id.clone(),
-        client_id: client.id.clone(),
-        scope: grant.scope.clone(),
-        expires_at: now() + 3600,
-        rotated: false,
-    };
-    app.server
-        .store
-        .redeem_code(&hash_secret(&second_code), &grant, Some((&hash_secret(&old_refresh), &record)), now())
-        .await
-        .unwrap();
-    let introspected = app
-        .http
-        .post(app.url("/o/introspect"))
-        .basic_auth(&client.id, client.secret.as_deref())
-        .form(&[("token", old_refresh.as_str()), ("token_type_hint", "refresh_token")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(introspected.json::<serde_json::Value>().await.unwrap()["active"], true);
-    let rotated = app.refresh(&client, &old_refresh, None).await;
-    assert_eq!(rotated.status(), 200);
-    let successor =
-        rotated.json::<serde_json::Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(successor.len(), 51);
-    // The old token is now spent: presenting it again is reuse and revokes the grant.
-    assert_oauth_error(app.refresh(&client, &old_refresh, None).await, 400, "invalid_grant").await;
-    assert_oauth_error(app.refresh(&client, &successor, None).await, 400, "invalid_grant").await;
+        // A refresh token from before, in a grant of its own.
+        let ((_, second_key), (old_refresh, old_refresh_key)) = (earlier(), earlier());
+        let second = AuthorizationCode { grant_id: format!("{shape}-second-grant-from-before"), ..old_code };
+        app.server.store.insert_code(&second_key, &second).await.unwrap();
+        let grant = Grant {
+            id: second.grant_id.clone(),
+            client_id: client.id.clone(),
+            user_id: user.id.clone(),
+            scope: second.scope.clone(),
+            auth_time: now(),
+            created_at: now(),
+            revoked_at: None,
+            access_tokens: Vec::new(),
+            expires_at: now() + 3600,
+        };
+        let record = RefreshToken {
+            grant_id: grant.id.clone(),
+            client_id: client.id.clone(),
+            scope: grant.scope.clone(),
+            expires_at: now() + 3600,
+            rotated: false,
+        };
+        app.server
+            .store
+            .redeem_code(&second_key, &grant, Some((&old_refresh_key, &record)), now())
+            .await
+            .unwrap();
+        let introspected = app
+            .http
+            .post(app.url("/o/introspect"))
+            .basic_auth(&client.id, client.secret.as_deref())
+            .form(&[("token", old_refresh.as_str()), ("token_type_hint", "refresh_token")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(introspected.json::<serde_json::Value>().await.unwrap()["active"], true, "{shape}");
+        let rotated = app.refresh(&client, &old_refresh, None).await;
+        assert_eq!(rotated.status(), 200, "{shape}");
+        let successor =
+            rotated.json::<serde_json::Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(successor.len(), 54);
+        // The old token is now spent: presenting it again is reuse and revokes the grant.
+        assert_oauth_error(app.refresh(&client, &old_refresh, None).await, 400, "invalid_grant").await;
+        assert_oauth_error(app.refresh(&client, &successor, None).await, 400, "invalid_grant").await;
+    }
 }

@@ -39,13 +39,18 @@ async fn code_flow_with_pkce_issues_a_verifiable_rfc9068_token() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "read");
-    // Dated tokens: 48 bits of issue time, then 256 random bits, base64url (src/secrets.rs).
-    for token in [body["refresh_token"].as_str().unwrap(), code.as_str()] {
+    // Dated tokens: 64 bits of the time the store may forget them (a refresh token's expiry, a
+    // code's end of replay detection: expiry plus the access-token lifetime), then 256 random
+    // bits, base64url (src/secrets.rs).
+    let refresh_ttl = 30 * 24 * 3600; // the default --refresh-token-ttl
+    for (token, lifetime) in
+        [(body["refresh_token"].as_str().unwrap(), refresh_ttl), (code.as_str(), 60 + 900)]
+    {
         use base64::Engine;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
-        assert_eq!(bytes.len(), 6 + 32, "issue time and 256 bits: {token}");
-        let issued = u64::from_be_bytes([0, 0, bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]]);
-        assert!((now() - issued as i64).abs() <= 5, "the issue time, in seconds");
+        assert_eq!(bytes.len(), 8 + 32, "purge time and 256 bits: {token}");
+        let purge_at = i64::from_be_bytes(bytes[..8].try_into().unwrap());
+        assert!((now() + lifetime - purge_at).abs() <= 5, "the purge time, in seconds: {token}");
     }
 
     let access_token = body["access_token"].as_str().unwrap();
