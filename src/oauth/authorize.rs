@@ -224,7 +224,11 @@ pub async fn approve(
         scope: request.scope.clone(),
         auth_time,
         code_challenge: request.code_challenge.clone(),
-        grant_id: uuid::Uuid::new_v4().to_string(),
+        // Time-ordered (UUIDv7, RFC 9562 §5.7): a grant id is a reference, never a credential
+        // (every lookup by id is checked against the signed-in user), and ids in creation order
+        // put new grants, and the access-token entries keyed by them, in the store's recent
+        // pages instead of a random page of a tree of every grant.
+        grant_id: uuid::Uuid::now_v7().to_string(),
         expires_at,
         used: false,
         purge_at,
