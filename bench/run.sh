@@ -72,39 +72,75 @@ reference_rps="" reference_cpu=""
 clock_ticks=$(getconf CLK_TCK)
 # CPU time (user + system, in clock ticks) a process has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# run NAME URL SCRIPT [wrk options...]: one scenario; prints its line. Besides requests/s, the
-# CPU time the serving process spent per request: unlike requests/s, it hardly moves with what
-# else the two cores are doing, so its ratio is the steadier one.
-run() {
-  local name=$1 url=$2 script=$3; shift 3
+# measure URL SCRIPT [wrk options...]: drives one scenario and sets rps, p50, p99, non2xx and
+# cpu. Besides requests/s, the CPU time the serving process spent per request: unlike
+# requests/s, it hardly moves with what else the two cores are doing, so its ratio is the
+# steadier one.
+measure() {
+  local url=$1 script=$2; shift 2
   local out pid before
   pid=$server_pid; [[ $url == "$reference"* ]] && pid=$reference_pid
   before=$(cpu_ticks "$pid")
   out=$(wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
-  local ticks=$(( $(cpu_ticks "$pid") - before ))
-  local rps p50 p99 non2xx requests cpu
+  local ticks=$(( $(cpu_ticks "$pid") - before )) requests
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   cpu=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="$requests" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+}
+# report NAME [REFERENCE_RPS REFERENCE_CPU]: prints the line of what `measure` just measured,
+# with its ratios to the given reference figures (by default the run's first reference line).
+report() {
+  local name=$1 against_rps=${2:-$reference_rps} against_cpu=${3:-$reference_cpu}
+  printf '%-34s %10s %9s %9s %8s %7s %8s %7s\n' "$name" "$rps" "$p50" "$p99" "$non2xx" \
+    "$(awk -v a="$rps" -v b="$against_rps" 'BEGIN { printf "%.3f", a / b }')" "$cpu" \
+    "$(awk -v a="$against_cpu" -v b="$cpu" 'BEGIN { printf "%.3f", a / b }')"
+  if [ "$non2xx" != 0 ]; then echo "bench: $name had $non2xx non-2xx answers" >&2; failed=1; fi
+}
+# run NAME URL SCRIPT [wrk options...]: one scenario, its ratios to the run's first reference.
+run() {
+  local name=$1; shift
+  measure "$@"
   [ -z "$reference_rps" ] && reference_rps=$rps reference_cpu=$cpu
   last_rps=$rps
-  printf '%-34s %10s %9s %9s %8s %7s %8s %7s\n' "$name" "$rps" "$p50" "$p99" "$non2xx" \
-    "$(awk -v a="$rps" -v b="$reference_rps" 'BEGIN { printf "%.3f", a / b }')" "$cpu" \
-    "$(awk -v a="$reference_cpu" -v b="$cpu" 'BEGIN { printf "%.3f", a / b }')"
-  if [ "$non2xx" != 0 ]; then echo "bench: $name had $non2xx non-2xx answers" >&2; failed=1; fi
+  report "$name"
+}
+reference_body="grant_type=client_credentials&client_id=reference&client_secret=reference-secret&scope=read"
+# bracketed NAME URL SCRIPT [wrk options...]: a scenario with a bar, between two fresh runs of
+# the reference; its ratios are to their mean. This machine's speed drifts by up to ±10 % over
+# minutes, as much as a bar's margin; measured next to the scenario, the reference drifts with
+# it. The two reference runs are printed on the line after.
+bracketed() {
+  local name=$1; shift
+  BODY=$reference_body measure "$reference/token" post.lua
+  local before_rps=$rps before_cpu=$cpu
+  measure "$@"
+  local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu")
+  last_rps=$rps
+  BODY=$reference_body measure "$reference/token" post.lua
+  local mean_rps mean_cpu
+  mean_rps=$(awk -v a="$before_rps" -v b="$rps" 'BEGIN { printf "%.2f", (a + b) / 2 }')
+  mean_cpu=$(awk -v a="$before_cpu" -v b="$cpu" 'BEGIN { printf "%.1f", (a + b) / 2 }')
+  local after_rps=$rps after_cpu=$cpu
+  rps=${scenario[0]} p50=${scenario[1]} p99=${scenario[2]} non2xx=${scenario[3]} cpu=${scenario[4]}
+  report "$name" "$mean_rps" "$mean_cpu"
+  printf '  (reference before and after: %s and %s req/s, %s and %s µs)\n' \
+    "$before_rps" "$after_rps" "$before_cpu" "$after_cpu"
 }
 failed=0
 
-BODY="grant_type=client_credentials&client_id=reference&client_secret=reference-secret&scope=read" \
-  run "reference (poem + josekit ES256)" "$reference/token" post.lua
+BODY=$reference_body run "reference (poem + josekit ES256)" "$reference/token" post.lua
 
 cc_body="grant_type=client_credentials&client_id=$m2m_id&client_secret=$m2m_secret&scope=read"
 for alg in ES256 EdDSA RS256; do
   start_server "$alg"
-  BODY=$cc_body run "client_credentials $alg" "$server/o/token" post.lua
+  if [ "$alg" = ES256 ]; then
+    BODY=$cc_body bracketed "client_credentials $alg" "$server/o/token" post.lua
+  else
+    BODY=$cc_body run "client_credentials $alg" "$server/o/token" post.lua
+  fi
   if [ "$alg" = ES256 ]; then
     # Latency at a fixed rate: half of the peak just measured, with oha (wrk has no fixed rate;
     # the smoke run skips it when oha is missing). Latencies are corrected for coordinated omission.
@@ -143,7 +179,7 @@ PYTHON
         -d redirect_uri=http://127.0.0.1:9/cb "$server/o/token" | json '["refresh_token"]' >>"$work/refresh_tokens"
     done
     AUTH=$web_basic TOKENS="$work/refresh_tokens" THREADS=$threads WRK_CONNECTIONS=$chains \
-      run "refresh rotation (durable, $chains chains)" "$server/o/token" refresh.lua
+      bracketed "refresh rotation (durable, $chains chains)" "$server/o/token" refresh.lua
 
     # Authorization code exchange: collect codes first (GET /o/authorize with the session, no
     # consent page for this client), then exchange each once. The collection runs longer than
@@ -153,7 +189,7 @@ PYTHON
     COOKIE=$cookie CODES="$work/codes" wrk -t"$threads" -c"$connections" -d"$collect" -s bench/codes.lua "$authorize_url" >/dev/null
     cat "$work"/codes.* >"$work/codes"
     AUTH=$web_basic CODES="$work/codes" THREADS=$threads REDIRECT=http%3A%2F%2F127.0.0.1%3A9%2Fcb \
-      run "authorization_code exchange ($(wc -l <"$work/codes") codes)" "$server/o/token" exchange.lua
+      bracketed "authorization_code exchange ($(wc -l <"$work/codes") codes)" "$server/o/token" exchange.lua
   fi
   stop_server
 done
