@@ -108,17 +108,31 @@ run() {
   report "$name"
 }
 reference_body="grant_type=client_credentials&client_id=reference&client_secret=reference-secret&scope=read"
+# settle: waits (up to 10 s) until the server has used under 5 % of a core for 200 ms, so that
+# what it still does after starting or after a scenario (sled writing back and cleaning its log
+# after the code collection, say) does not slow a reference run down and flatter the ratio.
+settle() {
+  local before
+  for _ in $(seq 50); do
+    before=$(cpu_ticks "$server_pid")
+    sleep 0.2
+    [ $(( $(cpu_ticks "$server_pid") - before )) -le $(( clock_ticks / 100 )) ] && return 0
+  done
+  echo "bench: the server never went idle; the reference run next to it may be slowed" >&2
+}
 # bracketed NAME URL SCRIPT [wrk options...]: a scenario with a bar, between two fresh runs of
 # the reference; its ratios are to their mean. This machine's speed drifts by up to ±10 % over
 # minutes, as much as a bar's margin; measured next to the scenario, the reference drifts with
 # it. The two reference runs are printed on the line after.
 bracketed() {
   local name=$1; shift
+  settle
   BODY=$reference_body measure "$reference/token" post.lua
   local before_rps=$rps before_cpu=$cpu
   measure "$@"
   local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu")
   last_rps=$rps
+  settle
   BODY=$reference_body measure "$reference/token" post.lua
   local mean_rps mean_cpu
   mean_rps=$(awk -v a="$before_rps" -v b="$rps" 'BEGIN { printf "%.2f", (a + b) / 2 }')
