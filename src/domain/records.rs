@@ -118,7 +118,7 @@ pub struct Session {
 }
 
 /// An authorization code (RFC 6749 §4.1.2), keyed by [`crate::secrets::token_key`] of the code (its
-/// SHA-256, led by its issue time).
+/// SHA-256, led by the purge time the code carries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuthorizationCode {
     pub client_id: String,
@@ -177,8 +177,8 @@ impl Grant {
     }
 }
 
-/// A refresh token, keyed by [`crate::secrets::token_key`] of the token (its SHA-256, led by its
-/// issue time).
+/// A refresh token, keyed by [`crate::secrets::token_key`] of the token (its SHA-256, led by the
+/// expiry the token carries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefreshToken {
     pub grant_id: String,

@@ -460,7 +460,7 @@ impl Trees {
     }
 
     /// Applies a change written so that every prefix of it leaves a consistent store, without
-    /// the redo record of [`Trees::commit`] (two sled writes fewer: a quarter of a rotation's).
+    /// the redo record of [`Trees::commit`] (two sled writes fewer).
     /// The last write is the change's commit point, the one that makes it count (the code marked
     /// used, the old refresh token marked rotated); every write before it only adds what nothing
     /// reachable refers to yet: a refresh token whose secret was never handed out, the jti of an
