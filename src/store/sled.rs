@@ -1,10 +1,11 @@
 //! The sled store (sled 0.34). One tree per record kind, JSON values, and an `expiry` tree keyed by
 //! big-endian purge time + kind tag + primary key, written in the same change as the record it
-//! indexes, so the background purge finds expired records with one range scan. Two kinds need no
-//! entry there: codes and refresh tokens whose key carries their purge time
-//! ([`crate::secrets::token_key`]) are found by a range scan of their own tree, and the access
-//! tokens of rotations, keyed by grant then expiry, are removed by the next rotation of their grant
-//! once expired (or with the grant). That is two writes fewer per rotation.
+//! indexes, so the background purge finds expired records with one range scan. Most of what the
+//! token endpoint writes needs no entry there: codes and refresh tokens whose key carries their
+//! purge time ([`crate::secrets::token_key`]) are found by a range scan of their own tree; a grant
+//! issued with such a refresh token goes with the purge of its chain's head; and the access tokens
+//! of rotations, keyed by grant then expiry, are removed by the next rotation of their grant once
+//! expired (or with the grant). Two writes fewer per rotation, one per exchange.
 //!
 //! Multi-record changes are all or nothing. Most (revoking a grant, purging, a new user) are
 //! stored whole as a redo record before their writes and removed after them, and opening the
@@ -559,59 +560,85 @@ impl Trees {
     /// Deletes the record behind one expiry entry if its time has really come, then the entry;
     /// a record whose time was extended gets an entry at its new time. Returns whether a record
     /// went.
-    fn purge_entry(&self, entry: &[u8], now: i64) -> StoreResult<Option<u8>> {
+    fn purge_entry(&self, entry: &[u8], now: i64) -> StoreResult<Vec<u8>> {
         let mut change = Change::default();
         change.remove(Space::Expiry, entry);
         let (tag, key) = match entry {
             [_, _, _, _, _, _, _, _, tag, key @ ..] => (*tag, key),
-            _ => return self.commit(change).map(|_| None),
+            _ => return self.commit(change).map(|_| vec![]),
         };
         let space = match tag {
             TAG_CODE => Space::Codes,
-            TAG_GRANT => Space::Grants,
+            TAG_GRANT => return self.expire_grant(key, now, change),
             TAG_REFRESH => Space::RefreshTokens,
             TAG_SESSION => Space::Sessions,
             TAG_JTI => Space::RevokedJtis,
             TAG_GRANT_TOKEN => Space::GrantTokens,
-            _ => return self.commit(change).map(|_| None),
+            _ => return self.commit(change).map(|_| vec![]),
         };
         let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
-            return self.commit(change).map(|_| None);
+            return self.commit(change).map(|_| vec![]);
         };
         let purge_at = purge_time(tag, &bytes)?;
         let removed = purge_at <= now;
         if removed {
             change.remove(space, key);
         } else {
-            // The record's time was extended (a grant by a rotation): index it again at its real
-            // time. Writers that extend a record need not index it themselves.
             change.put(Space::Expiry, index_key(purge_at, tag, key), []);
         }
-        if tag == TAG_GRANT {
-            // Its rotations' access tokens that expired since its last rotation; all of them once
-            // the grant itself expired (it outlives every token issued in it).
-            for entry in self.grant_tokens.range(expired_grant_tokens(key, now)).keys() {
-                change.remove(Space::GrantTokens, entry.map_err(StoreError::backend)?.to_vec());
+        self.commit(change)?;
+        Ok(if removed { vec![tag] } else { vec![] })
+    }
+
+    /// Adds to `change` what a grant whose time may have come needs, and commits it: the grant
+    /// goes if its time has come, else it is indexed again at its real time (its life was
+    /// extended by rotations: writers that extend a grant need not index it themselves); and the
+    /// access-token entries of its rotations that have expired go (all of them with the grant,
+    /// which outlives every token issued in it).
+    fn expire_grant(&self, grant_id: &[u8], now: i64, mut change: Change) -> StoreResult<Vec<u8>> {
+        let mut removed = vec![];
+        if let Some(bytes) = self.grants.get(grant_id).map_err(StoreError::backend)? {
+            let expires_at = purge_time(TAG_GRANT, &bytes)?;
+            if expires_at <= now {
+                change.remove(Space::Grants, grant_id);
+                removed.push(TAG_GRANT);
+            } else {
+                change.put(Space::Expiry, index_key(expires_at, TAG_GRANT, grant_id), []);
             }
         }
+        for entry in self.grant_tokens.range(expired_grant_tokens(grant_id, now)).keys() {
+            change.remove(Space::GrantTokens, entry.map_err(StoreError::backend)?.to_vec());
+        }
         self.commit(change)?;
-        Ok(removed.then_some(tag))
+        Ok(removed)
     }
 
     /// Deletes a code or refresh token found in the range of keys whose purge time has come
-    /// ([`crate::secrets::dated_keys_due`]), if the record agrees. Returns whether it went.
-    fn purge_dated(&self, space: Space, tag: u8, key: &[u8], now: i64) -> StoreResult<Option<u8>> {
+    /// ([`crate::secrets::dated_keys_due`]), if the record agrees. A refresh token at the head of
+    /// its chain (never rotated) takes its grant's purge with it when the grant has no expiry
+    /// entry of its own (see `redeem_code`): the grant goes if its time has come too, else it gets
+    /// an entry. A rotated token's successor, written before it was marked rotated, does that.
+    /// Returns the kinds of the records that went.
+    fn purge_dated(&self, space: Space, tag: u8, key: &[u8], now: i64) -> StoreResult<Vec<u8>> {
         let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
-            return Ok(None);
+            return Ok(vec![]);
         };
         if purge_time(tag, &bytes)? > now {
             // Written with an expiry entry too (its key's time was not its own): that entry purges it.
-            return Ok(None);
+            return Ok(vec![]);
         }
         let mut change = Change::default();
         change.remove(space, key);
+        if tag == TAG_REFRESH {
+            let token: RefreshToken = decode(&bytes)?;
+            if !token.rotated {
+                let mut removed = self.expire_grant(token.grant_id.as_bytes(), now, change)?;
+                removed.push(TAG_REFRESH);
+                return Ok(removed);
+            }
+        }
         self.commit(change)?;
-        Ok(Some(tag))
+        Ok(vec![tag])
     }
 }
 
@@ -701,8 +728,8 @@ impl SledStore {
         &self,
         space: Space,
         range: std::ops::Range<Vec<u8>>,
-        purge: impl Fn(&Trees, &[u8]) -> StoreResult<Option<u8>> + Send + Sync + Clone + 'static,
-    ) -> StoreResult<Vec<Option<u8>>> {
+        purge: impl Fn(&Trees, &[u8]) -> StoreResult<Vec<u8>> + Send + Sync + Clone + 'static,
+    ) -> StoreResult<Vec<u8>> {
         let mut results = Vec::new();
         let mut from = range.start;
         loop {
@@ -723,7 +750,7 @@ impl SledStore {
                     chunk.iter().map(|key| purge(trees, key)).collect::<StoreResult<Vec<_>>>()
                 })
                 .await?;
-            results.extend(purged);
+            results.extend(purged.into_iter().flatten());
         }
     }
 
@@ -928,20 +955,30 @@ impl GrantStore for SledStore {
                 trees.commit(change)?;
                 return Ok(Redemption::AlreadyUsed { grant_id });
             }
-            // In commit order (see `Trees::commit_in_order`): the grant and its refresh token
+            // In commit order (see `Trees::commit_in_order`): the refresh token and the grant
             // count only once the code is marked used, which comes last. Before that, a retry of
             // the same code writes the same grant again.
             code.used = true;
             let mut change = Change::default();
-            change.put_expiring(
-                Space::Grants,
-                TAG_GRANT,
-                grant_id.as_bytes(),
-                grant_record,
-                grant_expires_at,
-            );
+            // A refresh token whose key carries its expiry, and the grant's, is purged by a range
+            // scan, and takes the grant's purge with it (`Trees::purge_dated`): the grant needs
+            // no expiry entry (one write fewer). It is written first, so that no prefix of the
+            // change leaves a grant nothing would purge.
+            let mut grant_purged_by_token = false;
             if let Some((hash, expires_at, record)) = refresh_token {
+                grant_purged_by_token = crate::secrets::key_purge_time(hash.as_bytes())
+                    .is_some_and(|time| time == expires_at && expires_at >= grant_expires_at);
                 change.put_token(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
+            }
+            match grant_purged_by_token {
+                true => change.put(Space::Grants, grant_id.as_bytes(), grant_record),
+                false => change.put_expiring(
+                    Space::Grants,
+                    TAG_GRANT,
+                    grant_id.as_bytes(),
+                    grant_record,
+                    grant_expires_at,
+                ),
             }
             change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
             trees.commit_in_order(change)?;
@@ -1030,7 +1067,8 @@ impl RefreshTokenStore for SledStore {
             let listed = grant.access_tokens.len();
             grant.access_tokens.retain(|token| token.expires_at > now);
             if expires_at != grant.expires_at || listed != grant.access_tokens.len() {
-                // No new expiry entry: the purge re-indexes an extended grant.
+                // No new expiry entry: the purge indexes an extended grant again when it finds it,
+                // from its entry or from the purge of its chain's head (`Trees::purge_dated`).
                 grant.expires_at = expires_at;
                 change.put(Space::Grants, grant.id.as_bytes(), encode(&grant));
             }
@@ -1150,11 +1188,11 @@ impl Maintenance for SledStore {
         let mut counts = PurgeCounts::default();
         for tag in purged {
             match tag {
-                Some(TAG_CODE) => counts.codes += 1,
-                Some(TAG_GRANT) => counts.grants += 1,
-                Some(TAG_REFRESH) => counts.refresh_tokens += 1,
-                Some(TAG_SESSION) => counts.sessions += 1,
-                Some(TAG_JTI) => counts.revoked_access_tokens += 1,
+                TAG_CODE => counts.codes += 1,
+                TAG_GRANT => counts.grants += 1,
+                TAG_REFRESH => counts.refresh_tokens += 1,
+                TAG_SESSION => counts.sessions += 1,
+                TAG_JTI => counts.revoked_access_tokens += 1,
                 _ => {}
             }
         }
@@ -1343,12 +1381,90 @@ mod tests {
                     break;
                 }
             }
-            // Every cut inside them was tried. The exchange: the grant and its expiry entry, the
-            // refresh token (and its expiry entry when its key is not dated), the code. The rotation:
-            // the new refresh token (and expiry entry), its access token, the grant, the old token.
-            let writes = if dated { (4, 4) } else { (5, 5) };
+            // Every cut inside them was tried. The exchange: the refresh token and the grant (each
+            // with an expiry entry when the token's key is not dated), the code. The rotation: the
+            // new refresh token (and expiry entry), its access token, the grant, the old token.
+            let writes = if dated { (3, 4) } else { (5, 5) };
             assert_eq!(cuts_seen, writes, "dated keys: {dated}");
         }
+    }
+
+    /// A grant issued with a dated refresh token has no expiry entry: the purge of the head of
+    /// its chain (the token never rotated) removes it, or indexes it when an access token
+    /// outlives the chain.
+    #[tokio::test]
+    async fn a_grant_goes_with_the_head_of_its_refresh_chain() {
+        use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
+        use crate::secrets::{random_dated_secret, token_key};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let scope = Scope::parse("read").unwrap();
+        let code = AuthorizationCode {
+            client_id: "c".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            user_id: "u".into(),
+            scope: scope.clone(),
+            auth_time: 0,
+            code_challenge: None,
+            grant_id: "g".into(),
+            expires_at: 1100,
+            used: false,
+            purge_at: 1200,
+            nonce: None,
+        };
+        let grant = Grant {
+            id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: scope.clone(),
+            auth_time: 0,
+            created_at: 1000,
+            revoked_at: None,
+            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1300 }],
+            expires_at: 2000,
+        };
+        let refresh = |expires_at| RefreshToken {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            scope: scope.clone(),
+            expires_at,
+            rotated: false,
+        };
+        let dated = |time| token_key(&random_dated_secret(time));
+        let (code_key, r1, r2) = (dated(1200), dated(2000), dated(3000));
+        store.insert_code(&code_key, &code).await.unwrap();
+        store.redeem_code(&code_key, &grant, Some((&r1, &refresh(2000))), 1000).await.unwrap();
+        assert!(store.trees.expiry.is_empty(), "no expiry entry for the code, the token or the grant");
+        // An access token that outlives the chain's last refresh token.
+        let access = IssuedAccessToken { jti: "a1".into(), expires_at: 3500 };
+        store.rotate_refresh_token(&r1, &r2, &refresh(3000), &access, 1001).await.unwrap();
+
+        // The rotated token goes; its successor, the head, will take care of the grant.
+        let counts = store.purge_expired(2500).await.unwrap();
+        assert_eq!((counts.codes, counts.refresh_tokens, counts.grants), (1, 1, 0));
+        assert!(store.grant("g").await.unwrap().is_some());
+        assert!(store.trees.expiry.is_empty());
+        // The head goes; the grant lives on for its access token, now with an entry.
+        let counts = store.purge_expired(3000).await.unwrap();
+        assert_eq!((counts.refresh_tokens, counts.grants), (1, 0));
+        assert!(store.grant("g").await.unwrap().is_some());
+        assert_eq!(store.trees.expiry.len(), 1);
+        // Then the grant and its access-token entry.
+        let counts = store.purge_expired(3500).await.unwrap();
+        assert_eq!(counts.grants, 1);
+        for tree in
+            [&store.trees.grants, &store.trees.refresh_tokens, &store.trees.grant_tokens, &store.trees.expiry]
+        {
+            assert!(tree.is_empty());
+        }
+
+        // When the grant's time comes with its head's, both go in one purge.
+        let (code_key, r1) = (dated(1200), dated(2000));
+        store.insert_code(&code_key, &code).await.unwrap();
+        store.redeem_code(&code_key, &grant, Some((&r1, &refresh(2000))), 1000).await.unwrap();
+        let counts = store.purge_expired(2000).await.unwrap();
+        assert_eq!((counts.codes, counts.refresh_tokens, counts.grants), (1, 1, 1));
+        assert!(store.trees.grants.is_empty() && store.trees.expiry.is_empty());
     }
 
     /// The access tokens of rotations need no expiry entries: a rotation removes its grant's
