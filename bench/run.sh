@@ -127,6 +127,9 @@ settle() {
 bracketed() {
   local name=$1; shift
   settle
+  # A reference that sat idle for a while (while the server started, or collected codes) ran its
+  # first seconds up to 15 % slower than right after load: warm it up for 2 s first.
+  BODY=$reference_body wrk -t"$threads" -c"$connections" -d2s -s bench/post.lua "$reference/token" >/dev/null
   BODY=$reference_body measure "$reference/token" post.lua
   local before_rps=$rps before_cpu=$cpu
   measure "$@"
