@@ -53,7 +53,7 @@ const DATE_BYTES: usize = 8;
 const ISSUE_DATE_BYTES: usize = 6;
 /// What leads the store key of a token that carries its purge time. Not a hex digit, so these
 /// keys sort after every other key of their tree and form one range of their own.
-pub const DATED_KEY_PREFIX: u8 = b'x';
+const DATED_KEY_PREFIX: u8 = b'x';
 /// Length of a key led by [`DATED_KEY_PREFIX`]: the prefix, the purge time, the digest (hex).
 const DATED_KEY_LEN: usize = 1 + 2 * DATE_BYTES + 64;
 

@@ -345,11 +345,14 @@ impl Change {
     /// A code or refresh token record. A key that carries the record's purge time
     /// ([`crate::secrets::key_purge_time`]) is its own index entry: the purge finds it by a range
     /// scan of its tree. Any other key (tokens issued by earlier releases) gets an expiry entry.
-    fn put_token(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) {
-        match crate::secrets::key_purge_time(key) {
-            Some(time) if time == purge_at => self.put(space, key, value),
-            _ => self.put_expiring(space, tag, key, value, purge_at),
+    /// Returns whether the key is its own index entry.
+    fn put_token(&mut self, space: Space, tag: u8, key: &[u8], value: Vec<u8>, purge_at: i64) -> bool {
+        let indexed_by_key = crate::secrets::key_purge_time(key) == Some(purge_at);
+        match indexed_by_key {
+            true => self.put(space, key, value),
+            false => self.put_expiring(space, tag, key, value, purge_at),
         }
+        indexed_by_key
     }
 
     /// Per write: space byte, key length (u32 BE), key, then 0 (remove) or 1, value length, value.
@@ -533,13 +536,13 @@ impl Trees {
             let (key, value) = entry.map_err(StoreError::backend)?;
             revoke(&key[first..], be_i64(&value));
         }
-        for entry in self.grant_tokens.range(expired_grant_tokens(grant_id.as_bytes(), now).end..) {
-            let (key, _) = entry.map_err(StoreError::backend)?;
-            match key.get(first..first + 8) {
-                Some(expiry) if key.starts_with(grant_id.as_bytes()) && key[first - 1] == GRANT_TOKEN => {
-                    revoke(&key[first + 8..], be_i64(expiry))
-                }
-                _ => break,
+        // The grant's entries past the expired ones: key grant id, GRANT_TOKEN, expiry, jti.
+        let unexpired = expired_grant_tokens(grant_id.as_bytes(), now).end
+            ..[grant_id.as_bytes(), &[GRANT_TOKEN + 1]].concat();
+        for key in self.grant_tokens.range(unexpired).keys() {
+            let key = key.map_err(StoreError::backend)?;
+            if let Some(expiry) = key.get(first..first + 8) {
+                revoke(&key[first + 8..], be_i64(expiry));
             }
         }
         change.put_expiring(Space::Grants, TAG_GRANT, grant_id.as_bytes(), encode(&grant), grant.expires_at);
@@ -558,8 +561,8 @@ impl Trees {
     }
 
     /// Deletes the record behind one expiry entry if its time has really come, then the entry;
-    /// a record whose time was extended gets an entry at its new time. Returns whether a record
-    /// went.
+    /// a record whose time was extended gets an entry at its new time. Returns the kinds of the
+    /// records that went.
     fn purge_entry(&self, entry: &[u8], now: i64) -> StoreResult<Vec<u8>> {
         let mut change = Change::default();
         change.remove(Space::Expiry, entry);
@@ -606,11 +609,24 @@ impl Trees {
                 change.put(Space::Expiry, index_key(expires_at, TAG_GRANT, grant_id), []);
             }
         }
-        for entry in self.grant_tokens.range(expired_grant_tokens(grant_id, now)).keys() {
-            change.remove(Space::GrantTokens, entry.map_err(StoreError::backend)?.to_vec());
-        }
+        self.remove_expired_grant_tokens(&mut change, grant_id, now, usize::MAX)?;
         self.commit(change)?;
         Ok(removed)
+    }
+
+    /// Adds to `change` the removal of up to `limit` of a grant's access-token entries that
+    /// expired at or before `now`.
+    fn remove_expired_grant_tokens(
+        &self,
+        change: &mut Change,
+        grant_id: &[u8],
+        now: i64,
+        limit: usize,
+    ) -> StoreResult<()> {
+        for key in self.grant_tokens.range(expired_grant_tokens(grant_id, now)).keys().take(limit) {
+            change.remove(Space::GrantTokens, key.map_err(StoreError::backend)?.to_vec());
+        }
+        Ok(())
     }
 
     /// Deletes a code or refresh token found in the range of keys whose purge time has come
@@ -623,19 +639,23 @@ impl Trees {
         let Some(bytes) = self.tree(space).get(key).map_err(StoreError::backend)? else {
             return Ok(vec![]);
         };
-        if purge_time(tag, &bytes)? > now {
+        let (purge_at, head_of_grant) = match tag {
+            TAG_REFRESH => {
+                let token: RefreshToken = decode(&bytes)?;
+                (token.expires_at, (!token.rotated).then_some(token.grant_id))
+            }
+            _ => (purge_time(tag, &bytes)?, None),
+        };
+        if purge_at > now {
             // Written with an expiry entry too (its key's time was not its own): that entry purges it.
             return Ok(vec![]);
         }
         let mut change = Change::default();
         change.remove(space, key);
-        if tag == TAG_REFRESH {
-            let token: RefreshToken = decode(&bytes)?;
-            if !token.rotated {
-                let mut removed = self.expire_grant(token.grant_id.as_bytes(), now, change)?;
-                removed.push(TAG_REFRESH);
-                return Ok(removed);
-            }
+        if let Some(grant_id) = head_of_grant {
+            let mut removed = self.expire_grant(grant_id.as_bytes(), now, change)?;
+            removed.push(tag);
+            return Ok(removed);
         }
         self.commit(change)?;
         Ok(vec![tag])
@@ -966,9 +986,9 @@ impl GrantStore for SledStore {
             // change leaves a grant nothing would purge.
             let mut grant_purged_by_token = false;
             if let Some((hash, expires_at, record)) = refresh_token {
-                grant_purged_by_token = crate::secrets::key_purge_time(hash.as_bytes())
-                    .is_some_and(|time| time == expires_at && expires_at >= grant_expires_at);
-                change.put_token(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
+                let indexed_by_key =
+                    change.put_token(Space::RefreshTokens, TAG_REFRESH, hash.as_bytes(), record, expires_at);
+                grant_purged_by_token = indexed_by_key && expires_at >= grant_expires_at;
             }
             match grant_purged_by_token {
                 true => change.put(Space::Grants, grant_id.as_bytes(), grant_record),
@@ -1046,10 +1066,7 @@ impl RefreshTokenStore for SledStore {
             let mut change = Change::default();
             // The grant's access tokens that expired since its last rotation: nothing refers to
             // them any more (this keeps the tree bounded without an expiry entry per token).
-            let expired = trees.grant_tokens.range(expired_grant_tokens(grant.id.as_bytes(), now));
-            for key in expired.keys().take(PRUNED_PER_ROTATION) {
-                change.remove(Space::GrantTokens, key.map_err(StoreError::backend)?.to_vec());
-            }
+            trees.remove_expired_grant_tokens(&mut change, grant.id.as_bytes(), now, PRUNED_PER_ROTATION)?;
             change.put_token(
                 Space::RefreshTokens,
                 TAG_REFRESH,
