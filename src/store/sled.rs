@@ -1221,7 +1221,50 @@ impl Maintenance for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
     use proptest::prelude::*;
+
+    /// The records of the exchange and rotation tests: code, grant "g" and its refresh tokens,
+    /// client "c", user "u", issued at 1000.
+    fn code() -> AuthorizationCode {
+        AuthorizationCode {
+            client_id: "c".into(),
+            redirect_uri: "https://a.example/cb".into(),
+            user_id: "u".into(),
+            scope: Scope::parse("read").unwrap(),
+            auth_time: 0,
+            code_challenge: None,
+            grant_id: "g".into(),
+            expires_at: 1100,
+            used: false,
+            purge_at: 1200,
+            nonce: None,
+        }
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            id: "g".into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            scope: Scope::parse("read").unwrap(),
+            auth_time: 0,
+            created_at: 1000,
+            revoked_at: None,
+            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1300 }],
+            expires_at: 2000,
+        }
+    }
+
+    fn refresh(expires_at: i64) -> RefreshToken {
+        RefreshToken {
+            grant_id: "g".into(),
+            client_id: "c".into(),
+            scope: Scope::parse("read").unwrap(),
+            expires_at,
+            rotated: false,
+        }
+    }
 
     fn change() -> Change {
         let mut change = Change::default();
@@ -1292,39 +1335,7 @@ mod tests {
     /// the token it retried with is then spent, and nothing is left that the purge misses.
     #[tokio::test]
     async fn an_exchange_or_a_rotation_cut_short_anywhere_can_be_retried() {
-        use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
-        let scope = Scope::parse("read").unwrap();
-        let code = AuthorizationCode {
-            client_id: "c".into(),
-            redirect_uri: "https://a.example/cb".into(),
-            user_id: "u".into(),
-            scope: scope.clone(),
-            auth_time: 0,
-            code_challenge: None,
-            grant_id: "g".into(),
-            expires_at: 1100,
-            used: false,
-            purge_at: 1200,
-            nonce: None,
-        };
-        let grant = Grant {
-            id: "g".into(),
-            client_id: "c".into(),
-            user_id: "u".into(),
-            scope: scope.clone(),
-            auth_time: 0,
-            created_at: 1000,
-            revoked_at: None,
-            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1300 }],
-            expires_at: 2000,
-        };
-        let refresh = |expires_at| RefreshToken {
-            grant_id: "g".into(),
-            client_id: "c".into(),
-            scope: scope.clone(),
-            expires_at,
-            rotated: false,
-        };
+        let (code, grant) = (code(), grant());
         let access = IssuedAccessToken { jti: "a1".into(), expires_at: 1400 };
         let set_cut =
             |store: &SledStore, cut| store.trees.cut_after.store(cut, std::sync::atomic::Ordering::Relaxed);
@@ -1411,42 +1422,10 @@ mod tests {
     /// outlives the chain.
     #[tokio::test]
     async fn a_grant_goes_with_the_head_of_its_refresh_chain() {
-        use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
         use crate::secrets::{random_dated_secret, token_key};
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
-        let scope = Scope::parse("read").unwrap();
-        let code = AuthorizationCode {
-            client_id: "c".into(),
-            redirect_uri: "https://a.example/cb".into(),
-            user_id: "u".into(),
-            scope: scope.clone(),
-            auth_time: 0,
-            code_challenge: None,
-            grant_id: "g".into(),
-            expires_at: 1100,
-            used: false,
-            purge_at: 1200,
-            nonce: None,
-        };
-        let grant = Grant {
-            id: "g".into(),
-            client_id: "c".into(),
-            user_id: "u".into(),
-            scope: scope.clone(),
-            auth_time: 0,
-            created_at: 1000,
-            revoked_at: None,
-            access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1300 }],
-            expires_at: 2000,
-        };
-        let refresh = |expires_at| RefreshToken {
-            grant_id: "g".into(),
-            client_id: "c".into(),
-            scope: scope.clone(),
-            expires_at,
-            rotated: false,
-        };
+        let (code, grant) = (code(), grant());
         let dated = |time| token_key(&random_dated_secret(time));
         let (code_key, r1, r2) = (dated(1200), dated(2000), dated(3000));
         store.insert_code(&code_key, &code).await.unwrap();
@@ -1489,29 +1468,15 @@ mod tests {
     /// those recorded by earlier releases too.
     #[tokio::test]
     async fn the_access_tokens_of_rotations_are_revoked_with_their_grant_and_go_once_expired() {
-        use crate::domain::{Grant, IssuedAccessToken, RefreshToken, Scope};
         use crate::secrets::{random_dated_secret, token_key};
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
-        let scope = Scope::parse("read").unwrap();
         let grant = Grant {
-            id: "g".into(),
-            client_id: "c".into(),
-            user_id: "u".into(),
-            scope: scope.clone(),
-            auth_time: 0,
-            created_at: 1000,
-            revoked_at: None,
             access_tokens: vec![IssuedAccessToken { jti: "a0".into(), expires_at: 1090 }],
             expires_at: 5000,
+            ..grant()
         };
-        let refresh = RefreshToken {
-            grant_id: "g".into(),
-            client_id: "c".into(),
-            scope,
-            expires_at: 5000,
-            rotated: false,
-        };
+        let refresh = refresh(5000);
         let tokens: Vec<String> = (0..4).map(|_| token_key(&random_dated_secret(5000))).collect();
         let mut change = Change::default();
         change.put_expiring(Space::Grants, TAG_GRANT, b"g", encode(&grant), grant.expires_at);
