@@ -5,8 +5,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use josekit::jwt::JwtPayload;
-
 use crate::domain::{IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
 use crate::store::SharedStore;
@@ -100,30 +98,43 @@ impl AuthorizationServer {
     ) -> Result<(String, IssuedAccessToken), OAuthError> {
         let jti = uuid::Uuid::new_v4().to_string();
         let expires_at = now + self.config.access_token_ttl;
-        let mut payload = JwtPayload::new();
-        // Whole seconds: josekit's own setters write fractional times some clients reject.
-        let claims = [
-            ("iss", serde_json::json!(self.config.issuer)),
-            ("sub", serde_json::json!(subject)),
-            ("aud", serde_json::json!(self.config.audience)),
-            ("exp", serde_json::json!(expires_at)),
-            ("nbf", serde_json::json!(now)),
-            ("iat", serde_json::json!(now)),
-            ("jti", serde_json::json!(jti)),
-            ("client_id", serde_json::json!(client_id)),
-            ("scope", serde_json::json!(scope.to_string())),
-        ];
-        for (name, value) in claims {
-            payload.set_claim(name, Some(value)).map_err(OAuthError::server)?;
-        }
-        if let Some(auth_time) = auth_time {
-            payload.set_claim("auth_time", Some(serde_json::json!(auth_time))).map_err(OAuthError::server)?;
-        }
+        let scope = scope.to_string();
+        // RFC 9068 §2.2, in this order; whole seconds (josekit's own setters write fractional
+        // times some clients reject).
+        let claims = AccessTokenClaims {
+            iss: &self.config.issuer,
+            sub: subject,
+            aud: &self.config.audience,
+            exp: expires_at,
+            nbf: now,
+            iat: now,
+            jti: &jti,
+            client_id,
+            scope: &scope,
+            auth_time,
+        };
         let keys = self.keys();
-        let (token, kid) = keys.sign(self.config.signing_alg, "at+jwt", &payload)?;
+        let (token, kid) = keys.sign_claims(self.config.signing_alg, "at+jwt", &claims)?;
         tracing::debug!(%jti, %kid, %client_id, "issued an access token");
         Ok((token, IssuedAccessToken { jti, expires_at }))
     }
+}
+
+/// The claims of an access token (RFC 9068 §2.2), serialized as they are.
+#[derive(serde::Serialize)]
+struct AccessTokenClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
+    nbf: i64,
+    iat: i64,
+    jti: &'a str,
+    client_id: &'a str,
+    scope: &'a str,
+    /// When the user signed in; absent for client_credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
 }
 
 /// The scope a request asks for, checked against what may be granted. No `scope` (or an empty
