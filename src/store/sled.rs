@@ -52,6 +52,8 @@ const PURGE_CHUNK: usize = 256;
 /// Expired access-token entries of its grant a rotation removes, at most (usually one or none;
 /// what is left goes at the next rotation or with the grant).
 const PRUNED_PER_ROTATION: usize = 16;
+/// Grants whose next prune time the writer remembers, at most (see `Trees::prune_times`).
+const PRUNE_TIMES: usize = 100_000;
 
 /// The trees, read from any thread and written only by the writer thread.
 struct Trees {
@@ -72,6 +74,12 @@ struct Trees {
     /// Changes being applied, each whole under a sequence number (see [`Trees::commit`]).
     redo: Tree,
     next_redo: std::sync::atomic::AtomicU64,
+    /// Per grant, a time before which none of its access-token entries in `grant_tokens`
+    /// expires: a rotation before it has nothing to prune and skips the scan (a sled range scan,
+    /// a twentieth of a rotation's writer time, that finds nothing nearly every time). Only the
+    /// writer thread uses it. A grant that is not here is scanned; the map is emptied when it
+    /// reaches [`PRUNE_TIMES`] grants, and starts empty at every open.
+    prune_times: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Set when a change failed after its redo record was stored (see [`Trees::commit`]).
     interrupted: std::sync::atomic::AtomicBool,
     /// Tests: [`Trees::commit_in_order`] fails after this many writes, as a crash would cut it.
@@ -82,16 +90,69 @@ struct Trees {
 pub struct SledStore {
     trees: Arc<Trees>,
     writer: Writer,
-    /// Decoded clients, read on every token request. Only this process writes the store (sled
-    /// holds an exclusive lock); every client write empties the cache and bumps its generation,
-    /// and a read fills it only if no write happened since the read began, so it is never stale.
-    client_cache: std::sync::RwLock<ClientCache>,
+    /// Decoded clients, read on every token request.
+    clients: RecordCache<Client>,
+    /// Decoded users, read on every code exchange and refresh.
+    users: RecordCache<User>,
 }
 
-#[derive(Default)]
-struct ClientCache {
+/// Decoded records by key, so that the hottest reads skip sled and JSON. Only this process
+/// writes the store (sled holds an exclusive lock); every write of the kind empties the cache
+/// and bumps its generation, and a read fills it only if no write happened since the read
+/// began, so it is never stale. Bounded: unknown keys are not cached, and once it holds
+/// [`RecordCache::CAPACITY`] records it is emptied and fills again with what is read next.
+struct RecordCache<T> {
+    inner: std::sync::RwLock<CacheInner<T>>,
+}
+
+struct CacheInner<T> {
     generation: u64,
-    clients: std::collections::HashMap<String, Client>,
+    records: std::collections::HashMap<String, T>,
+}
+
+impl<T> Default for RecordCache<T> {
+    fn default() -> RecordCache<T> {
+        RecordCache {
+            inner: std::sync::RwLock::new(CacheInner { generation: 0, records: Default::default() }),
+        }
+    }
+}
+
+impl<T: Clone> RecordCache<T> {
+    const CAPACITY: usize = 10_000;
+
+    /// The cached record of `key`, or `read()`'s, remembered if it found one.
+    fn get_or_read(
+        &self,
+        key: &str,
+        read: impl FnOnce() -> StoreResult<Option<T>>,
+    ) -> StoreResult<Option<T>> {
+        let generation = {
+            let cache = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(record) = cache.records.get(key) {
+                return Ok(Some(record.clone()));
+            }
+            cache.generation
+        };
+        let record = read()?;
+        if let Some(record) = &record {
+            let mut cache = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if cache.generation == generation {
+                if cache.records.len() >= Self::CAPACITY {
+                    cache.records.clear();
+                }
+                cache.records.insert(key.to_owned(), record.clone());
+            }
+        }
+        Ok(record)
+    }
+
+    /// After a write of the kind: empty the cache and make reads begun before it not fill it.
+    fn forget(&self) {
+        let mut cache = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.generation += 1;
+        cache.records.clear();
+    }
 }
 
 /// Why the store could not be opened.
@@ -609,24 +670,65 @@ impl Trees {
                 change.put(Space::Expiry, index_key(expires_at, TAG_GRANT, grant_id), []);
             }
         }
-        self.remove_expired_grant_tokens(&mut change, grant_id, now, usize::MAX)?;
+        self.remove_expired_grant_tokens(&mut change, grant_id, now)?;
         self.commit(change)?;
         Ok(removed)
     }
 
-    /// Adds to `change` the removal of up to `limit` of a grant's access-token entries that
-    /// expired at or before `now`.
-    fn remove_expired_grant_tokens(
-        &self,
-        change: &mut Change,
-        grant_id: &[u8],
-        now: i64,
-        limit: usize,
-    ) -> StoreResult<()> {
-        for key in self.grant_tokens.range(expired_grant_tokens(grant_id, now)).keys().take(limit) {
+    /// Adds to `change` the removal of a grant's access-token entries that expired at or before
+    /// `now`.
+    fn remove_expired_grant_tokens(&self, change: &mut Change, grant_id: &[u8], now: i64) -> StoreResult<()> {
+        for key in self.grant_tokens.range(expired_grant_tokens(grant_id, now)).keys() {
             change.remove(Space::GrantTokens, key.map_err(StoreError::backend)?.to_vec());
         }
         Ok(())
+    }
+
+    /// Adds to `change` the removal of up to [`PRUNED_PER_ROTATION`] of a grant's access-token
+    /// entries that expired at or before `now`, unless its prune time says none has; and
+    /// remembers, for the next rotation, when the first one left (or `adding`, the expiry of the
+    /// entry this change adds) expires. A rotation's way to keep `grant_tokens` bounded without an
+    /// expiry entry per token. Call [`Trees::forget_prune_time`] if the change is not committed.
+    fn prune_rotated_tokens(
+        &self,
+        change: &mut Change,
+        grant_id: &str,
+        now: i64,
+        adding: i64,
+    ) -> StoreResult<()> {
+        let mut times = self.prune_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = match times.get(grant_id) {
+            Some(&next) if next > now => next,
+            _ => {
+                // The grant's entries in expiry order: the expired ones first, then the first left.
+                let grant = [grant_id.as_bytes(), &[GRANT_TOKEN]].concat();
+                let entries = self
+                    .grant_tokens
+                    .range(grant.clone()..[grant_id.as_bytes(), &[GRANT_TOKEN + 1]].concat());
+                let mut next = i64::MAX;
+                for (pruned, key) in entries.keys().enumerate() {
+                    let key = key.map_err(StoreError::backend)?;
+                    let expiry = key.get(grant.len()..grant.len() + 8).map_or(0, be_i64);
+                    if expiry > now || pruned == PRUNED_PER_ROTATION {
+                        next = expiry;
+                        break;
+                    }
+                    change.remove(Space::GrantTokens, key.to_vec());
+                }
+                if times.len() >= PRUNE_TIMES {
+                    times.clear();
+                }
+                next
+            }
+        };
+        times.insert(grant_id.to_owned(), next.min(adding));
+        Ok(())
+    }
+
+    /// A rotation's change was not committed: what [`Trees::prune_rotated_tokens`] remembered
+    /// for its grant may not hold.
+    fn forget_prune_time(&self, grant_id: &str) {
+        self.prune_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(grant_id);
     }
 
     /// Deletes a code or refresh token found in the range of keys whose purge time has come
@@ -695,6 +797,7 @@ impl SledStore {
             expiry: tree("expiry")?,
             redo: tree("redo")?,
             next_redo: Default::default(),
+            prune_times: Default::default(),
             interrupted: Default::default(),
             #[cfg(test)]
             cut_after: usize::MAX.into(),
@@ -707,7 +810,7 @@ impl SledStore {
         }
         let writer = Writer::start(trees.clone())
             .map_err(|error| OpenError::Other { path: display, source: error.into() })?;
-        Ok(SledStore { trees, writer, client_cache: Default::default() })
+        Ok(SledStore { trees, writer, clients: Default::default(), users: Default::default() })
     }
 
     /// Runs `write` on the writer thread and returns its result once applied (not yet durable:
@@ -773,13 +876,6 @@ impl SledStore {
             results.extend(purged.into_iter().flatten());
         }
     }
-
-    /// After a client write: empty the cache and make reads begun before it not fill it.
-    fn forget_cached_clients(&self) {
-        let mut cache = self.client_cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.generation += 1;
-        cache.clients.clear();
-    }
 }
 
 #[async_trait]
@@ -796,28 +892,12 @@ impl ClientStore for SledStore {
                 trees.commit(change)
             })
             .await;
-        self.forget_cached_clients();
+        self.clients.forget();
         result
     }
 
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
-        let generation = {
-            let cache = self.client_cache.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(client) = cache.clients.get(client_id) {
-                return Ok(Some(client.clone()));
-            }
-            cache.generation
-        };
-        let client: Option<Client> = self.trees.get(&self.trees.clients, client_id)?;
-        if let Some(client) = &client {
-            let mut cache = self.client_cache.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            // Bounded: unknown ids are not cached, and a store with very many clients only
-            // keeps the first ones seen.
-            if cache.generation == generation && cache.clients.len() < 10_000 {
-                cache.clients.insert(client_id.to_owned(), client.clone());
-            }
-        }
-        Ok(client)
+        self.clients.get_or_read(client_id, || self.trees.get(&self.trees.clients, client_id))
     }
 
     async fn clients(&self) -> StoreResult<Vec<Client>> {
@@ -836,7 +916,7 @@ impl ClientStore for SledStore {
                 trees.commit(change)
             })
             .await;
-        self.forget_cached_clients();
+        self.clients.forget();
         result
     }
 
@@ -845,7 +925,7 @@ impl ClientStore for SledStore {
         let removed = self
             .write(move |trees| trees.clients.remove(client_id.as_bytes()).map_err(StoreError::backend))
             .await;
-        self.forget_cached_clients();
+        self.clients.forget();
         removed?.map(|_| ()).ok_or(StoreError::NotFound)
     }
 }
@@ -854,20 +934,23 @@ impl ClientStore for SledStore {
 impl UserStore for SledStore {
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         let (id, username, record) = (user.id.clone(), user.username.clone(), encode(user));
-        self.write(move |trees| {
-            if trees.usernames.contains_key(username.as_bytes()).map_err(StoreError::backend)? {
-                return Err(StoreError::Conflict(format!("username {username}")));
-            }
-            let mut change = Change::default();
-            change.put(Space::Usernames, username.as_bytes(), id.as_bytes());
-            change.put(Space::Users, id.as_bytes(), record);
-            trees.commit(change)
-        })
-        .await
+        let result = self
+            .write(move |trees| {
+                if trees.usernames.contains_key(username.as_bytes()).map_err(StoreError::backend)? {
+                    return Err(StoreError::Conflict(format!("username {username}")));
+                }
+                let mut change = Change::default();
+                change.put(Space::Usernames, username.as_bytes(), id.as_bytes());
+                change.put(Space::Users, id.as_bytes(), record);
+                trees.commit(change)
+            })
+            .await;
+        self.users.forget();
+        result
     }
 
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        self.trees.get(&self.trees.users, user_id)
+        self.users.get_or_read(user_id, || self.trees.get(&self.trees.users, user_id))
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
@@ -885,16 +968,19 @@ impl UserStore for SledStore {
 
     async fn delete_user(&self, username: &str) -> StoreResult<()> {
         let username = username.to_owned();
-        self.write(move |trees| {
-            let Some(id) = trees.usernames.get(username.as_bytes()).map_err(StoreError::backend)? else {
-                return Err(StoreError::NotFound);
-            };
-            let mut change = Change::default();
-            change.remove(Space::Usernames, username.as_bytes());
-            change.remove(Space::Users, id.to_vec());
-            trees.commit(change)
-        })
-        .await
+        let result = self
+            .write(move |trees| {
+                let Some(id) = trees.usernames.get(username.as_bytes()).map_err(StoreError::backend)? else {
+                    return Err(StoreError::NotFound);
+                };
+                let mut change = Change::default();
+                change.remove(Space::Usernames, username.as_bytes());
+                change.remove(Space::Users, id.to_vec());
+                trees.commit(change)
+            })
+            .await;
+        self.users.forget();
+        result
     }
 }
 
@@ -1066,7 +1152,7 @@ impl RefreshTokenStore for SledStore {
             let mut change = Change::default();
             // The grant's access tokens that expired since its last rotation: nothing refers to
             // them any more (this keeps the tree bounded without an expiry entry per token).
-            trees.remove_expired_grant_tokens(&mut change, grant.id.as_bytes(), now, PRUNED_PER_ROTATION)?;
+            trees.prune_rotated_tokens(&mut change, &grant.id, now, access_token.expires_at)?;
             change.put_token(
                 Space::RefreshTokens,
                 TAG_REFRESH,
@@ -1090,7 +1176,7 @@ impl RefreshTokenStore for SledStore {
                 change.put(Space::Grants, grant.id.as_bytes(), encode(&grant));
             }
             change.put(Space::RefreshTokens, old_hash.as_bytes(), encode(&old));
-            trees.commit_in_order(change)?;
+            trees.commit_in_order(change).inspect_err(|_| trees.forget_prune_time(&grant.id))?;
             Ok(Rotation::Rotated)
         })
         .await
@@ -1273,6 +1359,28 @@ mod tests {
         change.remove(Space::Codes, "used");
         change.put(Space::Expiry, [0u8; 0], []);
         change
+    }
+
+    #[test]
+    fn the_record_cache_is_never_stale_and_stays_bounded() {
+        let cache = RecordCache::<u32>::default();
+        assert_eq!(cache.get_or_read("a", || Ok(Some(1))).unwrap(), Some(1));
+        assert_eq!(cache.get_or_read("a", || panic!("served from the cache")).unwrap(), Some(1));
+        // Unknown keys are not cached.
+        assert_eq!(cache.get_or_read("b", || Ok(None)).unwrap(), None);
+        assert_eq!(cache.get_or_read("b", || Ok(Some(2))).unwrap(), Some(2));
+        // A read that began before a write does not fill the cache with what it read.
+        let stale = cache.get_or_read("c", || {
+            cache.forget();
+            Ok(Some(3))
+        });
+        assert_eq!(stale.unwrap(), Some(3));
+        assert_eq!(cache.get_or_read("c", || Ok(Some(4))).unwrap(), Some(4), "read again");
+        assert_eq!(cache.get_or_read("a", || Ok(Some(5))).unwrap(), Some(5), "emptied by the write");
+        for key in 0..RecordCache::<u32>::CAPACITY + 10 {
+            cache.get_or_read(&key.to_string(), || Ok(Some(0))).unwrap();
+        }
+        assert!(cache.inner.read().unwrap().records.len() <= RecordCache::<u32>::CAPACITY);
     }
 
     #[test]
@@ -1466,6 +1574,54 @@ mod tests {
     /// The access tokens of rotations need no expiry entries: a rotation removes its grant's
     /// expired ones, the grant's purge the rest; revoking the grant revokes every unexpired one,
     /// those recorded by earlier releases too.
+    /// Rotations skip the prune scan until one of their grant's entries can have expired, remove
+    /// at most 16 expired entries each, and a store opened again (nothing remembered) still
+    /// prunes.
+    #[tokio::test]
+    async fn rotations_prune_their_grants_expired_access_tokens() {
+        use crate::secrets::{random_dated_secret, token_key};
+        let dir = tempfile::tempdir().unwrap();
+        let record = refresh(9000);
+        let tokens: Vec<String> = (0..40).map(|_| token_key(&random_dated_secret(9000))).collect();
+        let entries = |store: &SledStore| store.trees.grant_tokens.len();
+        let mut next = 0;
+        async fn rotate(store: &SledStore, tokens: &[String], step: usize, now: i64, expires_at: i64) {
+            let access = IssuedAccessToken { jti: format!("a{step:02}"), expires_at };
+            let rotation = store
+                .rotate_refresh_token(&tokens[step], &tokens[step + 1], &refresh(9000), &access, now)
+                .await;
+            assert!(matches!(rotation.unwrap(), Rotation::Rotated));
+        }
+        {
+            let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+            let grant = Grant { expires_at: 9000, ..grant() };
+            let mut change = Change::default();
+            change.put_expiring(Space::Grants, TAG_GRANT, b"g", encode(&grant), grant.expires_at);
+            change.put_token(Space::RefreshTokens, TAG_REFRESH, tokens[0].as_bytes(), encode(&record), 9000);
+            store.write(move |trees| trees.commit(change)).await.unwrap();
+            // 20 access tokens of 100 s, one a second: none expires before the last is issued.
+            for second in 0..20 {
+                rotate(&store, &tokens, next, 1000 + second, 1100 + second).await;
+                next += 1;
+            }
+            assert_eq!(entries(&store), 20);
+            // At 2000 all 20 have expired: 16 go, then the other 4 at the next rotation.
+            rotate(&store, &tokens, next, 2000, 2010).await;
+            next += 1;
+            assert_eq!(entries(&store), 20 - 16 + 1);
+            rotate(&store, &tokens, next, 2001, 2011).await;
+            next += 1;
+            assert_eq!(entries(&store), 2);
+            rotate(&store, &tokens, next, 2002, 2012).await;
+            next += 1;
+            assert_eq!(entries(&store), 3, "none expired: nothing pruned");
+        }
+        // Opened again, the store remembers no prune time: the first rotation scans.
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        rotate(&store, &tokens, next, 2012, 2100).await;
+        assert_eq!(entries(&store), 1, "the three of 2010-2012 went");
+    }
+
     #[tokio::test]
     async fn the_access_tokens_of_rotations_are_revoked_with_their_grant_and_go_once_expired() {
         use crate::secrets::{random_dated_secret, token_key};
