@@ -143,21 +143,11 @@ fn generate_pem(alg: Algorithm) -> Result<String, KeyError> {
 /// about 19 µs on the benchmark machine against 23–24 µs for OpenSSL 3.0's `ECDSA_do_sign`, and
 /// josekit's own ES256 signer adds an `EVP_DigestSignInit` per signature on top. A fresh random
 /// nonce per signature from aws-lc's DRBG (RFC 6979 is not needed: the RNG is the OS's, reseeded).
+/// (aws-lc-rs's `Debug` of a key pair shows its public key only.)
+#[derive(Debug, Clone)]
 struct Es256Signer {
     key: std::sync::Arc<aws_lc_rs::signature::EcdsaKeyPair>,
     rng: aws_lc_rs::rand::SystemRandom,
-}
-
-impl Clone for Es256Signer {
-    fn clone(&self) -> Es256Signer {
-        Es256Signer { key: self.key.clone(), rng: aws_lc_rs::rand::SystemRandom::new() }
-    }
-}
-
-impl std::fmt::Debug for Es256Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Es256Signer") // never the key
-    }
 }
 
 impl Es256Signer {

@@ -326,6 +326,11 @@ fn grant_token_key(grant_id: &str, expires_at: i64, jti: &str) -> Vec<u8> {
     [grant_id.as_bytes(), &[GRANT_TOKEN], &(expires_at.max(0) as u64).to_be_bytes(), jti.as_bytes()].concat()
 }
 
+/// The keys of all of a grant's access-token entries of the current shape, in expiry order.
+fn grant_token_entries(grant_id: &[u8]) -> std::ops::Range<Vec<u8>> {
+    [grant_id, &[GRANT_TOKEN]].concat()..[grant_id, &[GRANT_TOKEN + 1]].concat()
+}
+
 /// The keys of a grant's access-token entries that expired at or before `now`.
 fn expired_grant_tokens(grant_id: &[u8], now: i64) -> std::ops::Range<Vec<u8>> {
     let after = now.saturating_add(1).max(0) as u64;
@@ -598,8 +603,8 @@ impl Trees {
             revoke(&key[first..], be_i64(&value));
         }
         // The grant's entries past the expired ones: key grant id, GRANT_TOKEN, expiry, jti.
-        let unexpired = expired_grant_tokens(grant_id.as_bytes(), now).end
-            ..[grant_id.as_bytes(), &[GRANT_TOKEN + 1]].concat();
+        let unexpired =
+            expired_grant_tokens(grant_id.as_bytes(), now).end..grant_token_entries(grant_id.as_bytes()).end;
         for key in self.grant_tokens.range(unexpired).keys() {
             let key = key.map_err(StoreError::backend)?;
             if let Some(expiry) = key.get(first..first + 8) {
@@ -697,30 +702,28 @@ impl Trees {
         adding: i64,
     ) -> StoreResult<()> {
         let mut times = self.prune_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = match times.get(grant_id) {
-            Some(&next) if next > now => next,
-            _ => {
-                // The grant's entries in expiry order: the expired ones first, then the first left.
-                let grant = [grant_id.as_bytes(), &[GRANT_TOKEN]].concat();
-                let entries = self
-                    .grant_tokens
-                    .range(grant.clone()..[grant_id.as_bytes(), &[GRANT_TOKEN + 1]].concat());
-                let mut next = i64::MAX;
-                for (pruned, key) in entries.keys().enumerate() {
-                    let key = key.map_err(StoreError::backend)?;
-                    let expiry = key.get(grant.len()..grant.len() + 8).map_or(0, be_i64);
-                    if expiry > now || pruned == PRUNED_PER_ROTATION {
-                        next = expiry;
-                        break;
-                    }
-                    change.remove(Space::GrantTokens, key.to_vec());
-                }
-                if times.len() >= PRUNE_TIMES {
-                    times.clear();
-                }
-                next
+        if let Some(next) = times.get_mut(grant_id)
+            && *next > now
+        {
+            *next = (*next).min(adding);
+            return Ok(());
+        }
+        // The grant's entries in expiry order: the expired ones first, then the first left.
+        let entries = grant_token_entries(grant_id.as_bytes());
+        let expiry_at = entries.start.len();
+        let mut next = i64::MAX;
+        for (pruned, key) in self.grant_tokens.range(entries).keys().enumerate() {
+            let key = key.map_err(StoreError::backend)?;
+            let expiry = key.get(expiry_at..expiry_at + 8).map_or(0, be_i64);
+            if expiry > now || pruned == PRUNED_PER_ROTATION {
+                next = expiry;
+                break;
             }
-        };
+            change.remove(Space::GrantTokens, key.to_vec());
+        }
+        if times.len() >= PRUNE_TIMES {
+            times.clear();
+        }
         times.insert(grant_id.to_owned(), next.min(adding));
         Ok(())
     }
@@ -1571,9 +1574,6 @@ mod tests {
         assert!(store.trees.grants.is_empty() && store.trees.expiry.is_empty());
     }
 
-    /// The access tokens of rotations need no expiry entries: a rotation removes its grant's
-    /// expired ones, the grant's purge the rest; revoking the grant revokes every unexpired one,
-    /// those recorded by earlier releases too.
     /// Rotations skip the prune scan until one of their grant's entries can have expired, remove
     /// at most 16 expired entries each, and a store opened again (nothing remembered) still
     /// prunes.
@@ -1622,6 +1622,9 @@ mod tests {
         assert_eq!(entries(&store), 1, "the three of 2010-2012 went");
     }
 
+    /// The access tokens of rotations need no expiry entries: a rotation removes its grant's
+    /// expired ones, the grant's purge the rest; revoking the grant revokes every unexpired one,
+    /// those recorded by earlier releases too.
     #[tokio::test]
     async fn the_access_tokens_of_rotations_are_revoked_with_their_grant_and_go_once_expired() {
         use crate::secrets::{random_dated_secret, token_key};
