@@ -78,17 +78,37 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # steadier one.
 measure() {
   local url=$1 script=$2; shift 2
-  local out pid before
+  local out pid before threads_before
   pid=$server_pid; [[ $url == "$reference"* ]] && pid=$reference_pid
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid") threads_before=$(thread_ticks "$pid")
   out=$(wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
-  local ticks=$(( $(cpu_ticks "$pid") - before )) requests
+  local ticks=$(( $(cpu_ticks "$pid") - before )) requests threads_after
+  threads_after=$(thread_ticks "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   cpu=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="$requests" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+  by_thread=$(split_by_thread "$threads_before" "$threads_after" "$requests")
+}
+# thread_ticks PID: one line per thread of the process: its name (spaces as _), user and system
+# CPU time in clock ticks.
+thread_ticks() {
+  local task
+  for task in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ <"$task/comm" 2>/dev/null)" "$(awk '{ print $14, $15 }' "$task/stat" 2>/dev/null)"
+  done
+}
+# split_by_thread BEFORE AFTER REQUESTS: the CPU time per request (user+system µs) of each kind
+# of thread, summed by name: where a scenario's time goes (tokio workers, the store's writer and
+# flusher, sled's I/O pool).
+split_by_thread() {
+  awk -v n="$3" -v hz="$clock_ticks" '{ sub(/-[0-9]+$/, "", $1) } # sled-io-0..6 as one
+    NF == 3 && FNR == NR { u[$1] -= $2; s[$1] -= $3; next }
+    NF == 3 { u[$1] += $2; s[$1] += $3 }
+    END { for (name in u) if (u[name] + s[name] > 0) printf "%s %.1f+%.1f  ", name, u[name] * 1e6 / hz / n, s[name] * 1e6 / hz / n }' \
+    <(echo "$1") <(echo "$2")
 }
 # report NAME [REFERENCE_RPS REFERENCE_CPU]: prints the line of what `measure` just measured,
 # with its ratios to the given reference figures (by default the run's first reference line).
@@ -133,7 +153,7 @@ bracketed() {
   BODY=$reference_body measure "$reference/token" post.lua
   local before_rps=$rps before_cpu=$cpu
   measure "$@"
-  local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu")
+  local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu") scenario_threads=$by_thread
   last_rps=$rps
   settle
   BODY=$reference_body measure "$reference/token" post.lua
@@ -145,6 +165,7 @@ bracketed() {
   report "$name" "$mean_rps" "$mean_cpu"
   printf '  (reference before and after: %s and %s req/s, %s and %s µs)\n' \
     "$before_rps" "$after_rps" "$before_cpu" "$after_cpu"
+  printf '  (server CPU per request by thread, user+system µs: %s)\n' "$scenario_threads"
 }
 failed=0
 

@@ -193,10 +193,12 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         let (flushes, flush_queue) = mpsc::channel();
         let flusher_trees = trees.clone();
+        // Short names: Linux keeps 15 bytes of a thread's name, and `bench/run.sh` tells the two
+        // threads apart by it when it splits the server's CPU time by thread.
         let flusher = std::thread::Builder::new()
-            .name("portcullis-store-flusher".into())
+            .name("store-flusher".into())
             .spawn(move || flush_loop(&flusher_trees, &flush_queue))?;
-        let thread = std::thread::Builder::new().name("portcullis-store-writer".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("store-writer".into()).spawn(move || {
             write_loop(&trees, &queue, flushes); // drops the flusher's queue: it finishes and stops
             let _ = flusher.join();
             if let Err(error) = trees.db.flush() {
