@@ -533,10 +533,11 @@ impl Trees {
 
     /// Applies a change written so that every prefix of it leaves a consistent store, without
     /// the redo record of [`Trees::commit`] (two sled writes fewer).
-    /// The last write is the change's commit point, the one that makes it count (the code marked
-    /// used, the old refresh token marked rotated); every write before it only adds what nothing
-    /// reachable refers to yet: a refresh token whose secret was never handed out, the jti of an
-    /// access token never handed out, a grant that lives longer. sled recovers a prefix of its log
+    /// The last write is the change's commit point, the one that makes it count (the new grant,
+    /// whose existence spends its code; the old refresh token marked rotated); every write before
+    /// it only adds what nothing reachable refers to yet: a refresh token whose secret was never
+    /// handed out and whose grant does not exist yet, the jti of an access token never handed out,
+    /// a grant that lives longer. sled recovers a prefix of its log
     /// after a crash, so a crash leaves the change counted or not, never half counted, and the
     /// client, which got no answer, retries. What the lost change left behind expires and is
     /// purged like any record. A failure half way leaves such a prefix too, so unlike
@@ -1030,7 +1031,15 @@ impl GrantStore for SledStore {
     }
 
     async fn code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>> {
-        self.trees.get(&self.trees.codes, code_hash)
+        let Some(mut code) = self.trees.get::<AuthorizationCode>(&self.trees.codes, code_hash)? else {
+            return Ok(None);
+        };
+        // Used once its grant exists (see `redeem_code`); codes of earlier releases are marked.
+        if !code.used {
+            code.used =
+                self.trees.grants.contains_key(code.grant_id.as_bytes()).map_err(StoreError::backend)?;
+        }
+        Ok(Some(code))
     }
 
     async fn redeem_code(
@@ -1043,33 +1052,37 @@ impl GrantStore for SledStore {
         let code_hash = code_hash.to_owned();
         // The grant's first access tokens stay in its record (one, from this exchange): two writes
         // fewer than the token tree, which rotations use.
-        let (grant_id, grant_expires_at, grant_record) = (grant.id.clone(), grant.expires_at, encode(grant));
+        let (grant, grant_record) = (grant.clone(), encode(grant));
         let refresh_token =
             refresh_token.map(|(hash, token)| (hash.to_owned(), token.expires_at, encode(token)));
         self.write_durably(move |trees| {
-            let Some(mut code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
+            let Some(code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
                 return Ok(Redemption::Unknown);
             };
-            if code.used {
+            if code.grant_id != grant.id {
+                let error = format!("redeem_code: grant {} is not the code's ({})", grant.id, code.grant_id);
+                return Err(StoreError::backend(Corrupt(error)));
+            }
+            // The code's record is never rewritten: the code counts as used once its grant
+            // exists, the grant being written last (one write per exchange fewer than marking the
+            // code). A grant that exists before its code was redeemed is a tombstone, revoked
+            // before the redemption: the code is spent too. Codes marked used by earlier
+            // releases stay used.
+            if code.used || trees.grants.contains_key(grant.id.as_bytes()).map_err(StoreError::backend)? {
                 return Ok(Redemption::AlreadyUsed { grant_id: code.grant_id });
             }
             if code.expires_at <= now {
                 return Ok(Redemption::Unknown);
             }
-            // A tombstone: the grant was revoked before it was created.
-            if let Some(existing) = trees.get::<Grant>(&trees.grants, &grant_id)?
-                && existing.revoked_at.is_some()
-            {
-                let mut change = Change::default();
-                code.used = true;
-                change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
-                trees.commit(change)?;
-                return Ok(Redemption::AlreadyUsed { grant_id });
-            }
-            // In commit order (see `Trees::commit_in_order`): the refresh token and the grant
-            // count only once the code is marked used, which comes last. Before that, a retry of
-            // the same code writes the same grant again.
-            code.used = true;
+            // The grant must outlive the code's time to be redeemed: were it purged first, the
+            // code would count as unused again.
+            let (grant_expires_at, grant_record) = match code.expires_at > grant.expires_at {
+                false => (grant.expires_at, grant_record),
+                true => (code.expires_at, encode(&Grant { expires_at: code.expires_at, ..grant.clone() })),
+            };
+            // In commit order (see `Trees::commit_in_order`): the refresh token counts only once
+            // the grant, written last, exists. A retry of a code whose change was cut short finds
+            // no grant and redeems it.
             let mut change = Change::default();
             // A refresh token whose key carries its expiry, and the grant's, is purged by a range
             // scan, and takes the grant's purge with it (`Trees::purge_dated`): the grant needs
@@ -1082,16 +1095,15 @@ impl GrantStore for SledStore {
                 grant_purged_by_token = indexed_by_key && expires_at >= grant_expires_at;
             }
             match grant_purged_by_token {
-                true => change.put(Space::Grants, grant_id.as_bytes(), grant_record),
+                true => change.put(Space::Grants, grant.id.as_bytes(), grant_record),
                 false => change.put_expiring(
                     Space::Grants,
                     TAG_GRANT,
-                    grant_id.as_bytes(),
+                    grant.id.as_bytes(),
                     grant_record,
                     grant_expires_at,
                 ),
             }
-            change.put(Space::Codes, code_hash.as_bytes(), encode(&code));
             trees.commit_in_order(change)?;
             Ok(Redemption::Redeemed)
         })
@@ -1523,9 +1535,9 @@ mod tests {
                 }
             }
             // Every cut inside them was tried. The exchange: the refresh token and the grant (each
-            // with an expiry entry when the token's key is not dated), the code. The rotation: the
-            // new refresh token (and expiry entry), its access token, the grant, the old token.
-            let writes = if dated { (3, 4) } else { (5, 5) };
+            // with an expiry entry when the token's key is not dated). The rotation: the new
+            // refresh token (and expiry entry), its access token, the grant, the old token.
+            let writes = if dated { (2, 4) } else { (4, 5) };
             assert_eq!(cuts_seen, writes, "dated keys: {dated}");
         }
     }
