@@ -1055,8 +1055,16 @@ impl GrantStore for SledStore {
         let (grant, grant_record) = (grant.clone(), encode(grant));
         let refresh_token =
             refresh_token.map(|(hash, token)| (hash.to_owned(), token.expires_at, encode(token)));
+        /// What the writer reads of the code: the rest (scope, redirect URI, ...) is skipped
+        /// by the JSON parser instead of decoded into strings and sets the writer would drop.
+        #[derive(serde::Deserialize)]
+        struct CodeState {
+            grant_id: String,
+            expires_at: i64,
+            used: bool,
+        }
         self.write_durably(move |trees| {
-            let Some(code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
+            let Some(code) = trees.get::<CodeState>(&trees.codes, &code_hash)? else {
                 return Ok(Redemption::Unknown);
             };
             if code.grant_id != grant.id {
