@@ -12,7 +12,9 @@
 //! store finishes any a crash interrupted ([`Trees::commit`] says why not sled's own
 //! transactions). The two the token endpoint makes on every request, redeeming a code and
 //! rotating a refresh token, are written in an order where every prefix is consistent and need
-//! no redo record ([`Trees::commit_in_order`]).
+//! no redo record ([`Trees::commit_in_order`]). A code's record is never rewritten: the code is
+//! spent once its grant exists (see `redeem_code`), so an exchange writes two records, the refresh
+//! token and the grant.
 //!
 //! One writer thread. Every write runs on a dedicated thread ([`Writer`]), which applies queued
 //! changes one after the other; a flusher thread makes them durable, one flush shared by every

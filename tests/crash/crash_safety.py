@@ -2,6 +2,7 @@
 SIGKILL at random moments, restart it on the same store, and check that
 
 - the store opens cleanly after every kill,
+- every code exchange the server acknowledged is in effect: the code, presented again, is refused,
 - every rotation the server acknowledged is in effect: the replaced refresh token is refused,
 - every revocation the server acknowledged is in effect: the token introspects inactive and, for
   refresh tokens, is refused,
@@ -68,21 +69,35 @@ def cli(env, *args):
     return json.loads(out.stdout)
 
 
-def new_chains(server, client, count):
-    """Signs in once and gets `count` refresh tokens through the code flow (skip-consent client)."""
+def sign_in(server):
+    """A browser session signed in as the admin."""
     browser = requests.Session()
     page = browser.get(server.base + "/login").text
     csrf = html.unescape(re.search(r'name="csrf_token" value="([^"]*)"', page).group(1))
     browser.post(server.base + "/login", data={"csrf_token": csrf, "next": "/", "username": "admin",
                                                "password": PASSWORD}, allow_redirects=False)
+    return browser
+
+
+def exchange(server, browser, client, timeout=None):
+    """One trip through the code flow (skip-consent client): the code and the token endpoint's answer."""
+    response = browser.get(server.base + "/o/authorize", params={
+        "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT, "state": "s"},
+        allow_redirects=False, timeout=timeout)
+    code = re.search(r"code=([^&]+)", response.headers["location"]).group(1)
+    answer = requests.post(server.base + "/o/token", auth=(client["client_id"], client["client_secret"]),
+                           data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+                           timeout=timeout)
+    return code, answer
+
+
+def new_chains(server, client, count):
+    """`count` token responses through the code flow."""
+    browser = sign_in(server)
     tokens = []
     for _ in range(count):
-        response = browser.get(server.base + "/o/authorize", params={
-            "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT, "state": "s"},
-            allow_redirects=False)
-        code = re.search(r"code=([^&]+)", response.headers["location"]).group(1)
-        answer = requests.post(server.base + "/o/token", auth=(client["client_id"], client["client_secret"]),
-                               data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+        _, answer = exchange(server, browser, client)
+        assert answer.status_code == 200, answer.text
         tokens.append(answer.json())
     return tokens
 
@@ -96,7 +111,7 @@ def main():
                  "--grant-type", "authorization_code", "--grant-type", "refresh_token")
     auth = (client["client_id"], client["client_secret"])
     server = Server(env, port)
-    totals = {"kills": 0, "acknowledged rotations": 0, "acknowledged revocations": 0,
+    totals = {"kills": 0, "acknowledged exchanges": 0, "acknowledged rotations": 0, "acknowledged revocations": 0,
               "rotated tokens re-checked": 0, "revoked tokens re-checked": 0, "violations": 0}
     clean_cycles = 0
     random.seed(int(os.environ.get("SEED", "7")))
@@ -104,7 +119,8 @@ def main():
     for cycle in range(KILLS):
         server.start()
         chains = new_chains(server, client, 8)
-        rotated, revoked = [], []  # acknowledged: (old refresh token) / (kind, token)
+        # Acknowledged: (old refresh token) / (kind, token) / code.
+        rotated, revoked, exchanged = [], [], []
         lock = threading.Lock()
         stop = threading.Event()
 
@@ -135,7 +151,19 @@ def main():
                 except requests.RequestException:
                     return  # the server died under us
 
+        def exchanger():
+            browser = sign_in(server)
+            while not stop.is_set():
+                try:
+                    code, answer = exchange(server, browser, client, timeout=5)
+                    if answer.status_code == 200:
+                        with lock:
+                            exchanged.append(code)
+                except (requests.RequestException, KeyError, AttributeError):
+                    return  # the server died under us (mid-answer: no redirect, or no code in it)
+
         threads = [threading.Thread(target=worker, args=(chain,)) for chain in chains]
+        threads.append(threading.Thread(target=exchanger))
         for thread in threads:
             thread.start()
         time.sleep(random.uniform(0.3, 1.5))
@@ -160,15 +188,25 @@ def main():
             if info.get("active"):
                 totals["violations"] += 1
                 print(f"VIOLATION: an acknowledged {kind} token revocation was lost")
+        # Last: a replayed code revokes its grant, which would hide a lost rotation above.
+        for code in exchanged:
+            answer = requests.post(server.base + "/o/token", auth=auth, data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
+            if answer.status_code != 400 or answer.json().get("error") != "invalid_grant":
+                totals["violations"] += 1
+                print(f"VIOLATION: an acknowledged code exchange was lost: {answer.status_code} {answer.text}")
         clean_cycles += totals["violations"] == violations_before
+        totals["acknowledged exchanges"] += len(exchanged)
         totals["acknowledged rotations"] += len(rotated)
         totals["acknowledged revocations"] += len(revoked)
         server.kill()
-        print(f"cycle {cycle + 1}: {len(rotated)} rotations and {len(revoked)} revocations acknowledged before the kill, all checked")
+        print(f"cycle {cycle + 1}: {len(exchanged)} exchanges, {len(rotated)} rotations and {len(revoked)} revocations acknowledged before the kill, all checked")
 
     for name, count in totals.items():
         print(f"{name}: {count}")
     print(f"crash safety: {clean_cycles} passed, {totals['kills'] - clean_cycles} failed")
+    if not totals["acknowledged exchanges"] or not totals["acknowledged rotations"]:
+        raise SystemExit("FAIL: nothing was acknowledged before the kills, so nothing was checked")
     sys.exit(1 if totals["violations"] else 0)
 
 
