@@ -330,11 +330,21 @@ async fn concurrent_flushes_all_complete() {
 
 const ROUNDS: usize = 100;
 
+/// One of the calls [`at_once`] races.
+type Call<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+fn call<T>(future: impl std::future::Future<Output = T> + Send + 'static) -> Call<T> {
+    Box::pin(future)
+}
+
+fn revoking(store: &std::sync::Arc<dyn Store>, grant_id: &str, now: i64) -> Call<()> {
+    let (store, grant_id) = (store.clone(), grant_id.to_owned());
+    call(async move { store.revoke_grant(&grant_id, now).await.unwrap() })
+}
+
 /// `calls` run at once on the multi-threaded runtime (released together by a barrier); their
 /// outputs in call order.
-async fn at_once<T: Send + 'static>(
-    calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>,
-) -> Vec<T> {
+async fn at_once<T: Send + 'static>(calls: Vec<Call<T>>) -> Vec<T> {
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(calls.len()));
     let tasks: Vec<_> = calls
         .into_iter()
@@ -360,12 +370,12 @@ async fn racing_redemptions_of_a_code_redeem_it_once(store: std::sync::Arc<dyn S
         let calls = (0..4)
             .map(|caller| {
                 let (store, code_hash, grant_id) = (store.clone(), code_hash.clone(), grant_id.clone());
-                Box::pin(async move {
+                call(async move {
                     let refresh_hash = format!("r{round}-{caller}");
                     let grant = grant(&grant_id, &format!("j{caller}"), 5000);
                     let refresh = refresh(&grant_id, 5000);
                     store.redeem_code(&code_hash, &grant, Some((&refresh_hash, &refresh)), 900).await.unwrap()
-                }) as std::pin::Pin<Box<dyn std::future::Future<Output = Redemption> + Send>>
+                })
             })
             .collect();
         let outcomes = at_once(calls).await;
@@ -395,11 +405,11 @@ async fn racing_rotations_of_a_token_rotate_it_once(store: std::sync::Arc<dyn St
         let calls = (0..4)
             .map(|caller| {
                 let (store, old) = (store.clone(), current.clone());
-                Box::pin(async move {
+                call(async move {
                     let access = IssuedAccessToken { jti: format!("j{round}-{caller}"), expires_at: 1900 };
                     let new = format!("r{round}-{caller}");
                     store.rotate_refresh_token(&old, &new, &refresh("g1", 6000), &access, 950).await.unwrap()
-                }) as std::pin::Pin<Box<dyn std::future::Future<Output = Rotation> + Send>>
+                })
             })
             .collect();
         let outcomes = at_once(calls).await;
@@ -416,6 +426,39 @@ async fn racing_rotations_of_a_token_rotate_it_once(store: std::sync::Arc<dyn St
     }
 }
 
+/// What a redemption or rotation racing a revocation issues in its grant.
+struct Issued<'a> {
+    grant_id: &'a str,
+    jti: &'a str,
+    refresh_hash: &'a str,
+}
+
+/// After a revocation raced a call that issued `issued`: the grant is revoked, the access token
+/// too if the call `took_effect`, and the refresh token is dead either way.
+async fn assert_revoked_with_what_it_issued(
+    store: &dyn Store,
+    round: usize,
+    issued: Issued<'_>,
+    took_effect: bool,
+    now: i64,
+) {
+    let stored = store.grant(issued.grant_id).await.unwrap().unwrap();
+    assert!(stored.revoked_at.is_some(), "round {round}: the grant stays revoked");
+    if took_effect {
+        assert!(
+            store.is_access_token_revoked(issued.jti, now).await.unwrap(),
+            "round {round}: the access token it issued is revoked with its grant"
+        );
+    }
+    let access = IssuedAccessToken { jti: "later".into(), expires_at: 1900 };
+    let next = refresh(issued.grant_id, 7000);
+    assert_eq!(
+        store.rotate_refresh_token(issued.refresh_hash, "next", &next, &access, now + 10).await.unwrap(),
+        Rotation::Invalid,
+        "round {round}: the refresh token it issued is dead"
+    );
+}
+
 /// After a revocation raced a redemption, whichever came first: the grant is revoked, and what
 /// the redemption issued (its access token, its refresh token) is revoked with it.
 async fn a_revocation_racing_a_redemption_revokes_what_it_issued(store: std::sync::Arc<dyn Store>) {
@@ -426,37 +469,17 @@ async fn a_revocation_racing_a_redemption_revokes_what_it_issued(store: std::syn
         let redeeming = {
             let (store, code_hash, grant_id, jti, refresh_hash) =
                 (store.clone(), code_hash.clone(), grant_id.clone(), jti.clone(), refresh_hash.clone());
-            Box::pin(async move {
+            call(async move {
                 let refresh = refresh(&grant_id, 5000);
                 let grant = grant(&grant_id, &jti, 5000);
                 store.redeem_code(&code_hash, &grant, Some((&refresh_hash, &refresh)), 900).await.unwrap();
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            })
         };
-        let revoking = {
-            let (store, grant_id) = (store.clone(), grant_id.clone());
-            Box::pin(async move { store.revoke_grant(&grant_id, 900).await.unwrap() })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        };
-        at_once(vec![redeeming, revoking]).await;
-        let stored = store.grant(&grant_id).await.unwrap().unwrap();
-        assert!(stored.revoked_at.is_some(), "round {round}: the grant stays revoked");
-        if store.code(&code_hash).await.unwrap().unwrap().used
-            && store.refresh_token(&refresh_hash).await.unwrap().is_some()
-        {
-            assert!(
-                store.is_access_token_revoked(&jti, 900).await.unwrap(),
-                "round {round}: the redemption's access token is revoked with its grant"
-            );
-        }
-        let access = IssuedAccessToken { jti: "later".into(), expires_at: 1900 };
-        assert_eq!(
-            store
-                .rotate_refresh_token(&refresh_hash, "next", &refresh(&grant_id, 6000), &access, 950)
-                .await
-                .unwrap(),
-            Rotation::Invalid,
-            "round {round}: the redemption's refresh token is dead"
-        );
+        at_once(vec![redeeming, revoking(&store, &grant_id, 900)]).await;
+        let redeemed = store.code(&code_hash).await.unwrap().unwrap().used
+            && store.refresh_token(&refresh_hash).await.unwrap().is_some();
+        let issued = Issued { grant_id: &grant_id, jti: &jti, refresh_hash: &refresh_hash };
+        assert_revoked_with_what_it_issued(&*store, round, issued, redeemed, 900).await;
     }
 }
 
@@ -481,37 +504,18 @@ async fn a_revocation_racing_a_rotation_revokes_what_it_issued(store: std::sync:
         let rotating = {
             let (store, grant_id, jti, first, second) =
                 (store.clone(), grant_id.clone(), jti.clone(), first.clone(), second.clone());
-            Box::pin(async move {
+            call(async move {
                 let access = IssuedAccessToken { jti, expires_at: 1900 };
                 store
                     .rotate_refresh_token(&first, &second, &refresh(&grant_id, 6000), &access, 950)
                     .await
                     .unwrap();
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            })
         };
-        let revoking = {
-            let (store, grant_id) = (store.clone(), grant_id.clone());
-            Box::pin(async move { store.revoke_grant(&grant_id, 950).await.unwrap() })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        };
-        at_once(vec![rotating, revoking]).await;
-        let stored = store.grant(&grant_id).await.unwrap().unwrap();
-        assert!(stored.revoked_at.is_some(), "round {round}: the grant stays revoked");
-        if store.refresh_token(&first).await.unwrap().unwrap().rotated {
-            assert!(
-                store.is_access_token_revoked(&jti, 950).await.unwrap(),
-                "round {round}: the rotation's access token is revoked with its grant"
-            );
-        }
-        let access = IssuedAccessToken { jti: "later".into(), expires_at: 1900 };
-        assert_eq!(
-            store
-                .rotate_refresh_token(&second, "next", &refresh(&grant_id, 7000), &access, 960)
-                .await
-                .unwrap(),
-            Rotation::Invalid,
-            "round {round}: the rotation's refresh token is dead"
-        );
+        at_once(vec![rotating, revoking(&store, &grant_id, 950)]).await;
+        let rotated = store.refresh_token(&first).await.unwrap().unwrap().rotated;
+        let issued = Issued { grant_id: &grant_id, jti: &jti, refresh_hash: &second };
+        assert_revoked_with_what_it_issued(&*store, round, issued, rotated, 950).await;
     }
 }
 
