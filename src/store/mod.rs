@@ -99,8 +99,8 @@ pub trait GrantStore: Send + Sync {
     async fn code(&self, code_hash: &str) -> StoreResult<Option<AuthorizationCode>>;
     /// Atomically: spends the code (single use, RFC 6749 §4.1.2; [`GrantStore::code`] reads it
     /// used from then on), stores its grant and the first refresh token. `grant` is the code's
-    /// (its id is the code's `grant_id`). Nothing is written unless the code was unused and unexpired. Returns
-    /// once the change is durable, as after [`Maintenance::flush`].
+    /// (its id is the code's `grant_id`). Nothing is written unless the code was unused and
+    /// unexpired. Returns once the change is durable, as after [`Maintenance::flush`].
     async fn redeem_code(
         &self,
         code_hash: &str,

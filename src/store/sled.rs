@@ -539,11 +539,11 @@ impl Trees {
     /// whose existence spends its code; the old refresh token marked rotated); every write before
     /// it only adds what nothing reachable refers to yet: a refresh token whose secret was never
     /// handed out and whose grant does not exist yet, the jti of an access token never handed out,
-    /// a grant that lives longer. sled recovers a prefix of its log
-    /// after a crash, so a crash leaves the change counted or not, never half counted, and the
-    /// client, which got no answer, retries. What the lost change left behind expires and is
-    /// purged like any record. A failure half way leaves such a prefix too, so unlike
-    /// [`Trees::commit`] it does not stop the store.
+    /// a grant that lives longer. sled recovers a prefix of its log after a crash, so a crash
+    /// leaves the change counted or not, never half counted, and the client, which got no answer,
+    /// retries. What the lost change left behind expires and is purged like any record. A
+    /// failure half way leaves such a prefix too, so unlike [`Trees::commit`] it does not stop
+    /// the store.
     fn commit_in_order(&self, change: Change) -> StoreResult<()> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.interrupted.load(Relaxed) {
