@@ -214,9 +214,6 @@ async fn purge_removes_only_what_expired(store: &dyn Store) {
     store.flush().await.unwrap();
 }
 
-/// A rotation extends the grant without writing a new expiry entry of its own (sled): the purge
-/// must keep the grant at its first time and remove it at its real one, with the access token
-/// the rotation remembered.
 /// A spent code is spent until it expires: its grant is not purged before that, even when its
 /// tokens expire first (a store that reads a code as used from its grant depends on it).
 async fn a_code_stays_spent_after_its_tokens_expired(store: &dyn Store) {
@@ -232,6 +229,9 @@ async fn a_code_stays_spent_after_its_tokens_expired(store: &dyn Store) {
     assert!(store.code("h").await.unwrap().unwrap().used);
 }
 
+/// A rotation extends the grant without writing a new expiry entry of its own (sled): the purge
+/// must keep the grant at its first time and remove it at its real one, with the access token
+/// the rotation remembered.
 async fn purge_follows_a_grant_extended_by_rotation(store: &dyn Store) {
     store.insert_code("h", &code("g1", 1000)).await.unwrap();
     store.redeem_code("h", &grant("g1", "j1", 2000), Some(("r1", &refresh("g1", 2000))), 900).await.unwrap();
