@@ -363,6 +363,27 @@ async fn at_once<T: Send + 'static>(calls: Vec<Call<T>>) -> Vec<T> {
     outputs
 }
 
+/// The one caller of a round whose outcome is `won`; every other got `lost` and wrote no
+/// refresh token (caller `c` of round `r` offers the refresh token `r{r}-{c}`).
+async fn sole_winner<T: PartialEq + std::fmt::Debug>(
+    store: &dyn Store,
+    round: usize,
+    outcomes: &[T],
+    won: &T,
+    lost: &T,
+) -> usize {
+    let winners: Vec<usize> = (0..outcomes.len()).filter(|caller| outcomes[*caller] == *won).collect();
+    assert_eq!(winners.len(), 1, "round {round}: exactly one call wins: {outcomes:?}");
+    for (caller, outcome) in outcomes.iter().enumerate() {
+        if caller != winners[0] {
+            assert_eq!(outcome, lost, "round {round}");
+            let loser = store.refresh_token(&format!("r{round}-{caller}")).await.unwrap();
+            assert!(loser.is_none(), "round {round}: a losing call wrote nothing");
+        }
+    }
+    winners[0]
+}
+
 async fn racing_redemptions_of_a_code_redeem_it_once(store: std::sync::Arc<dyn Store>) {
     for round in 0..ROUNDS {
         let (code_hash, grant_id) = (format!("h{round}"), format!("g{round}"));
@@ -379,19 +400,12 @@ async fn racing_redemptions_of_a_code_redeem_it_once(store: std::sync::Arc<dyn S
             })
             .collect();
         let outcomes = at_once(calls).await;
-        let winners: Vec<usize> = (0..4).filter(|caller| outcomes[*caller] == Redemption::Redeemed).collect();
-        assert_eq!(winners.len(), 1, "round {round}: exactly one redemption wins: {outcomes:?}");
-        for (caller, outcome) in outcomes.iter().enumerate() {
-            if caller != winners[0] {
-                assert_eq!(*outcome, Redemption::AlreadyUsed { grant_id: grant_id.clone() });
-                let loser = store.refresh_token(&format!("r{round}-{caller}")).await.unwrap();
-                assert!(loser.is_none(), "round {round}: a losing redemption wrote nothing");
-            }
-        }
+        let lost = Redemption::AlreadyUsed { grant_id: grant_id.clone() };
+        let winner = sole_winner(&*store, round, &outcomes, &Redemption::Redeemed, &lost).await;
         let stored = store.grant(&grant_id).await.unwrap().unwrap();
         assert_eq!(
             stored.access_tokens[0].jti,
-            format!("j{}", winners[0]),
+            format!("j{winner}"),
             "round {round}: the grant lists the winner's access token, which a replay revokes"
         );
     }
@@ -413,16 +427,9 @@ async fn racing_rotations_of_a_token_rotate_it_once(store: std::sync::Arc<dyn St
             })
             .collect();
         let outcomes = at_once(calls).await;
-        let winners: Vec<usize> = (0..4).filter(|caller| outcomes[*caller] == Rotation::Rotated).collect();
-        assert_eq!(winners.len(), 1, "round {round}: exactly one rotation wins: {outcomes:?}");
-        for (caller, outcome) in outcomes.iter().enumerate() {
-            if caller != winners[0] {
-                assert_eq!(*outcome, Rotation::AlreadyRotated { grant_id: "g1".into() });
-                let loser = store.refresh_token(&format!("r{round}-{caller}")).await.unwrap();
-                assert!(loser.is_none(), "round {round}: a losing rotation wrote nothing");
-            }
-        }
-        current = format!("r{round}-{}", winners[0]);
+        let lost = Rotation::AlreadyRotated { grant_id: "g1".into() };
+        let winner = sole_winner(&*store, round, &outcomes, &Rotation::Rotated, &lost).await;
+        current = format!("r{round}-{winner}");
     }
 }
 
