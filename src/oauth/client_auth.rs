@@ -45,17 +45,35 @@ pub fn parse_basic(header: &str) -> Result<(String, String), OAuthError> {
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let unescape = |value: &str| -> String {
-        form_urlencoded::parse(format!("v={value}").as_bytes())
-            .next()
-            .map(|(_, value)| value.into_owned())
-            .unwrap_or_default()
-    };
-    let (id, secret) = (unescape(id), unescape(secret));
+    let (id, secret) = (form_unescape(id), form_unescape(secret));
     if id.is_empty() {
         return Err(malformed());
     }
     Ok((id, secret))
+}
+
+/// One `application/x-www-form-urlencoded` value decoded, as `form_urlencoded` decodes one: `+`
+/// is a space, `%XX` the byte XX (a `%` not followed by two hex digits stays as it is), and invalid
+/// UTF-8 is replaced. Most ids and secrets hold neither `+` nor `%` and are copied as they are.
+fn form_unescape(value: &str) -> String {
+    if !value.contains(['+', '%']) {
+        return value.to_owned();
+    }
+    let hex = |byte: Option<&u8>| byte.and_then(|byte| char::from(*byte).to_digit(16));
+    let (bytes, mut decoded) = (value.as_bytes(), Vec::with_capacity(value.len()));
+    let mut at = 0;
+    while at < bytes.len() {
+        match (bytes[at], hex(bytes.get(at + 1)), hex(bytes.get(at + 2))) {
+            (b'+', _, _) => decoded.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                at += 2;
+            }
+            (byte, _, _) => decoded.push(byte),
+        }
+        at += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// Reads the client's credentials from the `Authorization` header and the body.
@@ -131,6 +149,22 @@ mod tests {
     fn basic_credentials_are_url_decoded() {
         assert_eq!(parse_basic(&basic("my%3Aapp:s%2Bcret")).unwrap(), ("my:app".into(), "s+cret".into()));
         assert_eq!(parse_basic(&basic("app:")).unwrap(), ("app".into(), "".into()));
+        // `form_urlencoded`'s decoding of one value: `+`, `%XX`, a `%` without two hex digits kept,
+        // invalid UTF-8 replaced; `&` and `=` are part of the value.
+        assert_eq!(
+            parse_basic(&basic("a+b%2fc%zz%4:x%26y=z%F0%9F%92%A9%FF")).unwrap(),
+            ("a b/c%zz%4".into(), "x&y=z\u{1F4A9}\u{FFFD}".into())
+        );
+        assert_eq!(parse_basic(&basic("raw&id:s")).unwrap(), ("raw&id".into(), "s".into()));
+    }
+
+    proptest! {
+        #[test]
+        fn one_value_decodes_as_form_urlencoded_decodes_it(value in "[a-zA-Z0-9+%&=/ -]{0,40}") {
+            let expected: String = form_urlencoded::parse(format!("v={}", value.replace('&', "%26")).as_bytes())
+                .next().map(|(_, decoded)| decoded.into_owned()).unwrap_or_default();
+            prop_assert_eq!(form_unescape(&value.replace('&', "%26")), expected);
+        }
     }
 
     #[test]
