@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use josekit::jwk::{Jwk, JwkSet};
-use josekit::jws::{ES256, EdDSA, JwsVerifier, RS256};
+use josekit::jws::{ES256, EdDSA, JwsAlgorithm, JwsVerifier, RS256};
 use josekit::jwt::{self, JwtPayload};
 use serde::{Deserialize, Serialize};
 
@@ -194,10 +194,76 @@ fn parse_jwks(jwks: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>>, VerifyE
 fn verifier_for(jwk: &Jwk, alg: Algorithm) -> Result<Box<dyn JwsVerifier>, VerifyError> {
     let bad = |error: josekit::JoseError| VerifyError::BadJwks(error.to_string());
     Ok(match alg {
-        Algorithm::ES256 => Box::new(ES256.verifier_from_jwk(jwk).map_err(bad)?),
+        Algorithm::ES256 => {
+            // josekit checks the JWK (kty, crv, key_use, key_ops) as it always has; aws-lc verifies.
+            ES256.verifier_from_jwk(jwk).map_err(bad)?;
+            Box::new(Es256Verifier::from_jwk(jwk)?)
+        }
         Algorithm::RS256 => Box::new(RS256.verifier_from_jwk(jwk).map_err(bad)?),
         Algorithm::EdDSA => Box::new(EdDSA.verifier_from_jwk(jwk).map_err(bad)?),
     })
+}
+
+/// ES256 (RFC 7518 §3.4) verified by aws-lc (through aws-lc-rs, already built for reqwest's
+/// TLS), like the server's signatures: about 20 % less time per verification than josekit's over
+/// OpenSSL 3.0 on the benchmark machine (bench/README.md), and the key is parsed, and checked
+/// to be a point on P-256, once instead of per token.
+#[derive(Clone)]
+struct Es256Verifier {
+    key: Arc<aws_lc_rs::signature::ParsedPublicKey>,
+}
+
+impl std::fmt::Debug for Es256Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Es256Verifier")
+    }
+}
+
+impl Es256Verifier {
+    /// From an EC JWK on P-256: its `x` and `y`, 32 bytes each, as an uncompressed point
+    /// (SEC 1 §2.3.3).
+    fn from_jwk(jwk: &Jwk) -> Result<Es256Verifier, VerifyError> {
+        use base64::Engine;
+        let coordinate = |name: &str| {
+            jwk.parameter(name)
+                .and_then(|value| value.as_str())
+                .and_then(|value| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok())
+                .filter(|bytes| bytes.len() == 32)
+                .ok_or_else(|| {
+                    VerifyError::BadJwks(format!("an ES256 key's {name} is not 32 bytes of base64url"))
+                })
+        };
+        let mut point = vec![0x04];
+        point.extend_from_slice(&coordinate("x")?);
+        point.extend_from_slice(&coordinate("y")?);
+        let key =
+            aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point)
+                .map_err(|error| {
+                    VerifyError::BadJwks(format!("an ES256 key is not a point on P-256: {error}"))
+                })?;
+        Ok(Es256Verifier { key: Arc::new(key) })
+    }
+}
+
+impl JwsVerifier for Es256Verifier {
+    fn algorithm(&self) -> &dyn JwsAlgorithm {
+        &ES256
+    }
+
+    fn key_id(&self) -> Option<&str> {
+        None // keys are selected by `Verifier::select_key`
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), josekit::JoseError> {
+        // `ECDSA_P256_SHA256_FIXED` takes R then S, 32 bytes each, and refuses any other length.
+        self.key
+            .verify_sig(message, signature)
+            .map_err(|error| josekit::JoseError::InvalidSignature(error.into()))
+    }
+
+    fn box_clone(&self) -> Box<dyn JwsVerifier> {
+        Box::new(self.clone())
+    }
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, VerifyError> {

@@ -99,6 +99,14 @@ fn every_bad_token_is_refused_with_its_reason() {
     let first = if &good[signature_start..=signature_start] == "A" { "B" } else { "A" };
     tampered.replace_range(signature_start..=signature_start, first);
     let parts: Vec<&str> = good.split('.').collect();
+    // RFC 7518 §3.4: R then S, 32 bytes each; any other length or encoding is no signature.
+    let signature = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap()
+    };
+    let with_signature =
+        |bytes: &[u8]| format!("{}.{}.{}", parts[0], parts[1], portcullis::secrets::base64url(bytes));
+    let longer = [&signature[..], &[0; 8]].concat();
     let alg_none =
         format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": "k1"})), parts[1]);
     // HS256 with the public key's bytes as the "secret": the classic key-confusion attack.
@@ -116,6 +124,10 @@ fn every_bad_token_is_refused_with_its_reason() {
     let cases: Vec<(&str, String, VerifyError)> = vec![
         ("tampered signature", tampered, VerifyError::BadSignature),
         ("wrong key", sign(&other, "k1", "at+jwt", claims(now)), VerifyError::BadSignature),
+        ("signature one byte short", with_signature(&signature[..63]), VerifyError::BadSignature),
+        ("signature with bytes after it", with_signature(&longer), VerifyError::BadSignature),
+        ("signature of zeros (r = s = 0)", with_signature(&[0; 64]), VerifyError::BadSignature),
+        ("empty signature", with_signature(&[]), VerifyError::BadSignature),
         (
             "wrong iss",
             with("iss", "https://evil.example".into()),
@@ -150,6 +162,21 @@ fn every_bad_token_is_refused_with_its_reason() {
         assert_eq!(verifier.verify(&token, now), Err(expected), "{name}");
     }
     assert!(verifier.verify(&with("exp", (now + 1).into()), now).is_ok(), "valid until exp");
+}
+
+#[test]
+fn a_jwks_key_that_is_not_a_point_on_p256_is_refused() {
+    let keys = key_pair("k1");
+    let mut jwk = keys.public.as_ref().clone();
+    let y = jwk["y"].as_str().unwrap().to_owned();
+    // Another y for the same x is not on the curve (only y and -y are).
+    let flipped = if y.starts_with('A') { format!("B{}", &y[1..]) } else { format!("A{}", &y[1..]) };
+    jwk.insert("y".into(), flipped.into());
+    let jwks = serde_json::json!({ "keys": [serde_json::Value::Object(jwk)] });
+    assert!(matches!(
+        Verifier::from_jwks_json(jwks.to_string().as_bytes(), ISSUER, AUDIENCE),
+        Err(VerifyError::BadJwks(_))
+    ));
 }
 
 #[test]
