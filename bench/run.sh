@@ -72,17 +72,26 @@ reference_rps="" reference_cpu=""
 clock_ticks=$(getconf CLK_TCK)
 # CPU time (user + system, in clock ticks) a process has used so far.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# measure URL SCRIPT [wrk options...]: drives one scenario and sets rps, p50, p99, non2xx and
-# cpu. Besides requests/s, the CPU time the serving process spent per request: unlike
+# The machine's `cpu` line of /proc/stat: its steal time (ticks the hypervisor gave this VM's
+# cores to another guest) and the total of all its columns.
+steal_ticks() { awk '$1 == "cpu" { total = 0; for (i = 2; i <= NF; i++) total += $i; print $9, total }' /proc/stat; }
+# steal_percent BEFORE AFTER: the share of the cores' time stolen between two `steal_ticks`.
+steal_percent() {
+  awk -v before="$1" -v after="$2" 'BEGIN { split(before, b, " "); split(after, a, " ")
+    printf "%.1f", (a[2] > b[2]) ? 100 * (a[1] - b[1]) / (a[2] - b[2]) : 0 }'
+}
+# measure URL SCRIPT [wrk options...]: drives one scenario and sets rps, p50, p99, non2xx, cpu
+# and steal (the percentage of the cores' time the hypervisor took meanwhile). Besides requests/s, the CPU time the serving process spent per request: unlike
 # requests/s, it hardly moves with what else the two cores are doing, so its ratio is the
 # steadier one.
 measure() {
   local url=$1 script=$2; shift 2
-  local out pid before threads_before
+  local out pid before threads_before steal_before
   pid=$server_pid; [[ $url == "$reference"* ]] && pid=$reference_pid
-  before=$(cpu_ticks "$pid") threads_before=$(thread_ticks "$pid")
+  before=$(cpu_ticks "$pid") threads_before=$(thread_ticks "$pid") steal_before=$(steal_ticks)
   out=$(wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
   local ticks=$(( $(cpu_ticks "$pid") - before )) requests threads_after
+  steal=$(steal_percent "$steal_before" "$(steal_ticks)")
   threads_after=$(thread_ticks "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -151,9 +160,9 @@ bracketed() {
   # first seconds up to 15 % slower than right after load: warm it up for 2 s first.
   BODY=$reference_body wrk -t"$threads" -c"$connections" -d2s -s bench/post.lua "$reference/token" >/dev/null
   BODY=$reference_body measure "$reference/token" post.lua
-  local before_rps=$rps before_cpu=$cpu
+  local before_rps=$rps before_cpu=$cpu before_steal=$steal
   measure "$@"
-  local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu") scenario_threads=$by_thread
+  local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu") scenario_threads=$by_thread scenario_steal=$steal
   last_rps=$rps
   settle
   BODY=$reference_body measure "$reference/token" post.lua
@@ -165,6 +174,9 @@ bracketed() {
   report "$name" "$mean_rps" "$mean_cpu"
   printf '  (reference before and after: %s and %s req/s, %s and %s µs)\n' \
     "$before_rps" "$after_rps" "$before_cpu" "$after_cpu"
+  # A noisy host shows here: on this VM a run whose ratios fall apart is one where the
+  # hypervisor took a share of the cores from the scenario and not from the references.
+  printf '  (steal, %% of the cores: reference %s and %s, scenario %s)\n' "$before_steal" "$steal" "$scenario_steal"
   printf '  (server CPU per request by thread, user+system µs: %s)\n' "$scenario_threads"
 }
 failed=0
@@ -183,10 +195,10 @@ for alg in ES256 EdDSA RS256; do
     # Latency at a fixed rate: half of the peak just measured, with oha (wrk has no fixed rate;
     # the smoke run skips it when oha is missing). Latencies are corrected for coordinated omission.
     if command -v oha >/dev/null 2>&1; then
-      rate=$(awk -v peak="$last_rps" 'BEGIN { printf "%d", peak / 2 }')
+      rate=$(awk -v peak="$last_rps" 'BEGIN { printf "%d", peak / 2 }') fixed_steal=$(steal_ticks)
       fixed=$(oha --no-tui --output-format json --latency-correction -z "$duration" -q "$rate" -c "$connections" \
         -m POST -T application/x-www-form-urlencoded -d "$cc_body" "$server/o/token")
-      python3 - "$fixed" "$rate" <<'PYTHON'
+      python3 - "$fixed" "$rate" "$(steal_percent "$fixed_steal" "$(steal_ticks)")" <<'PYTHON'
 import json, sys
 result = json.loads(sys.argv[1])
 percentiles = result["latencyPercentiles"]
@@ -194,6 +206,7 @@ codes = result.get("statusCodeDistribution", {})
 non2xx = sum(count for code, count in codes.items() if not code.startswith("2"))
 print(f"{'client_credentials ES256 at ' + sys.argv[2] + '/s':<34} {result['summary']['requestsPerSec']:>10.0f} "
       f"{percentiles['p50'] * 1000:>7.2f}ms {percentiles['p99'] * 1000:>7.2f}ms {non2xx:>8}   fixed")
+print(f"  (steal, % of the cores: {sys.argv[3]})")
 PYTHON
     fi
     access=$(curl -s -u "$m2m_id:$m2m_secret" -d grant_type=client_credentials "$server/o/token" | json '["access_token"]')
