@@ -72,10 +72,10 @@ def cli(env, *args):
 def sign_in(server):
     """A browser session signed in as the admin."""
     browser = requests.Session()
-    page = browser.get(server.base + "/login").text
+    page = browser.get(server.base + "/login", timeout=5).text
     csrf = html.unescape(re.search(r'name="csrf_token" value="([^"]*)"', page).group(1))
     browser.post(server.base + "/login", data={"csrf_token": csrf, "next": "/", "username": "admin",
-                                               "password": PASSWORD}, allow_redirects=False)
+                                               "password": PASSWORD}, allow_redirects=False, timeout=5)
     return browser
 
 
@@ -152,15 +152,16 @@ def main():
                     return  # the server died under us
 
         def exchanger():
-            browser = sign_in(server)
-            while not stop.is_set():
-                try:
+            try:
+                # The kill may come while signing in, too (an early kill): then nothing is exchanged.
+                browser = sign_in(server)
+                while not stop.is_set():
                     code, answer = exchange(server, browser, client, timeout=5)
                     if answer.status_code == 200:
                         with lock:
                             exchanged.append(code)
-                except (requests.RequestException, KeyError, AttributeError):
-                    return  # the server died under us (mid-answer: no redirect, or no code in it)
+            except (requests.RequestException, KeyError, AttributeError):
+                return  # the server died under us (mid-answer: no redirect, or no code in it)
 
         threads = [threading.Thread(target=worker, args=(chain,)) for chain in chains]
         threads.append(threading.Thread(target=exchanger))
