@@ -81,9 +81,9 @@ steal_percent() {
     printf "%.1f", (a[2] > b[2]) ? 100 * (a[1] - b[1]) / (a[2] - b[2]) : 0 }'
 }
 # measure URL SCRIPT [wrk options...]: drives one scenario and sets rps, p50, p99, non2xx, cpu
-# and steal (the percentage of the cores' time the hypervisor took meanwhile). Besides requests/s, the CPU time the serving process spent per request: unlike
-# requests/s, it hardly moves with what else the two cores are doing, so its ratio is the
-# steadier one.
+# and steal (the percentage of the cores' time the hypervisor took meanwhile). Besides
+# requests/s, the CPU time the serving process spent per request: unlike requests/s, it hardly
+# moves with what else the two cores are doing, so its ratio is the steadier one.
 measure() {
   local url=$1 script=$2; shift 2
   local out pid before threads_before steal_before
