@@ -3,9 +3,14 @@
 -- line; as many as there are connections); $AUTH is the client's Basic credentials. A thread
 -- keeps the tokens it may send next in a queue: a request takes one, its response puts the
 -- successor back, so each token is sent once whichever connection sends it.
+--
+-- The request's head is built once, in init: the load generator shares the server's two cores,
+-- and wrk.format (a table of headers built per call) cost it about 3 µs more CPU per request.
 local ready = {}
 local first, last = 1, 0
 local threads = 0
+local head
+local marker = '"refresh_token":"'
 
 function setup(thread)
   threads = threads + 1
@@ -13,6 +18,9 @@ function setup(thread)
 end
 
 function init(args)
+  head = "POST /o/token HTTP/1.1\r\nHost: " .. wrk.headers["Host"] ..
+    "\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: " .. os.getenv("AUTH") ..
+    "\r\nContent-Length: "
   local n = 0
   if slot == 1 then
     -- wrk calls request() once in the first thread's state, right after init, to inspect the
@@ -37,15 +45,14 @@ function request()
   else
     token = "none-left" -- a chain broke (its answer had no token): the non-2xx count shows it
   end
-  return wrk.format("POST", "/o/token", {
-    ["Content-Type"] = "application/x-www-form-urlencoded",
-    ["Authorization"] = os.getenv("AUTH"),
-  }, "grant_type=refresh_token&refresh_token=" .. token)
+  local body = "grant_type=refresh_token&refresh_token=" .. token
+  return head .. #body .. "\r\n\r\n" .. body
 end
 
 function response(status, headers, body)
-  local next_token = body:match('"refresh_token":"([^"]+)"')
-  if next_token then
+  local _, at = body:find(marker, 1, true)
+  if at then
+    local next_token = body:sub(at + 1, body:find('"', at + 1, true) - 1)
     last = last + 1
     ready[last] = next_token
   end

@@ -89,7 +89,9 @@ measure() {
   local out pid before threads_before steal_before
   pid=$server_pid; [[ $url == "$reference"* ]] && pid=$reference_pid
   before=$(cpu_ticks "$pid") threads_before=$(thread_ticks "$pid") steal_before=$(steal_ticks)
-  out=$(wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" -d"$duration" -s "bench/$script" "$@" "$url")
+  # bash's `time` gives wrk's own CPU time (user and system seconds) in $work/wrk.time.
+  out=$({ TIMEFORMAT='%U %S'; time wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" \
+    -d"$duration" -s "bench/$script" "$@" "$url" 2>&3; } 3>&2 2>"$work/wrk.time")
   local ticks=$(( $(cpu_ticks "$pid") - before )) requests threads_after
   steal=$(steal_percent "$steal_before" "$(steal_ticks)")
   threads_after=$(thread_ticks "$pid")
@@ -100,6 +102,7 @@ measure() {
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   cpu=$(awk -v t="$ticks" -v hz="$clock_ticks" -v n="$requests" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
   by_thread=$(split_by_thread "$threads_before" "$threads_after" "$requests")
+  wrk_cpu=$(awk -v n="$requests" '{ printf "%.1f", ($1 + $2) * 1e6 / n }' "$work/wrk.time")
 }
 # thread_ticks PID: one line per thread of the process: its name (spaces as _), user and system
 # CPU time in clock ticks.
@@ -160,9 +163,10 @@ bracketed() {
   # first seconds up to 15 % slower than right after load: warm it up for 2 s first.
   BODY=$reference_body wrk -t"$threads" -c"$connections" -d2s -s bench/post.lua "$reference/token" >/dev/null
   BODY=$reference_body measure "$reference/token" post.lua
-  local before_rps=$rps before_cpu=$cpu before_steal=$steal
+  local before_rps=$rps before_cpu=$cpu before_steal=$steal before_wrk=$wrk_cpu
   measure "$@"
   local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu") scenario_threads=$by_thread scenario_steal=$steal
+  local scenario_wrk=$wrk_cpu
   last_rps=$rps
   settle
   BODY=$reference_body measure "$reference/token" post.lua
@@ -178,6 +182,10 @@ bracketed() {
   # hypervisor took a share of the cores from the scenario and not from the references.
   printf '  (steal, %% of the cores: reference %s and %s, scenario %s)\n' "$before_steal" "$steal" "$scenario_steal"
   printf '  (server CPU per request by thread, user+system µs: %s)\n' "$scenario_threads"
+  # wrk shares the two cores: a scenario whose requests cost it more (a Lua request or response
+  # function per request) has less of them left, and its ratio says so too. wrk's whole run,
+  # its start-up included (for the exchange: reading and formatting the codes, before its clock).
+  printf '  (wrk CPU per request, µs: reference %s and %s, scenario %s)\n' "$before_wrk" "$wrk_cpu" "$scenario_wrk"
 }
 failed=0
 
