@@ -4,8 +4,8 @@
 --
 -- Codes are read from the file as requests go, not loaded in init: wrk starts each thread as
 -- soon as its init returns but starts its clock only after the last one's, so requests sent
--- while a later thread still loads its codes would count without their time (a 400,000-code
--- file took about a second per thread to load). The request's head is built once: wrk.format
+-- while a later thread still loads its codes would count without their time (with 400,000
+-- codes the two threads took 0.84 s to load theirs). The request's head is built once: wrk.format
 -- (a table of headers built per call) cost the load generator about 3 µs more per request.
 local lines
 local head

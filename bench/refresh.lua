@@ -50,10 +50,11 @@ function request()
 end
 
 function response(status, headers, body)
+  -- The token is what follows the marker up to the next quote (a body cut short has none).
   local _, at = body:find(marker, 1, true)
-  if at then
-    local next_token = body:sub(at + 1, body:find('"', at + 1, true) - 1)
+  local close = at and body:find('"', at + 1, true)
+  if close and close > at + 1 then
     last = last + 1
-    ready[last] = next_token
+    ready[last] = body:sub(at + 1, close - 1)
   end
 end

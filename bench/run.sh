@@ -184,7 +184,7 @@ bracketed() {
   printf '  (server CPU per request by thread, user+system µs: %s)\n' "$scenario_threads"
   # wrk shares the two cores: a scenario whose requests cost it more (a Lua request or response
   # function per request) has less of them left, and its ratio says so too. wrk's whole run,
-  # its start-up included (for the exchange: reading and formatting the codes, before its clock).
+  # its start-up included (the scripts' init: a few lines read, one request head built).
   printf '  (wrk CPU per request, µs: reference %s and %s, scenario %s)\n' "$before_wrk" "$wrk_cpu" "$scenario_wrk"
 }
 failed=0
