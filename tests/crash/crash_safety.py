@@ -119,6 +119,9 @@ def main():
     for cycle in range(KILLS):
         server.start()
         chains = new_chains(server, client, 8)
+        # Signed in before the kill's clock starts: the password check (Argon2id, slow on the debug
+        # build) could otherwise take the whole window, and the cycle would exchange nothing.
+        browser = sign_in(server)
         # Acknowledged: (old refresh token) / (kind, token) / code.
         rotated, revoked, exchanged = [], [], []
         lock = threading.Lock()
@@ -153,8 +156,6 @@ def main():
 
         def exchanger():
             try:
-                # The kill may come while signing in, too (an early kill): then nothing is exchanged.
-                browser = sign_in(server)
                 while not stop.is_set():
                     code, answer = exchange(server, browser, client, timeout=5)
                     if answer.status_code == 200:
