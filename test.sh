@@ -25,6 +25,10 @@ apt_install() {
 # downloads a browser of its own).
 apt_install pkg-config libssl-dev chromium curl wrk
 
+# Formatting and lints first (fail fast), where the toolchain has them (rustup's default profile does).
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
+if cargo clippy --version >/dev/null 2>&1; then cargo clippy --quiet --all-targets -- -D warnings; fi
+
 # The verifier must build without the server: no poem server, no sled, no pages.
 cargo build --quiet --no-default-features --features verify
 verify_tree=$(cargo tree --quiet --no-default-features --features verify -e normal,features)

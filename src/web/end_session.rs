@@ -43,9 +43,11 @@ struct LogoutRequest {
     state: Option<String>,
 }
 
-async fn check(server: &AuthorizationServer, params: &Params) -> Result<LogoutRequest, Response> {
-    let invalid =
-        |message: String| error_page(StatusCode::BAD_REQUEST, "This sign-out request is invalid", &message);
+/// Refusals are pages, boxed: a `Response` is too large to pass around in every `Err`.
+async fn check(server: &AuthorizationServer, params: &Params) -> Result<LogoutRequest, Box<Response>> {
+    let invalid = |message: String| {
+        Box::new(error_page(StatusCode::BAD_REQUEST, "This sign-out request is invalid", &message))
+    };
     let get = |name: &str| params.get(name).map_err(|error| invalid(error.description()));
     let hint = get("id_token_hint")?.and_then(|hint| id_token_hint(server, hint));
     let client_id = match (get("client_id")?, &hint) {
@@ -60,7 +62,7 @@ async fn check(server: &AuthorizationServer, params: &Params) -> Result<LogoutRe
         Some(client_id) => match server.store.client(client_id).await {
             Ok(Some(client)) => Some(client),
             Ok(None) => return Err(invalid(format!("Unknown client {client_id:?}."))),
-            Err(error) => return Err(server_error_page(&error.into())),
+            Err(error) => return Err(Box::new(server_error_page(&error.into()))),
         },
         None => None,
     };
@@ -102,7 +104,7 @@ fn signed_out(server: &AuthorizationServer, destination: Option<&str>) -> Respon
 async fn end(server: &AuthorizationServer, request: &Request, params: Params, confirmed: bool) -> Response {
     let logout = match check(server, &params).await {
         Ok(logout) => logout,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let session = match current_session(server, request).await {
         Ok(session) => session,

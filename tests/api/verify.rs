@@ -170,7 +170,10 @@ fn a_jwks_key_that_is_not_a_point_on_p256_is_refused() {
     let mut jwk = keys.public.as_ref().clone();
     let y = jwk["y"].as_str().unwrap().to_owned();
     // Another y for the same x is not on the curve (only y and -y are).
-    let flipped = if y.starts_with('A') { format!("B{}", &y[1..]) } else { format!("A{}", &y[1..]) };
+    let flipped = match y.strip_prefix('A') {
+        Some(rest) => format!("B{rest}"),
+        None => format!("A{}", &y[1..]),
+    };
     jwk.insert("y".into(), flipped.into());
     let jwks = serde_json::json!({ "keys": [serde_json::Value::Object(jwk)] });
     assert!(matches!(
