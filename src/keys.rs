@@ -114,9 +114,22 @@ pub struct KeyRing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDirState(Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>, u64)>);
 
-/// The files `KeyRing::load` reads: `*.json`.
-fn is_key_file(path: &Path) -> bool {
-    path.extension().and_then(|ext| ext.to_str()) == Some("json")
+/// The key files of `dir` (`*.json`), none when it does not exist: what `KeyRing::load` reads and
+/// `KeyRing::dir_state` describes.
+fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(dir)(error)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path.extension().and_then(|ext| ext.to_str()) == Some("json") {
+            paths.push(path);
+        }
+    }
+    Ok(paths)
 }
 
 /// RFC 7638 §3: the SHA-256 of the JSON object of the required members, in lexicographic order,
@@ -282,18 +295,7 @@ impl KeyRing {
     /// Loads every `*.json` key file in `dir` (no generation).
     pub fn load(dir: &Path) -> Result<KeyRing, KeyError> {
         let mut keys = Vec::new();
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(KeyRing { keys });
-            }
-            Err(error) => return Err(io_error(dir)(error)),
-        };
-        for entry in entries {
-            let path = entry.map_err(io_error(dir))?.path();
-            if !is_key_file(&path) {
-                continue;
-            }
+        for path in key_files(dir)? {
             let bytes = fs::read(&path).map_err(io_error(&path))?;
             let file: KeyFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Malformed {
                 path: path.display().to_string(),
@@ -308,21 +310,12 @@ impl KeyRing {
     /// The state of the key files in `dir` (none when it does not exist), without reading them.
     pub fn dir_state(dir: &Path) -> Result<KeyDirState, KeyError> {
         use std::os::unix::fs::MetadataExt;
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(KeyDirState(Vec::new())),
-            Err(error) => return Err(io_error(dir)(error)),
-        };
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_error(dir))?;
-            let path = entry.path();
-            if !is_key_file(&path) {
-                continue;
-            }
+        for path in key_files(dir)? {
             // The file's own metadata, not a symlink's: a key file may be a link into a secret mount.
             let metadata = fs::metadata(&path).map_err(io_error(&path))?;
-            files.push((entry.file_name(), metadata.len(), metadata.modified().ok(), metadata.ino()));
+            let name = path.file_name().unwrap_or_default().to_owned();
+            files.push((name, metadata.len(), metadata.modified().ok(), metadata.ino()));
         }
         files.sort();
         Ok(KeyDirState(files))
