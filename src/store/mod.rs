@@ -15,6 +15,7 @@ use crate::domain::{
     AuthorizationCode, Client, Grant, IssuedAccessToken, RefreshToken, Scope, Session, User,
 };
 
+mod codec;
 pub mod memory;
 pub mod sled;
 

@@ -1,4 +1,5 @@
-//! The sled store (sled 0.34). One tree per record kind, JSON values, and an `expiry` tree keyed by
+//! The sled store (sled 0.34). One tree per record kind, values as [`super::codec`] encodes them
+//! (binary for codes, grants and refresh tokens, JSON for the rest), and an `expiry` tree keyed by
 //! big-endian purge time + kind tag + primary key, written in the same change as the record it
 //! indexes, so the background purge finds expired records with one range scan. Most of what the
 //! token endpoint writes needs no entry there: codes and refresh tokens whose key carries their
@@ -34,10 +35,9 @@ use std::time::Duration;
 
 use ::sled::{Db, Tree};
 use async_trait::async_trait;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::codec::{Corrupt, Stored};
 use super::*;
 
 const TAG_CODE: u8 = b'c';
@@ -305,18 +305,12 @@ fn flush_and_answer(trees: &Trees, waiting: Vec<FlushReply>) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Corrupt(String);
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Our records serialize infallibly (no maps with non-string keys, no custom serializers).
-    serde_json::to_vec(value).expect("records always serialize to JSON")
+fn encode<T: Stored>(record: &T) -> Vec<u8> {
+    record.encode()
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|error| StoreError::backend(Corrupt(format!("undecodable record: {error}"))))
+fn decode<T: Stored>(bytes: &[u8]) -> StoreResult<T> {
+    T::decode(bytes)
 }
 
 /// In `grant_tokens`, between the grant id and the rest of the key: [`GRANT_TOKEN`] for the
@@ -620,14 +614,14 @@ impl Trees {
         self.commit(change)
     }
 
-    fn get<T: DeserializeOwned>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
+    fn get<T: Stored>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
         match tree.get(key.as_bytes()).map_err(StoreError::backend)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    fn all<T: DeserializeOwned>(&self, tree: &Tree) -> StoreResult<Vec<T>> {
+    fn all<T: Stored>(&self, tree: &Tree) -> StoreResult<Vec<T>> {
         tree.iter().values().map(|value| decode(&value.map_err(StoreError::backend)?)).collect()
     }
 
@@ -1057,16 +1051,8 @@ impl GrantStore for SledStore {
         let (grant, grant_record) = (grant.clone(), encode(grant));
         let refresh_token =
             refresh_token.map(|(hash, token)| (hash.to_owned(), token.expires_at, encode(token)));
-        /// What the writer reads of the code: the rest (scope, redirect URI, ...) is skipped
-        /// by the JSON parser instead of decoded into strings and sets the writer would drop.
-        #[derive(serde::Deserialize)]
-        struct CodeState {
-            grant_id: String,
-            expires_at: i64,
-            used: bool,
-        }
         self.write_durably(move |trees| {
-            let Some(code) = trees.get::<CodeState>(&trees.codes, &code_hash)? else {
+            let Some(code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
                 return Ok(Redemption::Unknown);
             };
             if code.grant_id != grant.id {
@@ -1596,6 +1582,68 @@ mod tests {
         let counts = store.purge_expired(2000).await.unwrap();
         assert_eq!((counts.codes, counts.refresh_tokens, counts.grants), (1, 1, 1));
         assert!(store.trees.grants.is_empty() && store.trees.expiry.is_empty());
+    }
+
+    /// Codes, grants and refresh tokens written as JSON by earlier releases are redeemed, rotated
+    /// and purged like the binary ones this release writes; what a change rewrites is binary.
+    #[tokio::test]
+    async fn records_written_as_json_by_earlier_releases_still_work() {
+        use crate::secrets::{random_dated_secret, token_key};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let dated = |time| token_key(&random_dated_secret(time));
+        let (code_key, r1, r2) = (dated(1200), dated(2000), dated(3000));
+        let (other_grant, other_r1, other_r2) = ("h", dated(2000), dated(3000));
+        let mut change = Change::default();
+        change.put_token(
+            Space::Codes,
+            TAG_CODE,
+            code_key.as_bytes(),
+            serde_json::to_vec(&code()).unwrap(),
+            1200,
+        );
+        let grant_h = Grant { id: other_grant.into(), expires_at: 2000, ..grant() };
+        change.put(Space::Grants, other_grant.as_bytes(), serde_json::to_vec(&grant_h).unwrap());
+        let refresh_h = RefreshToken { grant_id: other_grant.into(), ..refresh(2000) };
+        change.put_token(
+            Space::RefreshTokens,
+            TAG_REFRESH,
+            other_r1.as_bytes(),
+            serde_json::to_vec(&refresh_h).unwrap(),
+            2000,
+        );
+        store.write(move |trees| trees.commit(change)).await.unwrap();
+        let first_byte = |tree: &Tree, key: &str| tree.get(key).unwrap().unwrap()[0];
+        assert_eq!(first_byte(&store.trees.codes, &code_key), b'{');
+
+        assert_eq!(store.code(&code_key).await.unwrap(), Some(code()));
+        let redeemed = store.redeem_code(&code_key, &grant(), Some((&r1, &refresh(2000))), 1000).await;
+        assert!(matches!(redeemed.unwrap(), Redemption::Redeemed));
+        assert_eq!(store.grant("g").await.unwrap(), Some(grant()));
+        assert_ne!(first_byte(&store.trees.grants, "g"), b'{');
+        let access = IssuedAccessToken { jti: "a1".into(), expires_at: 1100 };
+        let rotated = store
+            .rotate_refresh_token(
+                &other_r1,
+                &other_r2,
+                &RefreshToken { grant_id: "h".into(), ..refresh(3000) },
+                &access,
+                1001,
+            )
+            .await;
+        assert!(matches!(rotated.unwrap(), Rotation::Rotated));
+        assert!(store.refresh_token(&other_r1).await.unwrap().unwrap().rotated);
+        assert_ne!(first_byte(&store.trees.refresh_tokens, &other_r1), b'{');
+        let rotated = store.rotate_refresh_token(&r1, &r2, &refresh(3000), &access, 1002).await;
+        assert!(matches!(rotated.unwrap(), Rotation::Rotated));
+
+        let counts = store.purge_expired(10_000).await.unwrap();
+        assert_eq!((counts.codes, counts.refresh_tokens, counts.grants), (1, 4, 2));
+        for tree in
+            [&store.trees.codes, &store.trees.grants, &store.trees.refresh_tokens, &store.trees.expiry]
+        {
+            assert!(tree.is_empty());
+        }
     }
 
     /// Rotations skip the prune scan until one of their grant's entries can have expired, remove
