@@ -91,19 +91,30 @@ impl<T> IdleClosing<T> {
         }
     }
 
-    /// A write that went out answers what the client sent.
-    fn answered(&mut self, poll: &Poll<io::Result<usize>>) {
-        if matches!(poll, Poll::Ready(Ok(written)) if *written > 0) {
+    /// A write that went out answers what the client sent. Returns whether it wrote anything.
+    fn answered(&mut self, poll: &Poll<io::Result<usize>>) -> bool {
+        let wrote = matches!(poll, Poll::Ready(Ok(written)) if *written > 0);
+        if wrote {
             self.unanswered_since = None;
         }
+        wrote
     }
 
-    /// Passes a finished operation through, noting the activity; a pending one waits on the timer
-    /// too.
-    fn track<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    /// Passes a finished operation through, noting the activity when it moved bytes (`moved`);
+    /// a pending one waits on the timer too. Only bytes count: hyper flushes on every wake-up of
+    /// its connection task, the timer's own included, so a flush with nothing to send counted as
+    /// activity kept postponing the timeout and an idle connection stayed open for good.
+    fn track<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+        moved: bool,
+    ) -> Poll<io::Result<R>> {
         match poll {
             Poll::Ready(result) => {
-                self.last_active = Instant::now();
+                if moved {
+                    self.last_active = Instant::now();
+                }
                 Poll::Ready(result)
             }
             Poll::Pending => self.poll_idle(cx).map(Err),
@@ -120,13 +131,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleClosing<T> {
         let this = &mut *self;
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-            && this.unanswered_since.is_none()
-        {
+        let moved = matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        if moved && this.unanswered_since.is_none() {
             this.unanswered_since = Some(Instant::now());
         }
-        this.track(cx, poll)
+        this.track(cx, poll, moved)
     }
 }
 
@@ -134,8 +143,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleClosing<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.answered(&poll);
-        this.track(cx, poll)
+        let moved = this.answered(&poll);
+        this.track(cx, poll, moved)
     }
 
     fn poll_write_vectored(
@@ -145,8 +154,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleClosing<T> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.answered(&poll);
-        this.track(cx, poll)
+        let moved = this.answered(&poll);
+        this.track(cx, poll, moved)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -156,7 +165,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleClosing<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.track(cx, poll)
+        this.track(cx, poll, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -226,6 +235,24 @@ mod tests {
         );
         assert!(received >= 2, "bytes kept coming until then");
         trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn flushes_with_nothing_to_send_are_not_activity() {
+        // As hyper does on every wake-up of its connection task: a read that waits, then a flush.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut server = IdleClosing::new(server, TIMEOUT);
+        let started = std::time::Instant::now();
+        let error = loop {
+            assert!(started.elapsed() < TIMEOUT * 4, "still open after four timeouts");
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(TIMEOUT / 6, server.read(&mut byte)).await {
+                Ok(Err(error)) => break error,
+                Ok(Ok(read)) => panic!("read {read} bytes from a silent client"),
+                Err(_) => server.flush().await.unwrap(),
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

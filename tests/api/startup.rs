@@ -84,9 +84,19 @@ async fn expired_records_are_purged_in_the_background() {
 
 #[tokio::test]
 async fn a_connection_silent_for_the_idle_timeout_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|settings| settings.idle_timeout = 1, None).await;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.bound_port)).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.bound_port)).await.unwrap();
+    request_then_silence(stream).await;
+    // The request some time after the connection: the server's flushes on each wake-up of the
+    // connection (its idle timer's included) must not count as activity. They did, and such a
+    // connection stayed open for good.
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.bound_port)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    request_then_silence(stream).await;
+}
+
+async fn request_then_silence(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // One request on a keep-alive connection, then silence: the server answers, then hangs up.
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     let started = std::time::Instant::now();
