@@ -6,6 +6,8 @@ use super::OAuthError;
 /// The longest value any single parameter may have. Longer values (a megabyte of `state`) are
 /// refused rather than echoed into redirects and pages.
 pub const MAX_PARAM_LEN: usize = 4096;
+/// Names longer than this are no parameter this server knows; see [`Params::parse`].
+const MAX_NAME_LEN: usize = 256;
 /// The most parameters one request may carry.
 pub const MAX_PARAMS: usize = 64;
 
@@ -23,10 +25,15 @@ impl Params {
                     "too many parameters (at most {MAX_PARAMS})"
                 )));
             }
-            if value.len() > MAX_PARAM_LEN || name.len() > 256 {
+            // RFC 6749 §3.1: unrecognized parameters MUST be ignored. No parameter this server
+            // reads has a name anywhere near this long, so such a pair is dropped unread, not
+            // refused (the body it came in is bounded already).
+            if name.len() > MAX_NAME_LEN {
+                continue;
+            }
+            if value.len() > MAX_PARAM_LEN {
                 return Err(OAuthError::InvalidRequest(format!(
-                    "parameter {:?} is longer than {MAX_PARAM_LEN} characters",
-                    name.chars().take(40).collect::<String>()
+                    "parameter {name:?} is longer than {MAX_PARAM_LEN} characters"
                 )));
             }
             pairs.push((name.into_owned(), value.into_owned()));
@@ -90,6 +97,15 @@ mod tests {
         assert!(Params::parse(long.as_bytes()).is_err());
         let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
         assert!(Params::parse(many.join("&").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn parameters_with_names_no_parameter_has_are_ignored() {
+        // RFC 6749 §3.1: unrecognized parameters are ignored, however long their names.
+        let body = format!("{}=1&grant_type=client_credentials", "\u{0338}".repeat(MAX_NAME_LEN));
+        let params = Params::parse(body.as_bytes()).unwrap();
+        assert_eq!(params.pairs().len(), 1);
+        assert_eq!(params.get("grant_type").unwrap(), Some("client_credentials"));
     }
 
     proptest! {

@@ -277,6 +277,10 @@ async fn client_credentials_for_confidential_clients_only() {
     let all: serde_json::Value =
         app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
     assert_eq!(all["scope"], "read write");
+    // RFC 6749 §3.1: unrecognized parameters are ignored, whatever their names.
+    let long_name = "\u{1e7d}".repeat(200);
+    let with_unknown = [("grant_type", "client_credentials"), ("unknown", "1"), (long_name.as_str(), "x")];
+    assert_eq!(app.token(&with_unknown, Some(&client)).await.status(), 200);
     assert_oauth_error(
         app.token(&[("grant_type", "client_credentials"), ("scope", "admin")], Some(&client)).await,
         400,
