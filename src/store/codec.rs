@@ -12,7 +12,7 @@
 //! `{`), so records written as JSON by earlier releases are still read; they are rewritten in the
 //! binary form when next written. Then each field in declaration order: integers as LEB128
 //! varints (signed ones zigzag-encoded), booleans as one byte, options as a 0 or 1 byte then the
-//! value, lists as a count then the items, strings as [`put_str`] says. Decoding checks every
+//! value, lists as a count then the items, strings as `Writer::str` says. Decoding checks every
 //! length against what is left and parses scopes and code challenges as they are parsed from a
 //! request, so garbage gives an error, never a panic or a record that breaks an invariant.
 
@@ -94,6 +94,35 @@ macro_rules! binary_records {
 }
 
 binary_records!(AuthorizationCode, Grant, RefreshToken);
+
+/// What the store's writer reads of a code when it redeems it: the fields before these are
+/// skipped, not decoded into strings and sets the writer would drop (the redemption runs on the
+/// one writer thread every exchange passes through).
+#[derive(Debug, PartialEq, serde::Deserialize)]
+pub(super) struct CodeState {
+    pub(super) grant_id: String,
+    pub(super) expires_at: i64,
+    pub(super) used: bool,
+}
+
+impl CodeState {
+    /// Reads a code stored by [`Stored::encode`] (or as JSON by an earlier release). In the
+    /// binary form the fields come in `AuthorizationCode`'s `Fields` order.
+    pub(super) fn decode(bytes: &[u8]) -> StoreResult<CodeState> {
+        let Some((&FORMAT, rest)) = bytes.split_first() else {
+            return decode_json(bytes);
+        };
+        let mut input = Reader(rest);
+        for _ in 0..4 {
+            input.skip_str()?; // client_id, redirect_uri, user_id, scope
+        }
+        input.i64()?; // auth_time
+        if input.bool()? {
+            input.skip_str()?; // code_challenge
+        }
+        Ok(CodeState { grant_id: input.str()?, expires_at: input.i64()?, used: input.bool()? })
+    }
+}
 
 struct Writer(Vec<u8>);
 
@@ -192,17 +221,29 @@ impl Reader<'_> {
         }
     }
 
-    fn str(&mut self) -> StoreResult<String> {
+    /// A string as `Writer::str` wrote it: `(true, its 16 bytes)` for a UUID, `(false, its bytes)`
+    /// otherwise.
+    fn raw_str(&mut self) -> StoreResult<(bool, &[u8])> {
         let head = self.u64()?;
         if head == 1 {
-            let bytes: [u8; 16] = self.take(16)?.try_into().expect("took 16 bytes");
-            return Ok(uuid::Uuid::from_bytes(bytes).to_string());
+            return Ok((true, self.take(16)?));
         }
         if head & 1 == 1 {
             return Err(corrupt("an unknown string form"));
         }
         let length = usize::try_from(head >> 1).map_err(|_| corrupt("a string longer than memory"))?;
-        String::from_utf8(self.take(length)?.to_vec()).map_err(corrupt)
+        Ok((false, self.take(length)?))
+    }
+
+    fn str(&mut self) -> StoreResult<String> {
+        match self.raw_str()? {
+            (true, bytes) => Ok(uuid::Uuid::from_bytes(bytes.try_into().expect("took 16 bytes")).to_string()),
+            (false, bytes) => String::from_utf8(bytes.to_vec()).map_err(corrupt),
+        }
+    }
+
+    fn skip_str(&mut self) -> StoreResult<()> {
+        self.raw_str().map(|_| ())
     }
 
     fn opt_str(&mut self) -> StoreResult<Option<String>> {
@@ -396,6 +437,21 @@ mod tests {
         round_trip(grant(Some(1_764_800_100), 3));
         round_trip(refresh(false));
         round_trip(refresh(true));
+    }
+
+    #[test]
+    fn the_writers_view_of_a_code_reads_what_the_code_holds() {
+        let challenge = Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        for mut record in [code(None, None), code(challenge, Some("n-0S6_WzA2Mj"))] {
+            for used in [false, true] {
+                record.used = used;
+                let state =
+                    CodeState { grant_id: record.grant_id.clone(), expires_at: record.expires_at, used };
+                assert_eq!(CodeState::decode(&record.encode()).unwrap(), state);
+                assert_eq!(CodeState::decode(&encode_json(&record)).unwrap(), state);
+            }
+        }
+        assert!(CodeState::decode(&code(None, None).encode()[..40]).is_err());
     }
 
     #[test]

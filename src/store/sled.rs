@@ -37,7 +37,7 @@ use ::sled::{Db, Tree};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use super::codec::{Corrupt, Stored};
+use super::codec::{CodeState, Corrupt, Stored};
 use super::*;
 
 const TAG_CODE: u8 = b'c';
@@ -1052,9 +1052,10 @@ impl GrantStore for SledStore {
         let refresh_token =
             refresh_token.map(|(hash, token)| (hash.to_owned(), token.expires_at, encode(token)));
         self.write_durably(move |trees| {
-            let Some(code) = trees.get::<AuthorizationCode>(&trees.codes, &code_hash)? else {
+            let Some(code) = trees.codes.get(code_hash.as_bytes()).map_err(StoreError::backend)? else {
                 return Ok(Redemption::Unknown);
             };
+            let code = CodeState::decode(&code)?;
             if code.grant_id != grant.id {
                 let error = format!("redeem_code: grant {} is not the code's ({})", grant.id, code.grant_id);
                 return Err(StoreError::backend(Corrupt(error)));
