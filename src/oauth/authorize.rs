@@ -108,9 +108,9 @@ pub async fn validate(
     let redirect = |error: OAuthError| {
         AuthorizeError::Redirect(error_redirect(&redirect_uri, state.as_deref(), &error, &issuer))
     };
-    if params.get("state").is_err() {
-        return Err(redirect(OAuthError::InvalidRequest("parameter state is repeated; send it once".into())));
-    }
+    // A repeated or oversized state is not echoed (there is no one value, or it is too long to
+    // carry); the error still goes back to the client (RFC 6749 §4.1.2.1).
+    params.get("state").map_err(&redirect)?;
     match params.get("response_type").map_err(&redirect)? {
         Some("code") => {}
         Some(other) => {

@@ -9,10 +9,7 @@ use poem::http::{StatusCode, header};
 use poem::web::Data;
 use poem::{Body, Request, Response, handler};
 
-use super::{
-    SESSION_COOKIE, current_session, error_page, html, read_page_form, redirect, server_error_page,
-    set_cookie,
-};
+use super::{SESSION_COOKIE, current_session, error_page, html, redirect, server_error_page, set_cookie};
 use crate::domain::Client;
 use crate::oauth::oidc::id_token_hint;
 use crate::oauth::{AuthorizationServer, Params};
@@ -157,8 +154,12 @@ pub async fn end_session_post(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    match read_page_form(request, body).await {
+    // A protocol endpoint a relying party posts to, not only this server's confirmation form:
+    // a parameter it does not read is ignored, whatever its length (RFC 6749 §3.1).
+    match crate::api::read_form(request, body).await {
         Ok(params) => end(server, request, params, true).await,
-        Err(page) => page,
+        Err(failure) => {
+            error_page(failure.status, "This sign-out request is invalid", &failure.error.description())
+        }
     }
 }

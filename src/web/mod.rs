@@ -87,11 +87,16 @@ pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Resp
     html(status, ErrorPage { title, message })
 }
 
-/// A posted form, or the error page that answers a bad one.
+/// A form posted from one of the server's own pages, or the error page that answers a bad one.
+/// Every field is one the page put there, so an oversized one is refused, not ignored.
 pub(crate) async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
+    let bad_request =
+        |error: OAuthError| error_page(StatusCode::BAD_REQUEST, "Bad request", &error.description());
     read_form(request, body)
         .await
-        .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))
+        .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))?
+        .refuse_oversized()
+        .map_err(bad_request)
 }
 
 pub(crate) fn server_error_page(error: &OAuthError) -> Response {

@@ -133,6 +133,44 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
         "invalid_request",
         &app,
     );
+    let long = "s".repeat(5000);
+    let mut oversized = base(&[("response_type", "code")]);
+    oversized.push(("code_challenge", long.clone()));
+    assert_error_redirect(&send(oversized).await, "invalid_request", &app);
+    // An oversized state goes back to the client as an error too (§4.1.2.1), without the state:
+    // it is not echoed.
+    let mut oversized = base(&[("response_type", "code")]);
+    oversized.retain(|(name, _)| *name != "state");
+    oversized.push(("state", long.clone()));
+    let response = send(oversized).await;
+    assert_eq!(response.status(), 302);
+    let location = location(&response);
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    assert_eq!(query_param(&location, "error").as_deref(), Some("invalid_request"));
+    assert!(query_param(&location, "error_description").unwrap().contains("state is longer than 4096"));
+    assert!(query_param(&location, "state").is_none());
+    assert!(location.len() < 1000, "nothing oversized is echoed: {} bytes", location.len());
+}
+
+#[tokio::test]
+async fn unrecognized_parameters_are_ignored_however_long() {
+    // RFC 6749 §3.1: the request goes on to sign-in, and the parameter is not carried along.
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let long = "u".repeat(5000);
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", client.id.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("state", "state-123"),
+    ];
+    params.push(("ui_hint", long.as_str()));
+    let response = app.authorize(&params).await;
+    assert_eq!(response.status(), 302);
+    let location = location(&response);
+    assert!(location.starts_with("/login?next="), "{location}");
+    assert!(location.contains("state-123"), "{location}");
+    assert!(!location.contains("ui_hint"), "{location}");
 }
 
 #[tokio::test]

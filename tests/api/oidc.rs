@@ -364,7 +364,11 @@ async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_un
         hidden_fields(&html).into_iter().filter(|(name, _)| name != "csrf_token").collect();
     assert_eq!(app.browser.post(app.url("/o/logout")).form(&forged).send().await.unwrap().status(), 403);
     assert!(signed_in(&app).await, "a cross-site form cannot sign the user out");
-    let response = app.browser.post(app.url("/o/logout")).form(&hidden_fields(&html)).send().await.unwrap();
+    // A relying party posts here too: a parameter it does not read is ignored, however long
+    // (RFC 6749 §3.1).
+    let mut fields = hidden_fields(&html);
+    fields.push(("rp_extension".into(), "u".repeat(5000)));
+    let response = app.browser.post(app.url("/o/logout")).form(&fields).send().await.unwrap();
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "https://app.example.com/bye");
     assert!(!signed_in(&app).await);

@@ -279,8 +279,26 @@ async fn client_credentials_for_confidential_clients_only() {
     assert_eq!(all["scope"], "read write");
     // RFC 6749 §3.1: unrecognized parameters are ignored, whatever their names.
     let long_name = "\u{1e7d}".repeat(200);
-    let with_unknown = [("grant_type", "client_credentials"), ("unknown", "1"), (long_name.as_str(), "x")];
+    let long_value = "v".repeat(5000);
+    let with_unknown = [
+        ("grant_type", "client_credentials"),
+        ("unknown", "1"),
+        (long_name.as_str(), "x"),
+        ("resource_hint", long_value.as_str()),
+    ];
     assert_eq!(app.token(&with_unknown, Some(&client)).await.status(), 200);
+    // A parameter the server reads is still bounded: it would be echoed or stored.
+    let body = assert_oauth_error(
+        app.token(&[("grant_type", "client_credentials"), ("scope", long_value.as_str())], Some(&client))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(
+        body["error_description"].as_str().unwrap().contains("parameter scope is longer than 4096"),
+        "{body}"
+    );
     assert_oauth_error(
         app.token(&[("grant_type", "client_credentials"), ("scope", "admin")], Some(&client)).await,
         400,

@@ -55,6 +55,19 @@ async fn login_requires_its_csrf_token() {
         .unwrap();
     assert_eq!(response.status(), 403);
     assert!(set_cookies(&response).iter().all(|cookie| !cookie.starts_with("portcullis_session=")));
+    // The page's own form has no field to ignore: an oversized one is refused, not read as absent.
+    let page = app.browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_field(&page, "csrf_token").unwrap();
+    let long = "a".repeat(5000);
+    let response = app
+        .browser
+        .post(app.url("/login"))
+        .form(&[("username", long.as_str()), ("password", "x"), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("parameter username is longer than 4096 characters"));
 }
 
 #[tokio::test]
