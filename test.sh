@@ -39,8 +39,9 @@ for forbidden in 'sled v' 'askama v' 'poem-openapi v' 'poem feature "server"'; d
   fi
 done
 cargo build --quiet --no-default-features
-# The benchmark still runs (debug build, a few iterations; figures come from `cargo bench`).
+# The benchmarks still run (debug build, a few iterations; figures come from `cargo bench`).
 cargo test --quiet --bench verify -- --smoke
+cargo test --quiet --bench sign -- --smoke
 cargo test --lib --tests
 
 # Python checks: the committed OpenAPI document validates as OpenAPI 3, and a third-party client
