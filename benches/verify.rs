@@ -2,19 +2,19 @@
 //!
 //!     cargo bench --bench verify
 //!
-//! Both sides verify the same ES256 (then RS256) token; the raw side only decodes and checks
-//! the signature, the verifier also checks typ, alg, kid, iss, aud, exp, nbf, iat and the
-//! revocation list, and builds typed claims. Printed: ns per verification and the ratio of
-//! throughputs (verifier ÷ raw; the goal is ≥ 0.9). For ES256 the verifier's signature check is
-//! aws-lc's, not josekit's (src/verify.rs), so its ratio is over 1: about 1.18 on the benchmark
-//! machine. Rounds alternate so machine noise hits both sides alike; the median round is
-//! reported.
+//! Both sides verify the same ES256 (then EdDSA, then RS256) token; the raw side only decodes
+//! and checks the signature, the verifier also checks typ, alg, kid, iss, aud, exp, nbf, iat and
+//! the revocation list, and builds typed claims. Printed: ns per verification and the ratio of
+//! throughputs (verifier ÷ raw; the goal is ≥ 0.9). For ES256 and EdDSA the verifier's signature
+//! check is aws-lc's, not josekit's (src/verify.rs), so their ratios are over 1. Rounds
+//! alternate so machine noise hits both sides alike; the median round is reported.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use josekit::jwk::KeyPair;
-use josekit::jws::{ES256, JwsHeader, JwsVerifier, RS256};
+use josekit::jwk::alg::ed::EdCurve;
+use josekit::jws::{ES256, EdDSA, JwsHeader, JwsVerifier, RS256};
 use josekit::jwt::{self, JwtPayload};
 use portcullis::verify::Verifier;
 
@@ -32,6 +32,12 @@ fn token_and_jwks(alg: &str) -> (String, String, Box<dyn JwsVerifier>) {
             let public = pair.to_jwk_public_key();
             let raw = ES256.verifier_from_jwk(&public).unwrap();
             (public, Box::new(ES256.signer_from_jwk(&pair.to_jwk_private_key()).unwrap()), Box::new(raw))
+        }
+        "EdDSA" => {
+            let pair = EdDSA.generate_key_pair(EdCurve::Ed25519).unwrap();
+            let public = pair.to_jwk_public_key();
+            let raw = EdDSA.verifier_from_jwk(&public).unwrap();
+            (public, Box::new(EdDSA.signer_from_jwk(&pair.to_jwk_private_key()).unwrap()), Box::new(raw))
         }
         _ => {
             let pair = RS256.generate_key_pair(2048).unwrap();
@@ -67,7 +73,7 @@ fn time_per_op(iterations: u32, mut op: impl FnMut()) -> f64 {
 
 fn main() {
     let smoke = std::env::args().any(|arg| arg == "--smoke");
-    for alg in ["ES256", "RS256"] {
+    for alg in ["ES256", "EdDSA", "RS256"] {
         let (token, jwks, raw) = token_and_jwks(alg);
         let verifier = Verifier::from_jwks_json(jwks.as_bytes(), ISSUER, ISSUER).unwrap();
         let now =

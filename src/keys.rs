@@ -511,6 +511,28 @@ mod tests {
         assert!(AwsLcSigner::es256(pem.as_bytes()).is_err(), "nor the other way round");
     }
 
+    /// RFC 8037 §A.4: the Ed25519 example's signature, from the private key of §A.1.
+    #[test]
+    fn rfc8037_ed25519_example_signature() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        // PKCS#8 v1 of an Ed25519 seed (RFC 8410 §7): a fixed prefix, then the 32 bytes.
+        let mut pkcs8 = hex_bytes("302e020100300506032b657004220420");
+        pkcs8.extend(b64.decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A").unwrap());
+        let pem =
+            openssl::pkey::PKey::private_key_from_der(&pkcs8).unwrap().private_key_to_pem_pkcs8().unwrap();
+        let signer = AwsLcSigner::ed25519(&pem).unwrap();
+        let signature = signer.sign(b"eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc").unwrap();
+        assert_eq!(
+            b64.encode(signature),
+            "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
+        );
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
     /// The compact serialization (RFC 7515 §7.1) with every algorithm: josekit's verifier of the
     /// published key accepts it, the header is exactly `typ`, `alg`, `kid`, and the payload is
     /// the claims as serialized.

@@ -182,6 +182,47 @@ fn a_jwks_key_that_is_not_a_point_on_p256_is_refused() {
     ));
 }
 
+/// EdDSA tokens: Ed25519 keys are checked by aws-lc, Ed448 keys (RFC 8037 allows them, aws-lc
+/// has none) by josekit; both accept the right signature and refuse a changed one.
+#[test]
+fn eddsa_tokens_verify_on_ed25519_and_ed448_keys() {
+    use josekit::jwk::alg::ed::EdCurve;
+    use josekit::jws::EdDSA;
+    let now = now();
+    for curve in [EdCurve::Ed25519, EdCurve::Ed448] {
+        let pair = EdDSA.generate_key_pair(curve).unwrap();
+        let mut public = josekit::jwk::KeyPair::to_jwk_public_key(&pair);
+        public.set_key_id("ed");
+        public.set_algorithm("EdDSA");
+        let mut header = JwsHeader::new();
+        header.set_token_type("at+jwt");
+        header.set_key_id("ed");
+        let payload = JwtPayload::from_map(claims(now)).unwrap();
+        let signer = EdDSA.signer_from_jwk(&josekit::jwk::KeyPair::to_jwk_private_key(&pair)).unwrap();
+        let token = jwt::encode_with_signer(&payload, &header, &signer).unwrap();
+        let jwks = serde_json::json!({ "keys": [serde_json::Value::Object(public.as_ref().clone())] });
+        let verifier = Verifier::from_jwks_json(jwks.to_string().as_bytes(), ISSUER, AUDIENCE).unwrap();
+        assert_eq!(verifier.verify(&token, now).unwrap().sub, "user-1", "{curve:?}");
+        let signature_start = token.rfind('.').unwrap() + 1;
+        let mut tampered = token.clone();
+        let first = if &token[signature_start..=signature_start] == "A" { "B" } else { "A" };
+        tampered.replace_range(signature_start..=signature_start, first);
+        assert_eq!(verifier.verify(&tampered, now), Err(VerifyError::BadSignature), "{curve:?}");
+        // A signature of another length is refused, not read past.
+        let short = &token[..token.len() - 4];
+        assert!(verifier.verify(short, now).is_err(), "{curve:?}");
+    }
+    // An Ed25519 key whose x is not 32 bytes is no key.
+    let short_x = serde_json::json!({ "keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "ed", "alg": "EdDSA",
+        "x": portcullis::secrets::base64url(&[7; 31]),
+    }] });
+    assert!(matches!(
+        Verifier::from_jwks_json(short_x.to_string().as_bytes(), ISSUER, AUDIENCE),
+        Err(VerifyError::BadJwks(_))
+    ));
+}
+
 #[test]
 fn leeway_is_configurable() {
     let keys = key_pair("k1");
