@@ -266,6 +266,13 @@ fn load_key(path: &Path, file: KeyFile) -> Result<SigningKey, KeyError> {
         }
         Algorithm::EdDSA => {
             let pair = EdDSA.key_pair_from_pem(pem).map_err(malformed)?;
+            // The server generates Ed25519 keys only, and signs with aws-lc, which has no Ed448.
+            if pair.curve() != EdCurve::Ed25519 {
+                return Err(KeyError::Malformed {
+                    path: path.display().to_string(),
+                    reason: "an EdDSA key must be on Ed25519".into(),
+                });
+            }
             (pair.to_jwk_public_key(), Box::new(AwsLcSigner::ed25519(pem).map_err(malformed)?))
         }
     };
@@ -509,6 +516,18 @@ mod tests {
         let p256 = generate_pem(Algorithm::ES256).unwrap();
         assert!(AwsLcSigner::ed25519(p256.as_bytes()).is_err(), "a P-256 key is no Ed25519 key");
         assert!(AwsLcSigner::es256(pem.as_bytes()).is_err(), "nor the other way round");
+        // A key file holding an Ed448 key is refused with a reason, not loaded.
+        let ed448 = EdDSA.generate_key_pair(EdCurve::Ed448).unwrap().to_pem_private_key();
+        let file = KeyFile {
+            alg: Algorithm::EdDSA,
+            created_at: 0,
+            retired_at: None,
+            private_key_pem: String::from_utf8(ed448).unwrap(),
+        };
+        let Err(KeyError::Malformed { reason, .. }) = load_key(Path::new("eddsa-x.json"), file) else {
+            panic!("an Ed448 key was loaded");
+        };
+        assert_eq!(reason, "an EdDSA key must be on Ed25519");
     }
 
     /// RFC 8037 §A.4: the Ed25519 example's signature, from the private key of §A.1.
