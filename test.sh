@@ -52,6 +52,8 @@ if ! python3 -c "import authlib, joserfc, requests, openapi_spec_validator" >/de
 fi
 python3 -m openapi_spec_validator openapi/openapi.json
 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
+# Again with EdDSA access tokens (signed by aws-lc, not josekit): joserfc checks them too.
+PORTCULLIS_SIGNING_ALG=EdDSA python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 
 # Schema-driven fuzzing of the served OpenAPI document (short run): no 5xx, no answer that
 # breaks the document.

@@ -3,6 +3,8 @@ verify tokens offline), run against the
 real binary as a new user would: provision through the CLI, start `serve`, then run the flows.
 
 Usage: python3 tests/interop/authlib_client.py path/to/portcullis
+With PORTCULLIS_SIGNING_ALG set (ES256 by default; RS256 or EdDSA), the server signs access
+tokens with that algorithm and joserfc checks them with it.
 Exits non-zero on the first failed expectation.
 """
 import base64
@@ -27,6 +29,8 @@ from authlib.integrations.base_client.errors import OAuthError as OAuth2Error
 BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/portcullis")
 REDIRECT = "http://127.0.0.1:9/callback"
 ADMIN_PASSWORD = "interop-admin-password"
+# The server reads the same variable (`--signing-alg`).
+SIGNING_ALG = os.environ.get("PORTCULLIS_SIGNING_ALG", "ES256")
 
 
 def free_port():
@@ -100,12 +104,12 @@ def main():
         jwks = KeySet.import_key_set(requests.get(meta["jwks_uri"]).json())
 
         def check_jwt(token, scope):
-            decoded = jwt.decode(token, jwks, algorithms=["ES256"])
+            decoded = jwt.decode(token, jwks, algorithms=[SIGNING_ALG])
             jwt.JWTClaimsRegistry(iss={"essential": True, "value": base}, aud={"essential": True, "value": base},
                                   exp={"essential": True}, nbf={"essential": True}).validate(decoded.claims)
             claims = decoded.claims
             header = decoded.header
-            expect(header["typ"] == "at+jwt" and header["alg"] == "ES256", "access token header is RFC 9068")
+            expect(header["typ"] == "at+jwt" and header["alg"] == SIGNING_ALG, "access token header is RFC 9068")
             expect(claims["scope"] == scope, f"access token carries scope {scope!r}")
             return claims
 
