@@ -12,6 +12,10 @@ const MAX_NAME_LEN: usize = 256;
 /// The most parameters one request may carry.
 pub const MAX_PARAMS: usize = 64;
 
+fn too_long(name: &str) -> OAuthError {
+    OAuthError::InvalidRequest(format!("parameter {name} is longer than {MAX_PARAM_LEN} characters"))
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
@@ -50,19 +54,17 @@ impl Params {
     /// with an oversized value is refused whole, so it is never silently read as absent.
     pub fn refuse_oversized(self) -> Result<Params, OAuthError> {
         match self.oversized.first() {
-            Some(name) => Err(self.check_length(name).unwrap_err()),
+            Some(name) => Err(too_long(name)),
             None => Ok(self),
         }
     }
 
     /// Fails when `name` came with a value longer than [`MAX_PARAM_LEN`].
     fn check_length(&self, name: &str) -> Result<(), OAuthError> {
-        if self.oversized.iter().any(|oversized| oversized == name) {
-            return Err(OAuthError::InvalidRequest(format!(
-                "parameter {name} is longer than {MAX_PARAM_LEN} characters"
-            )));
+        match self.oversized.iter().any(|oversized| oversized == name) {
+            true => Err(too_long(name)),
+            false => Ok(()),
         }
-        Ok(())
     }
 
     /// The value of `name`; `None` when absent or empty. Fails when the parameter repeats
