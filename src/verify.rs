@@ -30,7 +30,10 @@ pub mod poem;
 pub enum VerifyError {
     #[error("the token is not a compact JWS (three base64url parts)")]
     Malformed,
-    #[error("the token's typ is {0:?}, not \"at+jwt\" (RFC 9068 §2.1)")]
+    #[error("{}; it must be \"at+jwt\" (RFC 9068 §2.1)", match .0 {
+        Some(typ) => format!("the token's typ is {typ:?}"),
+        None => "the token has no typ".to_owned(),
+    })]
     WrongType(Option<String>),
     #[error("algorithm {0:?} is not accepted")]
     AlgorithmNotAllowed(String),

@@ -58,8 +58,8 @@ pub enum ResourceAuth {
     Bearer(BearerToken),
 }
 
-/// A protected resource's answers (RFC 6750 §3): `$ok` on success, 401 without or with a bad
-/// token, 403 without the scope. `$handler` maps extractor failures.
+/// A protected resource's answers (RFC 6750 §3): `$ok` on success, 400 for a request that is not
+/// readable, 401 without or with a bad token, 403 without the scope. `$handler` maps extractor failures.
 macro_rules! protected_response {
     ($name:ident, $handler:ident, $handler_name:literal, $ok:ty, $ok_doc:literal, $scope_doc:literal) => {
         #[derive(ApiResponse)]
@@ -68,6 +68,10 @@ macro_rules! protected_response {
             #[doc = $ok_doc]
             #[oai(status = 200)]
             Ok($ok),
+            /// `invalid_request`: more than one `Authorization` header, or one that is not visible
+            /// ASCII.
+            #[oai(status = 400)]
+            BadRequest(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,
             /// revoked, or for another issuer or audience.
             #[oai(status = 401)]
@@ -84,6 +88,7 @@ macro_rules! protected_response {
             fn from(error: BearerError) -> $name {
                 let (body, challenge) = refusal(&error);
                 match error {
+                    BearerError::Malformed(_) => $name::BadRequest(Json(body), challenge),
                     BearerError::InsufficientScope(_) => $name::Forbidden(Json(body), challenge),
                     _ => $name::Unauthorized(Json(body), challenge),
                 }
@@ -110,6 +115,7 @@ macro_rules! protected_response {
 /// The body and `WWW-Authenticate` challenge of a refused request.
 fn refusal(error: &BearerError) -> (BearerErrorBody, String) {
     let code = match error.code() {
+        Some("invalid_request") => Some(BearerErrorCode::InvalidRequest),
         Some("invalid_token") => Some(BearerErrorCode::InvalidToken),
         Some("insufficient_scope") => Some(BearerErrorCode::InsufficientScope),
         _ => None,
@@ -189,8 +195,10 @@ impl ResourceApi {
     async fn hello(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        #[oai(scope = "Scopes::Read")] _auth: ResourceAuth,
+        // Before `_auth` (which only documents the schemes and reads the first header), so that
+        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
+        #[oai(scope = "Scopes::Read")] _auth: ResourceAuth,
     ) -> HelloResponse {
         // Offline verification is done; this server also knows its revocations.
         match check_not_revoked(server.0, &token).await {
@@ -211,8 +219,10 @@ impl ResourceApi {
     async fn userinfo_get(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
+        // Before `_auth` (which only documents the schemes and reads the first header), so that
+        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
+        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
     ) -> UserinfoResponse {
         userinfo(server.0, token).await
     }
@@ -224,8 +234,10 @@ impl ResourceApi {
     async fn userinfo_post(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
+        // Before `_auth` (which only documents the schemes and reads the first header), so that
+        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
+        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
     ) -> UserinfoResponse {
         userinfo(server.0, token).await
     }

@@ -1,14 +1,13 @@
 //! POST /o/revoke_token (RFC 7009) and POST /o/introspect (RFC 7662) as OpenAPI operations.
 
 use poem::Request;
-use poem::http::header;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::Tag;
 use super::errors::OAuthErrorBody;
 use super::form::{FormError, OAuthForm};
-use super::token::TokenEndpointAuth;
+use super::token::{TokenEndpointAuth, client_authorization};
 use crate::oauth::introspect::Introspection;
 use crate::oauth::{AuthorizationServer, OAuthError};
 use crate::startup::now;
@@ -180,7 +179,10 @@ impl RevocationApi {
         _auth: TokenEndpointAuth,
         body: OAuthForm<TokenRequestByValue>,
     ) -> RevokeResponse {
-        let authorization = request.header(header::AUTHORIZATION);
+        let authorization = match client_authorization(request) {
+            Ok(authorization) => authorization,
+            Err(error) => return RevokeResponse::from(&error),
+        };
         match crate::oauth::revoke::revoke(server.0, authorization, &body.params, now()).await {
             Ok(_) => RevokeResponse::Ok(Json(serde_json::json!({})), NO_STORE.into()),
             Err(error) => RevokeResponse::from(&error),
@@ -199,7 +201,10 @@ impl RevocationApi {
         _auth: TokenEndpointAuth,
         body: OAuthForm<TokenRequestByValue>,
     ) -> IntrospectResponse {
-        let authorization = request.header(header::AUTHORIZATION);
+        let authorization = match client_authorization(request) {
+            Ok(authorization) => authorization,
+            Err(error) => return IntrospectResponse::from(&error),
+        };
         match crate::oauth::introspect::introspect(server.0, authorization, &body.params, now()).await {
             Ok(found) => IntrospectResponse::Ok(Json(found.into()), NO_STORE.into()),
             Err(error) => IntrospectResponse::from(&error),

@@ -257,6 +257,26 @@ fn token_request_unreadable(error: poem::Error) -> TokenResponse {
     TokenResponse::from(&OAuthError::InvalidRequest(reason))
 }
 
+/// The `Authorization` header of a client-authenticating request, if it sent one.
+/// RFC 6749 §5.2 makes "multiple credentials" `invalid_request`, and `Authorization` may appear
+/// once (RFC 9110 §5.3): which of two to believe would be a guess. A value that is not visible
+/// ASCII is malformed credentials, not a missing header (the body's would be read instead).
+pub fn client_authorization(request: &Request) -> Result<Option<&str>, OAuthError> {
+    let mut headers = request.headers().get_all(header::AUTHORIZATION).iter();
+    match (headers.next(), headers.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => {
+            Err(OAuthError::InvalidRequest(crate::verify::poem::REPEATED_AUTHORIZATION.into()))
+        }
+        (Some(value), None) => value.to_str().map(Some).map_err(|_| {
+            OAuthError::InvalidClient(format!(
+                "malformed credentials: {}",
+                crate::verify::poem::UNREADABLE_AUTHORIZATION
+            ))
+        }),
+    }
+}
+
 /// The throttle keys of a client-authenticating request: the client id it names (Basic or body)
 /// and the peer address.
 pub fn throttle_keys(
@@ -295,7 +315,10 @@ impl TokenApi {
         _auth: TokenEndpointAuth,
         body: OAuthForm<TokenRequest>,
     ) -> TokenResponse {
-        let authorization = request.header(header::AUTHORIZATION);
+        let authorization = match client_authorization(request) {
+            Ok(authorization) => authorization,
+            Err(error) => return TokenResponse::from(&error),
+        };
         // Brute force on client secrets: the client id and the address, checked before the secret.
         let keys = throttle_keys(request, authorization, &body.params);
         if let Some(throttles) = request.data::<std::sync::Arc<Throttles>>()

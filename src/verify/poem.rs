@@ -1,8 +1,8 @@
 //! poem integration: the [`VerifiedToken`] extractor. Add an `Arc<Verifier>` to the app with
 //! `.data(verifier)`, take `VerifiedToken` as a handler argument, and requests without a valid
 //! token are answered as RFC 6750 §3 says: 401 with `WWW-Authenticate: Bearer` (and
-//! `error="invalid_token"` when a token was sent), 403 `insufficient_scope` from
-//! [`VerifiedToken::require_scope`].
+//! `error="invalid_token"` when a token was sent), 400 `invalid_request` when it came in more
+//! than one `Authorization` header, 403 `insufficient_scope` from [`VerifiedToken::require_scope`].
 
 use std::sync::Arc;
 
@@ -22,6 +22,9 @@ pub enum BearerError {
     /// No `Authorization: Bearer` header (or another scheme): no error code (RFC 6750 §3.1).
     #[error("this resource needs a bearer access token")]
     Missing,
+    /// A request that cannot be read unambiguously (RFC 6750 §3.1 `invalid_request`, 400).
+    #[error("{0}")]
+    Malformed(&'static str),
     #[error("{0}")]
     Invalid(VerifyError),
     #[error("this resource needs scope {0}")]
@@ -34,6 +37,7 @@ impl BearerError {
     /// The RFC 6750 §3 error code, if any.
     pub fn code(&self) -> Option<&'static str> {
         match self {
+            BearerError::Malformed(_) => Some("invalid_request"),
             BearerError::Invalid(_) => Some("invalid_token"),
             BearerError::InsufficientScope(_) => Some("insufficient_scope"),
             BearerError::Missing | BearerError::NotConfigured => None,
@@ -44,9 +48,14 @@ impl BearerError {
     pub fn challenge(&self, realm: &str) -> String {
         let mut challenge = format!("Bearer realm=\"{realm}\"");
         if let Some(code) = self.code() {
-            // RFC 6750 §3: quoted strings without '"' or '\'.
-            let description: String =
-                self.to_string().chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+            // RFC 6750 §3: error_description holds only %x20-21 / %x23-5B / %x5D-7E (visible
+            // ASCII and space, without '"' or '\'). The JSON body keeps the whole text.
+            let description: String = self
+                .to_string()
+                .replace('§', "section ")
+                .chars()
+                .filter(|c| matches!(c, ' '..='~') && *c != '"' && *c != '\\')
+                .collect();
             challenge.push_str(&format!(", error=\"{code}\", error_description=\"{description}\""));
         }
         if let BearerError::InsufficientScope(scope) = self {
@@ -59,6 +68,7 @@ impl BearerError {
 impl ResponseError for BearerError {
     fn status(&self) -> StatusCode {
         match self {
+            BearerError::Malformed(_) => StatusCode::BAD_REQUEST,
             BearerError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             BearerError::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,
@@ -79,12 +89,31 @@ impl ResponseError for BearerError {
     }
 }
 
-/// The bearer token of a request (RFC 6750 §2.1), if it sent one.
-pub fn bearer_token(request: &Request) -> Option<&str> {
-    let (scheme, token) = request.header(header::AUTHORIZATION)?.split_once(' ')?;
+/// The bearer token of a request (RFC 6750 §2.1), if it sent one; `Malformed` if it sent more
+/// than one `Authorization` header, or one that is not visible ASCII. Which one to read would be a guess: `Authorization` is not a
+/// list field, so it may appear once (RFC 9110 §5.3), and RFC 6750 §3.1 makes a request that
+/// carries its token more than once `invalid_request`.
+pub fn bearer_token(request: &Request) -> Result<Option<&str>, BearerError> {
+    let mut headers = request.headers().get_all(header::AUTHORIZATION).iter();
+    let value = match (headers.next(), headers.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err(BearerError::Malformed(REPEATED_AUTHORIZATION)),
+        (Some(value), None) => value,
+    };
+    let value = value.to_str().map_err(|_| BearerError::Malformed(UNREADABLE_AUTHORIZATION))?;
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Ok(None);
+    };
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    Ok((scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token))
 }
+
+/// The refusal of a request with two `Authorization` headers.
+pub const REPEATED_AUTHORIZATION: &str =
+    "the request has more than one Authorization header; send one (RFC 9110 §5.3)";
+
+/// The refusal of an `Authorization` header with bytes that are not visible ASCII.
+pub const UNREADABLE_AUTHORIZATION: &str = "the Authorization header holds bytes that are not visible ASCII";
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -96,7 +125,7 @@ fn unix_now() -> i64 {
 impl<'a> FromRequest<'a> for VerifiedToken {
     async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
         let verifier = request.data::<Arc<Verifier>>().ok_or(BearerError::NotConfigured)?;
-        let token = bearer_token(request).ok_or(BearerError::Missing)?;
+        let token = bearer_token(request)?.ok_or(BearerError::Missing)?;
         match verifier.verify_refreshing_keys(token, unix_now()).await {
             Ok(claims) => Ok(VerifiedToken(claims)),
             Err(error) => Err(BearerError::Invalid(error).into()),

@@ -68,3 +68,75 @@ async fn a_token_without_read_is_403_insufficient_scope() {
     let challenge = challenge(&response);
     assert!(challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""));
 }
+
+#[tokio::test]
+async fn two_or_unreadable_authorization_headers_are_400_invalid_request() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let body: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
+    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    // RFC 6750 §3.1: a request that carries its token more than once is `invalid_request`; with
+    // two headers, which one counts would be a guess, even when one of them is the valid token.
+    for (first, second) in
+        [(bearer.as_str(), bearer.as_str()), ("Basic abc", bearer.as_str()), (bearer.as_str(), "Bearer x")]
+    {
+        for path in ["/api/hello", "/o/userinfo"] {
+            let response = app
+                .http
+                .get(app.url(path))
+                .header("authorization", first)
+                .header("authorization", second)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{path} {first:.12} + {second:.12}");
+            assert!(challenge(&response).contains("error=\"invalid_request\""), "{path}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_request", "{path}");
+            assert!(
+                body["error_description"].as_str().unwrap().contains("more than one Authorization header")
+            );
+        }
+    }
+    // A header that is not visible ASCII cannot be read: not "no token".
+    let response = app
+        .http
+        .get(app.url("/api/hello"))
+        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"Bearer \xe9").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(challenge(&response).contains("error=\"invalid_request\""));
+    // The same token alone is still good.
+    assert_eq!(app.hello(Some(&bearer["Bearer ".len()..])).await.status(), 200);
+}
+
+#[tokio::test]
+async fn challenges_hold_only_the_characters_rfc_6750_allows() {
+    let app = spawn_app().await;
+    // Reasons that quote the token's own header (its typ, kid or alg, any characters) or cite
+    // an RFC section (`§`): RFC 6750 §3 allows only visible ASCII and space, without '"' or '\',
+    // in error_description. The JSON body keeps the whole reason.
+    let header = |json: &str| portcullis::secrets::base64url(json.as_bytes());
+    for (header, reason) in [
+        (header(r#"{"alg":"ES256","typ":"JWT"}"#), "§2.1"),
+        (header(r#"{"alg":"ES256","typ":"at+jwt","kid":"clé \" \\ \u0001"}"#), "clé"),
+        (header(r#"{"alg":"ÉS256","typ":"at+jwt"}"#), "ÉS256"),
+    ] {
+        let token = format!("{header}.e30.AAAA");
+        let response = app.hello(Some(&token)).await;
+        assert_eq!(response.status(), 401, "{reason}");
+        let value = response.headers()["www-authenticate"].as_bytes().to_vec();
+        let description = String::from_utf8(value).unwrap();
+        let description =
+            description.split("error_description=\"").nth(1).unwrap().strip_suffix('"').unwrap();
+        assert!(
+            description.chars().all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\'),
+            "{description}"
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["error_description"].as_str().unwrap().contains(reason), "{body}");
+    }
+}

@@ -125,3 +125,36 @@ async fn public_clients_revoke_their_own_tokens() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_invalid_request_at_revocation_and_introspection() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    use base64::Engine;
+    let credentials = format!("{}:{}", client.id, client.secret.as_deref().unwrap());
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+    // RFC 6749 §5.2 ("multiple credentials"), which RFC 7009 §2.2.1 and RFC 7662 §2.3 refer to.
+    for (path, token) in
+        [("/o/revoke_token", refresh), ("/o/revoke_token", access), ("/o/introspect", access)]
+    {
+        let response = app
+            .http
+            .post(app.url(path))
+            .header("authorization", basic.as_str())
+            .header("authorization", basic.as_str())
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        let body = assert_oauth_error(response, 400, "invalid_request").await;
+        assert!(
+            body["error_description"].as_str().unwrap().contains("more than one Authorization header"),
+            "{path}"
+        );
+    }
+    assert_eq!(app.hello(Some(access)).await.status(), 200, "the access token was not revoked");
+    assert_eq!(app.refresh(&client, refresh, None).await.status(), 200, "nor the refresh token");
+}

@@ -479,3 +479,51 @@ async fn too_many_or_too_long_parameters_are_invalid_requests() {
     assert_eq!(response.status(), 400, "an oversized authorization request gets the error page");
     assert!(response.headers().get("location").is_none());
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_invalid_request_and_spend_nothing() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let (verifier, challenge) = pkce_pair();
+    let code = app.login_and_consent(&client, Some(&challenge), &[]).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_URI),
+        ("code_verifier", verifier.as_str()),
+    ];
+    use base64::Engine;
+    let credentials = format!("{}:{}", client.id, client.secret.as_deref().unwrap());
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+    // RFC 6749 §5.2: "multiple credentials" are `invalid_request`, even twice the same.
+    for second in [basic.as_str(), "Basic d3Jvbmc6d3Jvbmc="] {
+        let response = app
+            .http
+            .post(app.url("/o/token"))
+            .header("authorization", basic.as_str())
+            .header("authorization", second)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let body = assert_oauth_error(response, 400, "invalid_request").await;
+        assert!(body["error_description"].as_str().unwrap().contains("more than one Authorization header"));
+    }
+    // A header that is not visible ASCII is malformed credentials (401, Basic challenge), not a
+    // missing header that would let the body's credentials count instead.
+    let mut with_body_credentials = form.to_vec();
+    with_body_credentials
+        .extend([("client_id", client.id.as_str()), ("client_secret", client.secret.as_deref().unwrap())]);
+    let response = app
+        .http
+        .post(app.url("/o/token"))
+        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"Basic \xe9").unwrap())
+        .form(&with_body_credentials)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert_oauth_error(response, 401, "invalid_client").await;
+    // The code was not spent by any of them.
+    assert_eq!(app.exchange_code(&client, &code, Some(&verifier)).await.status(), 200);
+}

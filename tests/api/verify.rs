@@ -162,6 +162,15 @@ fn every_bad_token_is_refused_with_its_reason() {
         assert_eq!(verifier.verify(&token, now), Err(expected), "{name}");
     }
     assert!(verifier.verify(&with("exp", (now + 1).into()), now).is_ok(), "valid until exp");
+    // The reasons read as sentences, for the error_description a client's developer sees.
+    assert_eq!(
+        VerifyError::WrongType(Some("JWT".into())).to_string(),
+        "the token's typ is \"JWT\"; it must be \"at+jwt\" (RFC 9068 §2.1)"
+    );
+    assert_eq!(
+        VerifyError::WrongType(None).to_string(),
+        "the token has no typ; it must be \"at+jwt\" (RFC 9068 §2.1)"
+    );
 }
 
 #[test]
@@ -348,6 +357,17 @@ async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() 
         app.http.get(&hello).bearer_auth(read["access_token"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), format!("Hello, {}!", client.id));
+    let bearer = format!("Bearer {}", read["access_token"].as_str().unwrap());
+    let response = app
+        .http
+        .get(&hello)
+        .header("authorization", bearer.as_str())
+        .header("authorization", bearer.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "two Authorization headers (RFC 6750 §3.1 invalid_request)");
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_request\""));
 
     let response = app.http.get(&hello).send().await.unwrap();
     assert_eq!(response.status(), 401);
