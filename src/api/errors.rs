@@ -19,6 +19,8 @@ pub enum OAuthErrorCode {
     UnsupportedResponseType,
     LoginRequired,
     ConsentRequired,
+    RequestNotSupported,
+    RequestUriNotSupported,
     TemporarilyUnavailable,
     ServerError,
 }
@@ -49,6 +51,8 @@ impl From<&OAuthError> for OAuthErrorBody {
             OAuthError::UnsupportedResponseType(_) => OAuthErrorCode::UnsupportedResponseType,
             OAuthError::LoginRequired(_) => OAuthErrorCode::LoginRequired,
             OAuthError::ConsentRequired(_) => OAuthErrorCode::ConsentRequired,
+            OAuthError::RequestNotSupported(_) => OAuthErrorCode::RequestNotSupported,
+            OAuthError::RequestUriNotSupported(_) => OAuthErrorCode::RequestUriNotSupported,
             OAuthError::TemporarilyUnavailable(_) => OAuthErrorCode::TemporarilyUnavailable,
             OAuthError::Server(_) => OAuthErrorCode::ServerError,
         };

@@ -111,6 +111,31 @@ pub async fn validate(
     // A repeated or oversized state is not echoed (there is no one value, or it is too long to
     // carry); the error still goes back to the client (RFC 6749 §4.1.2.1).
     params.get("state").map_err(&redirect)?;
+    // Parameters this server does not support but cannot ignore: the request they stand for is
+    // not the one it would serve. Discovery says so too (`request_parameter_supported`,
+    // `request_uri_parameter_supported`: false; `response_modes_supported`: query). `contains`,
+    // not `get`: a request object is often longer than a parameter may be.
+    if params.contains("request") {
+        return Err(redirect(OAuthError::RequestNotSupported(
+            "request objects are not supported (request_parameter_supported is false): send the parameters themselves"
+                .into(),
+        )));
+    }
+    if params.contains("request_uri") {
+        return Err(redirect(OAuthError::RequestUriNotSupported(
+            "request_uri is not supported (request_uri_parameter_supported is false): send the parameters themselves"
+                .into(),
+        )));
+    }
+    match params.get("response_mode").map_err(&redirect)? {
+        None | Some("query") => {}
+        // The response would not come back the way the client waits for it.
+        Some(other) => {
+            return Err(redirect(OAuthError::InvalidRequest(format!(
+                "response_mode {other:?} is not supported; use query (the default for response_type code)"
+            ))));
+        }
+    }
     match params.get("response_type").map_err(&redirect)? {
         Some("code") => {}
         Some(other) => {

@@ -45,6 +45,13 @@ pub enum OAuthError {
     /// `prompt=none` forbids asking.
     #[error("{0}")]
     ConsentRequired(String),
+    /// OIDC Core §6.1 (and RFC 9101 §10.2): a `request` object, which this server does not
+    /// support; "the OP MUST return the request_not_supported error".
+    #[error("{0}")]
+    RequestNotSupported(String),
+    /// OIDC Core §6.2 (and RFC 9101 §10.2): a `request_uri`, which this server does not support.
+    #[error("{0}")]
+    RequestUriNotSupported(String),
     /// Too many failed attempts for this client or address: answered 429 with `Retry-After`.
     #[error("{0}")]
     TemporarilyUnavailable(String),
@@ -68,6 +75,8 @@ impl OAuthError {
             OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
             OAuthError::LoginRequired(_) => "login_required",
             OAuthError::ConsentRequired(_) => "consent_required",
+            OAuthError::RequestNotSupported(_) => "request_not_supported",
+            OAuthError::RequestUriNotSupported(_) => "request_uri_not_supported",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::Server(_) => "server_error",
         }

@@ -305,3 +305,54 @@ async fn no_scope_means_the_clients_scopes_and_the_grant_says_so() {
     let body: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
     assert_eq!(body["scope"], "read");
 }
+
+#[tokio::test]
+async fn request_objects_request_uris_and_other_response_modes_are_refused_as_discovery_says() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let discovery: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["request_parameter_supported"], false);
+    assert_eq!(discovery["request_uri_parameter_supported"], false);
+    assert_eq!(discovery["response_modes_supported"], serde_json::json!(["query"]));
+    let send = |extra: Vec<(&'static str, String)>| {
+        let app = &app;
+        let mut params = vec![
+            ("response_type", "code".to_owned()),
+            ("client_id", client.id.clone()),
+            ("redirect_uri", REDIRECT_URI.into()),
+            ("state", "state-123".into()),
+        ];
+        params.extend(extra);
+        async move { app.browser.get(app.url("/o/authorize")).query(&params).send().await.unwrap() }
+    };
+    // OIDC Core §6.1 and §6.2: an OP that does not support them MUST answer these errors, not
+    // ignore the parameter (the request it stands for is not the one that would be served). A
+    // request object is often longer than a parameter may be: still this error.
+    let object = format!("eyJhbGciOiJub25lIn0.{}.", "e".repeat(6000));
+    for object in ["eyJhbGciOiJub25lIn0.e30.", object.as_str()] {
+        assert_error_redirect(&send(vec![("request", object.into())]).await, "request_not_supported", &app);
+    }
+    assert_error_redirect(
+        &send(vec![("request_uri", "urn:ietf:params:oauth:request_uri:abc".into())]).await,
+        "request_uri_not_supported",
+        &app,
+    );
+    // The code would come back in the query whatever the client waits for.
+    for mode in ["fragment", "form_post", "query.jwt"] {
+        let response = send(vec![("response_mode", mode.into())]).await;
+        assert_error_redirect(&response, "invalid_request", &app);
+        assert!(query_param(&location(&response), "error_description").unwrap().contains("response_mode"));
+    }
+    // response_mode=query is what the server does anyway: on to the sign-in page.
+    let response = send(vec![("response_mode", "query".into())]).await;
+    assert_eq!(response.status(), 302);
+    assert!(location(&response).contains("/login?next="), "{}", location(&response));
+}
