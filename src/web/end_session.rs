@@ -46,7 +46,19 @@ async fn check(server: &AuthorizationServer, params: &Params) -> Result<LogoutRe
         Box::new(error_page(StatusCode::BAD_REQUEST, "This sign-out request is invalid", &message))
     };
     let get = |name: &str| params.get(name).map_err(|error| invalid(error.description()));
-    let hint = get("id_token_hint")?.and_then(|hint| id_token_hint(server, hint));
+    // RP-Initiated Logout §2: "the OP MUST validate that it was the issuer of the ID Token", and
+    // §4: after a failed validation it "MUST NOT perform post-logout redirection". A hint that
+    // does not validate is refused, not taken as absent (with a client_id, its redirect would
+    // have been followed).
+    let hint = match get("id_token_hint")? {
+        None => None,
+        Some(hint) => Some(id_token_hint(server, hint).ok_or_else(|| {
+            invalid(
+                "The application's id_token_hint is not an ID token this server issued (or its signing key was retired). Nothing was done."
+                    .into(),
+            )
+        })?),
+    };
     let client_id = match (get("client_id")?, &hint) {
         (Some(client_id), Some((aud, _))) if client_id != aud => {
             return Err(invalid("client_id differs from the audience of id_token_hint".into()));

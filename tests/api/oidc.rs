@@ -373,3 +373,46 @@ async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_un
     assert_eq!(location(&response), "https://app.example.com/bye");
     assert!(!signed_in(&app).await);
 }
+
+#[tokio::test]
+async fn rp_initiated_logout_refuses_a_hint_this_server_did_not_issue() {
+    let app = spawn_app().await;
+    let (client, id_token) = rp_with_logout(&app).await;
+    // An access token is signed by this server too, but is not an ID token.
+    let access =
+        app.tokens_for(&app.confidential_client().await).await["access_token"].as_str().unwrap().to_owned();
+    let mut tampered = id_token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    for hint in ["garbage", "a.b.c", tampered.as_str(), access.as_str()] {
+        // With the client named and its registered redirect: were the hint taken as absent,
+        // this would be a redirect (RP-Initiated Logout §4: "MUST NOT perform post-logout
+        // redirection" when validation fails).
+        let response = app
+            .browser
+            .get(app.url("/o/logout"))
+            .query(&[
+                ("id_token_hint", hint),
+                ("client_id", client.id.as_str()),
+                ("post_logout_redirect_uri", "https://app.example.com/bye"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{hint:.20}");
+        assert!(response.headers().get("location").is_none());
+        assert!(response.text().await.unwrap().contains("not an ID token this server issued"));
+        assert!(signed_in(&app).await, "nothing happened");
+    }
+    let response = app
+        .browser
+        .get(app.url("/o/logout"))
+        .query(&[
+            ("id_token_hint", id_token.as_str()),
+            ("post_logout_redirect_uri", "https://app.example.com/bye"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "the real hint still works");
+}
