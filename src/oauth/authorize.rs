@@ -4,7 +4,7 @@
 //! in doubt the user sees an error page and is never redirected (§4.1.2.1; RFC 9700 §4.1). Only
 //! then do errors travel back to the client through its redirect URI, with `state` and `iss`.
 
-use super::oidc::{Prompt, parse_max_age};
+use super::oidc::{Prompt, id_token_hint, parse_max_age};
 use super::{AuthorizationServer, OAuthError, Params};
 use crate::domain::{AuthorizationCode, Client, CodeChallenge, RedirectUri, Scope, User};
 use crate::secrets::{random_dated_secret, token_key};
@@ -22,6 +22,8 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     /// OpenID Connect: the longest time since the user's last sign-in that is acceptable.
     pub max_age: Option<i64>,
+    /// OpenID Connect: the `sub` of a valid `id_token_hint`, the user the client expects.
+    pub hinted_subject: Option<String>,
 }
 
 /// What the user must do next.
@@ -176,7 +178,27 @@ pub async fn validate(
     let prompt = Prompt::parse(params.get("prompt").map_err(&redirect)?).map_err(&redirect)?;
     let max_age = parse_max_age(params.get("max_age").map_err(&redirect)?).map_err(&redirect)?;
     let nonce = params.get("nonce").map_err(&redirect)?.map(str::to_owned);
-    Ok(AuthorizationRequest { client, redirect_uri, scope, state, code_challenge, nonce, prompt, max_age })
+    // OIDC Core §3.1.2.1: a hint names the user the client expects; one this server did not
+    // issue names no one the server can trust.
+    let hinted_subject = match params.get("id_token_hint").map_err(&redirect)? {
+        None => None,
+        Some(hint) => Some(id_token_hint(server, hint).map(|(_, sub)| sub).ok_or_else(|| {
+            redirect(OAuthError::InvalidRequest(
+                "id_token_hint is not an ID token this server issued (or its signing key was retired)".into(),
+            ))
+        })?),
+    };
+    Ok(AuthorizationRequest {
+        client,
+        redirect_uri,
+        scope,
+        state,
+        code_challenge,
+        nonce,
+        prompt,
+        max_age,
+        hinted_subject,
+    })
 }
 
 /// What comes next for a valid request (OIDC Core §3.1.2.1 `prompt` and `max_age`; remembered
@@ -201,6 +223,17 @@ pub async fn next_interaction(
         }
         return Ok(Interaction::Login);
     };
+    // OIDC Core §3.1.2.1: with `prompt=none` the answer is about the hinted user or none ("it
+    // SHOULD return an error, such as login_required"); otherwise the user signs in again, as
+    // whoever they choose (the return after sign-in drops the hint: no loop).
+    if request.hinted_subject.as_deref().is_some_and(|hinted| hinted != user.id) {
+        if request.prompt.none {
+            return Err(redirect_error(OAuthError::LoginRequired(
+                "the signed-in user is not the one id_token_hint names".into(),
+            )));
+        }
+        return Ok(Interaction::Login);
+    }
     let too_old = request.max_age.is_some_and(|max_age| now - auth_time > max_age);
     if request.prompt.login || too_old {
         if request.prompt.none {

@@ -381,12 +381,13 @@ const CARRIED_PARAMS: [&str; 8] = [
 ];
 
 /// The authorization request to come back to after signing in: the same parameters, less what
-/// the sign-in itself satisfies (`prompt=login`, `max_age`), so the return does not loop.
+/// the sign-in itself satisfies (`prompt=login`, `max_age`, and `id_token_hint`: the user chose
+/// whom to sign in as), so the return does not loop.
 fn return_query_after_login(params: &Params) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in params.pairs() {
         match name.as_str() {
-            "max_age" => {}
+            "max_age" | "id_token_hint" => {}
             "prompt" => {
                 let rest: Vec<&str> =
                     value.split(' ').filter(|item| *item != "login" && !item.is_empty()).collect();

@@ -416,3 +416,59 @@ async fn rp_initiated_logout_refuses_a_hint_this_server_did_not_issue() {
         .unwrap();
     assert_eq!(response.status(), 303, "the real hint still works");
 }
+
+#[tokio::test]
+async fn id_token_hint_at_authorization_names_the_user_the_client_expects() {
+    let app = spawn_app().await;
+    // Signed in as admin, consent given: the admin's ID token is the hint.
+    let (client, admin_id_token) = rp_with_logout(&app).await;
+    let params = |hint: &str, prompt: Option<&'static str>| {
+        let mut params = vec![
+            ("response_type", "code".to_owned()),
+            ("client_id", client.id.clone()),
+            ("redirect_uri", REDIRECT_URI.to_owned()),
+            ("state", "state-123".to_owned()),
+            ("scope", "openid".to_owned()),
+            ("id_token_hint", hint.to_owned()),
+        ];
+        params.extend(prompt.map(|prompt| ("prompt", prompt.to_owned())));
+        params
+    };
+    let authorize = |params: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move { app.browser.get(app.url("/o/authorize")).query(&params).send().await.unwrap() }
+    };
+    let error_of = |response: &reqwest::Response| {
+        assert_eq!(response.status(), 302);
+        let location = location(response);
+        assert!(location.starts_with(REDIRECT_URI), "{location}");
+        assert_eq!(query_param(&location, "state").as_deref(), Some("state-123"));
+        query_param(&location, "error")
+    };
+    // The hinted user is the signed-in one: silent re-authentication works.
+    let response = authorize(params(&admin_id_token, Some("none"))).await;
+    assert_eq!(error_of(&response), None);
+    assert!(query_param(&location(&response), "code").is_some());
+    // A hint this server did not issue.
+    let response = authorize(params("a.b.c", Some("none"))).await;
+    assert_eq!(error_of(&response).as_deref(), Some("invalid_request"));
+
+    // Another user signs in in this browser.
+    app.create_user("bob").await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 303);
+    // OIDC Core §3.1.2.1: with prompt=none, no code for a user other than the hinted one.
+    let response = authorize(params(&admin_id_token, Some("none"))).await;
+    assert_eq!(error_of(&response).as_deref(), Some("login_required"));
+    // Interactive: sign in again, as whoever the user chooses; the return drops the hint, so
+    // signing in as bob again does not loop.
+    let response = authorize(params(&admin_id_token, None)).await;
+    assert_eq!(response.status(), 302);
+    let login = location(&response);
+    assert!(login.starts_with("/login?next="), "{login}");
+    let next = query_param(&format!("http://x{login}"), "next").unwrap();
+    assert!(!next.contains("id_token_hint") && next.contains("scope=openid"), "{next}");
+    let response = app.login_with_next("bob", PASSWORD, &next).await;
+    assert_eq!(location(&response), next);
+    let response = app.browser.get(app.url(&next)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "bob's consent page, not the sign-in again");
+}
