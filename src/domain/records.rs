@@ -84,8 +84,10 @@ impl Client {
         self.grant_types.contains(&grant_type)
     }
 
-    pub fn registered_redirect_uri(&self, presented: &str) -> Option<&RedirectUri> {
-        self.redirect_uris.iter().find(|uri| uri.matches(presented))
+    /// The redirect URI to use for `presented`, if a registered one accepts it
+    /// ([`RedirectUri::accepting`]).
+    pub fn registered_redirect_uri(&self, presented: &str) -> Option<RedirectUri> {
+        self.redirect_uris.iter().find_map(|uri| uri.accepting(presented))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Redirect URIs (RFC 6749 §3.1.2). Registration checks the form; at authorization time the
 //! presented value must equal a registered one character for character (RFC 9700 §4.1.3: no
-//! pattern or prefix matching, which is where open redirects come from).
+//! pattern or prefix matching, which is where open redirects come from), with the one exception
+//! RFC 9700 §4.1.3 keeps: the port of a loopback IP redirect URI (RFC 8252 §7.3).
 
 use std::fmt;
 
@@ -60,6 +61,21 @@ impl RedirectUri {
         self.0 == presented
     }
 
+    /// The redirect URI an authorization request may use for this registered one: itself when
+    /// `presented` is equal to it; for a loopback IP URI (`http://127.0.0.1` or `http://[::1]`),
+    /// `presented` when it differs only in the port. RFC 8252 §7.3: "The authorization server
+    /// MUST allow any port to be specified at the time of the request for loopback IP redirect
+    /// URIs", since a native app gets its port from the OS when it listens; RFC 9700 §4.1.3 keeps
+    /// that exception to exact matching. The rest (path, query) still matches exactly, and a
+    /// host named `localhost` does not qualify (RFC 8252 §8.3).
+    pub fn accepting(&self, presented: &str) -> Option<RedirectUri> {
+        if self.0 == presented {
+            return Some(self.clone());
+        }
+        let registered = without_loopback_port(&self.0)?;
+        (without_loopback_port(presented)? == registered).then(|| RedirectUri(presented.to_owned()))
+    }
+
     /// The origin (`scheme://host[:port]`) for http(s) URIs, used for CORS later.
     pub fn origin(&self) -> Option<String> {
         let url = url::Url::parse(&self.0).ok()?;
@@ -86,6 +102,22 @@ impl RedirectUri {
     }
 }
 
+/// A loopback IP `http` URI with its port left out (`http://127.0.0.1:8000/cb` →
+/// `http://127.0.0.1/cb`); `None` for any other URI, or a port that is not one.
+fn without_loopback_port(uri: &str) -> Option<String> {
+    let host = ["http://127.0.0.1", "http://[::1]"].into_iter().find(|host| uri.starts_with(host))?;
+    let rest = &uri[host.len()..];
+    let rest = match rest.strip_prefix(':') {
+        None => rest,
+        Some(port_and_rest) => {
+            let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+            port_and_rest[..digits].parse::<u16>().ok()?;
+            &port_and_rest[digits..]
+        }
+    };
+    (rest.is_empty() || rest.starts_with(['/', '?'])).then(|| format!("{host}{rest}"))
+}
+
 impl fmt::Display for RedirectUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -109,6 +141,45 @@ impl From<RedirectUri> for String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn loopback_ip_uris_accept_any_port_and_nothing_else_differs() {
+        let registered = RedirectUri::parse("http://127.0.0.1/cb?x=1").unwrap();
+        let accepting = |presented: &str| registered.accepting(presented).map(|uri| uri.0);
+        for presented in
+            ["http://127.0.0.1/cb?x=1", "http://127.0.0.1:51234/cb?x=1", "http://127.0.0.1:1/cb?x=1"]
+        {
+            assert_eq!(accepting(presented).as_deref(), Some(presented), "{presented}");
+        }
+        for presented in [
+            "http://127.0.0.1:51234/cb?x=2",
+            "http://127.0.0.1:51234/cb",
+            "http://127.0.0.1:51234/cb/?x=1",
+            "http://127.0.0.1:70000/cb?x=1",
+            "http://127.0.0.1:/cb?x=1",
+            "http://127.0.0.1:80x/cb?x=1",
+            "http://127.0.0.10:80/cb?x=1",
+            "http://127.0.0.1.evil.example/cb?x=1",
+            "http://127.0.0.1@evil.example/cb?x=1",
+            "https://127.0.0.1:443/cb?x=1",
+            "http://localhost:8000/cb?x=1",
+        ] {
+            assert_eq!(accepting(presented), None, "{presented}");
+        }
+        let with_port = RedirectUri::parse("http://[::1]:8000/").unwrap();
+        assert!(with_port.accepting("http://[::1]:9000/").is_some());
+        assert!(with_port.accepting("http://[::1]/").is_some());
+        assert!(with_port.accepting("http://[::2]:9000/").is_none());
+        // Other hosts match exactly, port included.
+        for registered in
+            ["http://localhost:8000/cb", "https://app.example.com:8443/cb", "com.example.app:/cb"]
+        {
+            let registered = RedirectUri::parse(registered).unwrap();
+            assert!(registered.accepting(registered.as_str()).is_some());
+            let other_port = registered.as_str().replace("8000", "8001").replace("8443", "8444");
+            assert!(other_port == registered.as_str() || registered.accepting(&other_port).is_none());
+        }
+    }
 
     #[test]
     fn accepts_web_and_native_uris() {

@@ -92,12 +92,13 @@ pub async fn validate(
     let client = server.store.client(client_id).await?.ok_or_else(|| {
         page(format!("Unknown client {client_id:?}. The application that sent you here is not registered."))
     })?;
-    // 2. The redirect URI: exact match against the registered list, and required.
+    // 2. The redirect URI: exact match against the registered list (any port on a loopback IP,
+    // RFC 8252 §7.3), and required.
     let presented = params
         .get("redirect_uri")
         .map_err(|error| page(error.description()))?
         .ok_or_else(|| page("The request has no redirect_uri. The application must send one of its registered redirect URIs.".into()))?;
-    let redirect_uri = client.registered_redirect_uri(presented).cloned().ok_or_else(|| {
+    let redirect_uri = client.registered_redirect_uri(presented).ok_or_else(|| {
         page(format!(
             "The redirect URI {presented:?} is not registered for {}. Nothing was sent to it.",
             client.name

@@ -356,3 +356,59 @@ async fn request_objects_request_uris_and_other_response_modes_are_refused_as_di
     assert_eq!(response.status(), 302);
     assert!(location(&response).contains("/login?next="), "{}", location(&response));
 }
+
+#[tokio::test]
+async fn a_native_apps_loopback_redirect_uri_may_use_any_port() {
+    let app = spawn_app().await;
+    let client = app
+        .create_client(ClientOptions {
+            public: true,
+            skip_consent: true,
+            redirect_uris: vec!["http://127.0.0.1/callback"],
+            ..ClientOptions::default()
+        })
+        .await;
+    app.login_admin().await;
+    let (verifier, challenge) = pkce_pair();
+    let authorize = |redirect_uri: &'static str| {
+        let app = &app;
+        let params = [
+            ("response_type", "code"),
+            ("client_id", client.id.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("state", "s"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ];
+        async move { app.authorize(&params).await }
+    };
+    // RFC 8252 §7.3: the app listens on the port the OS gave it.
+    let response = authorize("http://127.0.0.1:49152/callback").await;
+    assert_eq!(response.status(), 302);
+    let location = location(&response);
+    assert!(location.starts_with("http://127.0.0.1:49152/callback?code="), "{location}");
+    let code = query_param(&location, "code").unwrap();
+    // The code is bound to the URI the request used, port included (RFC 6749 §4.1.3).
+    let exchange = |redirect_uri: &'static str| {
+        let app = &app;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri),
+            ("client_id", client.id.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ];
+        async move { app.token(&form, None).await }
+    };
+    assert_oauth_error(exchange("http://127.0.0.1/callback").await, 400, "invalid_grant").await;
+    assert_oauth_error(exchange("http://127.0.0.1:49153/callback").await, 400, "invalid_grant").await;
+    assert_eq!(exchange("http://127.0.0.1:49152/callback").await.status(), 200);
+    // Only the port may differ: another path or host is an unregistered redirect URI (a page).
+    for unregistered in [
+        "http://127.0.0.1:49152/other",
+        "http://localhost:49152/callback",
+        "https://127.0.0.1:49152/callback",
+    ] {
+        assert_error_page(authorize(unregistered).await).await;
+    }
+}
