@@ -359,6 +359,13 @@ impl TestApp {
     }
 }
 
+/// The `Authorization: Basic` value of a confidential client (RFC 6749 §2.3.1).
+pub fn basic_header(client: &TestClient) -> String {
+    use base64::Engine;
+    let credentials = format!("{}:{}", client.id, client.secret.as_deref().unwrap_or_default());
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+}
+
 /// Asserts an RFC 6749 §5.2 error response and returns its JSON.
 pub async fn assert_oauth_error(response: reqwest::Response, status: u16, error: &str) -> serde_json::Value {
     assert_eq!(response.status(), status, "status for {error}");

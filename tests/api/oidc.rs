@@ -292,7 +292,10 @@ async fn discovery_carries_the_openid_provider_metadata() {
     for scope in ["openid", "profile", "email"] {
         assert!(doc["scopes_supported"].as_array().unwrap().contains(&scope.into()));
     }
+    // What /o/authorize refuses (`request_objects_request_uris_and_other_response_modes_are_refused`).
+    assert_eq!(doc["request_parameter_supported"], false);
     assert_eq!(doc["request_uri_parameter_supported"], false);
+    assert_eq!(doc["response_modes_supported"], serde_json::json!(["query"]));
     assert!(doc["claims_supported"].as_array().unwrap().contains(&"nonce".into()));
 }
 
@@ -311,22 +314,25 @@ async fn signed_in(app: &TestApp) -> bool {
     app.browser.get(app.url("/")).send().await.unwrap().text().await.unwrap().contains("Signed in as")
 }
 
+/// GET /o/logout with `params`, in the browser.
+async fn logout(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
+    app.browser.get(app.url("/o/logout")).query(params).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn rp_initiated_logout_with_a_valid_hint_signs_out_and_returns_with_state() {
     let app = spawn_app().await;
     let (_, id_token) = rp_with_logout(&app).await;
     assert!(signed_in(&app).await);
-    let response = app
-        .browser
-        .get(app.url("/o/logout"))
-        .query(&[
+    let response = logout(
+        &app,
+        &[
             ("id_token_hint", id_token.as_str()),
             ("post_logout_redirect_uri", "https://app.example.com/bye"),
             ("state", "s1"),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "https://app.example.com/bye?state=s1");
     assert!(!signed_in(&app).await);
@@ -336,27 +342,20 @@ async fn rp_initiated_logout_with_a_valid_hint_signs_out_and_returns_with_state(
 async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_unregistered_uris() {
     let app = spawn_app().await;
     let (client, _) = rp_with_logout(&app).await;
-    let unregistered = app
-        .browser
-        .get(app.url("/o/logout"))
-        .query(&[("client_id", client.id.as_str()), ("post_logout_redirect_uri", "https://evil.example/")])
-        .send()
-        .await
-        .unwrap();
+    let unregistered = logout(
+        &app,
+        &[("client_id", client.id.as_str()), ("post_logout_redirect_uri", "https://evil.example/")],
+    )
+    .await;
     assert_eq!(unregistered.status(), 400);
     assert!(unregistered.headers().get("location").is_none());
     assert!(signed_in(&app).await, "nothing happened");
 
-    let confirm = app
-        .browser
-        .get(app.url("/o/logout"))
-        .query(&[
-            ("client_id", client.id.as_str()),
-            ("post_logout_redirect_uri", "https://app.example.com/bye"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let confirm = logout(
+        &app,
+        &[("client_id", client.id.as_str()), ("post_logout_redirect_uri", "https://app.example.com/bye")],
+    )
+    .await;
     assert_eq!(confirm.status(), 200, "without a hint the user confirms");
     let html = confirm.text().await.unwrap();
     assert!(signed_in(&app).await);
@@ -388,32 +387,25 @@ async fn rp_initiated_logout_refuses_a_hint_this_server_did_not_issue() {
         // With the client named and its registered redirect: were the hint taken as absent,
         // this would be a redirect (RP-Initiated Logout §4: "MUST NOT perform post-logout
         // redirection" when validation fails).
-        let response = app
-            .browser
-            .get(app.url("/o/logout"))
-            .query(&[
+        let response = logout(
+            &app,
+            &[
                 ("id_token_hint", hint),
                 ("client_id", client.id.as_str()),
                 ("post_logout_redirect_uri", "https://app.example.com/bye"),
-            ])
-            .send()
-            .await
-            .unwrap();
+            ],
+        )
+        .await;
         assert_eq!(response.status(), 400, "{hint:.20}");
         assert!(response.headers().get("location").is_none());
         assert!(response.text().await.unwrap().contains("not an ID token this server issued"));
         assert!(signed_in(&app).await, "nothing happened");
     }
-    let response = app
-        .browser
-        .get(app.url("/o/logout"))
-        .query(&[
-            ("id_token_hint", id_token.as_str()),
-            ("post_logout_redirect_uri", "https://app.example.com/bye"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = logout(
+        &app,
+        &[("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://app.example.com/bye")],
+    )
+    .await;
     assert_eq!(response.status(), 303, "the real hint still works");
 }
 

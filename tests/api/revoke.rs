@@ -133,9 +133,7 @@ async fn two_authorization_headers_are_invalid_request_at_revocation_and_introsp
     let tokens = app.tokens_for(&client).await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let access = tokens["access_token"].as_str().unwrap();
-    use base64::Engine;
-    let credentials = format!("{}:{}", client.id, client.secret.as_deref().unwrap());
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+    let basic = basic_header(&client);
     // RFC 6749 §5.2 ("multiple credentials"), which RFC 7009 §2.2.1 and RFC 7662 §2.3 refer to.
     for (path, token) in
         [("/o/revoke_token", refresh), ("/o/revoke_token", access), ("/o/introspect", access)]

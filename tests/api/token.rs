@@ -492,9 +492,7 @@ async fn two_authorization_headers_are_invalid_request_and_spend_nothing() {
         ("redirect_uri", REDIRECT_URI),
         ("code_verifier", verifier.as_str()),
     ];
-    use base64::Engine;
-    let credentials = format!("{}:{}", client.id, client.secret.as_deref().unwrap());
-    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+    let basic = basic_header(&client);
     // RFC 6749 §5.2: "multiple credentials" are `invalid_request`, even twice the same.
     for second in [basic.as_str(), "Basic d3Jvbmc6d3Jvbmc="] {
         let response = app
