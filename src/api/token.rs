@@ -2,7 +2,6 @@
 //! file maps its outcome to RFC 6749 §5.1–5.2 responses, all with `Cache-Control: no-store`.
 
 use poem::Request;
-use poem::http::header;
 use poem_openapi::auth::Basic;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
@@ -257,24 +256,17 @@ fn token_request_unreadable(error: poem::Error) -> TokenResponse {
     TokenResponse::from(&OAuthError::InvalidRequest(reason))
 }
 
-/// The `Authorization` header of a client-authenticating request, if it sent one.
-/// RFC 6749 §5.2 makes "multiple credentials" `invalid_request`, and `Authorization` may appear
-/// once (RFC 9110 §5.3): which of two to believe would be a guess. A value that is not visible
-/// ASCII is malformed credentials, not a missing header (the body's would be read instead).
+/// The `Authorization` header of a client-authenticating request, if it sent one. Two are
+/// "multiple credentials", `invalid_request` (RFC 6749 §5.2); one that is not visible ASCII is
+/// malformed credentials, not a missing header (the body's would be read instead).
 pub fn client_authorization(request: &Request) -> Result<Option<&str>, OAuthError> {
-    let mut headers = request.headers().get_all(header::AUTHORIZATION).iter();
-    match (headers.next(), headers.next()) {
-        (None, _) => Ok(None),
-        (Some(_), Some(_)) => {
-            Err(OAuthError::InvalidRequest(crate::verify::poem::REPEATED_AUTHORIZATION.into()))
+    use crate::verify::poem::{UnreadableAuthorization, authorization_header};
+    authorization_header(request).map_err(|unreadable| match unreadable {
+        UnreadableAuthorization::Repeated => OAuthError::InvalidRequest(unreadable.reason().into()),
+        UnreadableAuthorization::NotAscii => {
+            OAuthError::InvalidClient(format!("malformed credentials: {}", unreadable.reason()))
         }
-        (Some(value), None) => value.to_str().map(Some).map_err(|_| {
-            OAuthError::InvalidClient(format!(
-                "malformed credentials: {}",
-                crate::verify::poem::UNREADABLE_AUTHORIZATION
-            ))
-        }),
-    }
+    })
 }
 
 /// The throttle keys of a client-authenticating request: the client id it names (Basic or body)

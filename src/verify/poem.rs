@@ -89,31 +89,52 @@ impl ResponseError for BearerError {
     }
 }
 
-/// The bearer token of a request (RFC 6750 §2.1), if it sent one; `Malformed` if it sent more
-/// than one `Authorization` header, or one that is not visible ASCII. Which one to read would be a guess: `Authorization` is not a
-/// list field, so it may appear once (RFC 9110 §5.3), and RFC 6750 §3.1 makes a request that
-/// carries its token more than once `invalid_request`.
-pub fn bearer_token(request: &Request) -> Result<Option<&str>, BearerError> {
+/// Why a request's `Authorization` header cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableAuthorization {
+    /// More than one. Which to believe would be a guess: `Authorization` is not a list field, so
+    /// it may appear once (RFC 9110 §5.3).
+    Repeated,
+    /// Bytes that are not visible ASCII: malformed credentials, never a missing header.
+    NotAscii,
+}
+
+impl UnreadableAuthorization {
+    pub fn reason(self) -> &'static str {
+        match self {
+            UnreadableAuthorization::Repeated => {
+                "the request has more than one Authorization header; send one (RFC 9110 §5.3)"
+            }
+            UnreadableAuthorization::NotAscii => {
+                "the Authorization header holds bytes that are not visible ASCII"
+            }
+        }
+    }
+}
+
+/// The request's one `Authorization` header, if it sent one. Every reader of the header goes
+/// through it (this extractor, and the server's client authentication).
+pub fn authorization_header(request: &Request) -> Result<Option<&str>, UnreadableAuthorization> {
     let mut headers = request.headers().get_all(header::AUTHORIZATION).iter();
-    let value = match (headers.next(), headers.next()) {
-        (None, _) => return Ok(None),
-        (Some(_), Some(_)) => return Err(BearerError::Malformed(REPEATED_AUTHORIZATION)),
-        (Some(value), None) => value,
-    };
-    let value = value.to_str().map_err(|_| BearerError::Malformed(UNREADABLE_AUTHORIZATION))?;
-    let Some((scheme, token)) = value.split_once(' ') else {
+    match (headers.next(), headers.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(UnreadableAuthorization::Repeated),
+        (Some(value), None) => value.to_str().map(Some).map_err(|_| UnreadableAuthorization::NotAscii),
+    }
+}
+
+/// The bearer token of a request (RFC 6750 §2.1), if it sent one; `Malformed` when its
+/// `Authorization` header cannot be read ([`authorization_header`]): RFC 6750 §3.1 makes a
+/// request that carries its token more than once, or is otherwise malformed, `invalid_request`.
+pub fn bearer_token(request: &Request) -> Result<Option<&str>, BearerError> {
+    let value =
+        authorization_header(request).map_err(|unreadable| BearerError::Malformed(unreadable.reason()))?;
+    let Some((scheme, token)) = value.and_then(|value| value.split_once(' ')) else {
         return Ok(None);
     };
     let token = token.trim();
     Ok((scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token))
 }
-
-/// The refusal of a request with two `Authorization` headers.
-pub const REPEATED_AUTHORIZATION: &str =
-    "the request has more than one Authorization header; send one (RFC 9110 §5.3)";
-
-/// The refusal of an `Authorization` header with bytes that are not visible ASCII.
-pub const UNREADABLE_AUTHORIZATION: &str = "the Authorization header holds bytes that are not visible ASCII";
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
