@@ -183,11 +183,7 @@ pub async fn validate(
     // issue names no one the server can trust.
     let hinted_subject = match params.get("id_token_hint").map_err(&redirect)? {
         None => None,
-        Some(hint) => Some(id_token_hint(server, hint).map(|(_, sub)| sub).ok_or_else(|| {
-            redirect(OAuthError::InvalidRequest(
-                "id_token_hint is not an ID token this server issued (or its signing key was retired)".into(),
-            ))
-        })?),
+        Some(hint) => Some(id_token_hint(server, hint).map_err(&redirect)?.1),
     };
     Ok(AuthorizationRequest {
         client,

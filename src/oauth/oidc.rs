@@ -123,9 +123,18 @@ pub fn user_claims(user: &User, scope: &Scope) -> serde_json::Map<String, serde_
 }
 
 /// The `aud` (client id) and `sub` of an ID token this server signed, read from an
-/// `id_token_hint` (RP-Initiated Logout §2). Expiry is not checked: the specification allows an
-/// expired hint. `None` for anything else.
-pub fn id_token_hint(server: &AuthorizationServer, hint: &str) -> Option<(String, String)> {
+/// `id_token_hint` (OIDC Core §3.1.2.1, RP-Initiated Logout §2). Expiry is not checked: the
+/// specifications allow an expired hint. Anything else is refused, never taken as no hint: the
+/// OP "MUST validate that it was the issuer of the ID Token" (RP-Initiated Logout §2).
+pub fn id_token_hint(server: &AuthorizationServer, hint: &str) -> Result<(String, String), OAuthError> {
+    hint_claims(server, hint).ok_or_else(|| {
+        OAuthError::InvalidRequest(
+            "id_token_hint is not an ID token this server issued (or its signing key was retired)".into(),
+        )
+    })
+}
+
+fn hint_claims(server: &AuthorizationServer, hint: &str) -> Option<(String, String)> {
     let header = josekit::jwt::decode_header(hint).ok()?;
     let kid = header.claim("kid")?.as_str()?.to_owned();
     let keys = server.keys();
