@@ -52,6 +52,9 @@ pub struct OAuth2(#[allow(dead_code)] Bearer);
 #[oai(rename = "bearer", ty = "bearer", bearer_format = "JWT")]
 pub struct BearerToken(#[allow(dead_code)] Bearer);
 
+/// The schemes a protected resource accepts, for the OpenAPI document. It reads only the first
+/// `Authorization` header, so handlers take `VerifiedToken` before it: a request with two is
+/// refused whatever the first one is.
 #[derive(SecurityScheme)]
 pub enum ResourceAuth {
     OAuth2(OAuth2),
@@ -195,8 +198,6 @@ impl ResourceApi {
     async fn hello(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        // Before `_auth` (which only documents the schemes and reads the first header), so that
-        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
         #[oai(scope = "Scopes::Read")] _auth: ResourceAuth,
     ) -> HelloResponse {
@@ -219,8 +220,6 @@ impl ResourceApi {
     async fn userinfo_get(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        // Before `_auth` (which only documents the schemes and reads the first header), so that
-        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
         #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
     ) -> UserinfoResponse {
@@ -234,8 +233,6 @@ impl ResourceApi {
     async fn userinfo_post(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
-        // Before `_auth` (which only documents the schemes and reads the first header), so that
-        // a request with two `Authorization` headers is refused whatever the first one is.
         token: VerifiedToken,
         #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
     ) -> UserinfoResponse {
