@@ -168,6 +168,13 @@ pub async fn validate(
                     .map_err(|error| redirect(OAuthError::InvalidRequest(error.to_string())))?,
             )
         }
+        // The client believes it is using PKCE; issuing a code without a challenge would leave
+        // it unprotected with no sign of it (Authlib refuses this too).
+        None if params.contains("code_challenge_method") => {
+            return Err(redirect(OAuthError::InvalidRequest(
+                "code_challenge_method was sent without code_challenge: send both (RFC 7636 §4.3)".into(),
+            )));
+        }
         None if client.is_public() => {
             // RFC 7636 §4.4.1, RFC 9700 §2.1.1: public clients must use PKCE.
             return Err(redirect(OAuthError::InvalidRequest(
