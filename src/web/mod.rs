@@ -403,21 +403,24 @@ fn return_query_after_login(params: &Params) -> String {
     query.finish()
 }
 
-/// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
+fn invalid_authorization_request(error: &OAuthError) -> Response {
+    error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description())
+}
+
+/// GET /o/authorize: an authorization request in the query.
 #[handler]
 pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let query = request.uri().query().unwrap_or_default();
-    let params = match Params::parse(query.as_bytes()) {
-        Ok(params) => params,
-        Err(error) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "This authorization request is invalid",
-                &error.description(),
-            );
-        }
-    };
-    let authorization = match authorize::validate(server, &params).await {
+    match Params::parse(query.as_bytes()) {
+        Ok(params) => authorization_request(request, server, &params).await,
+        Err(error) => invalid_authorization_request(&error),
+    }
+}
+
+/// An authorization request, from the query (GET) or a form (POST): validate, then sign in if
+/// needed, then consent (or skip it).
+async fn authorization_request(request: &Request, server: &AuthorizationServer, params: &Params) -> Response {
+    let authorization = match authorize::validate(server, params).await {
         Ok(authorization) => authorization,
         Err(error) => return authorize_error(error),
     };
@@ -432,7 +435,7 @@ pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationS
     };
     let (session, user) = match (interaction, signed_in) {
         (Interaction::Login, _) | (_, None) => {
-            let next = format!("/o/authorize?{}", return_query_after_login(&params));
+            let next = format!("/o/authorize?{}", return_query_after_login(params));
             let login = format!(
                 "/login?{}",
                 form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish()
@@ -480,17 +483,33 @@ pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationS
     )
 }
 
-/// POST /o/authorize: the consent form. The request is validated again from the posted fields.
+/// POST /o/authorize: the consent form, or an authorization request sent as a form (OpenID
+/// Connect Core §3.1.2.1: the endpoint MUST support POST). The consent form always carries its
+/// `csrf_token` and a button; a form with none of them is an authorization request.
 #[handler]
 pub async fn authorize_post(
     request: &Request,
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let params = match read_page_form(request, body).await {
+    let params = match read_form(request, body).await {
         Ok(params) => params,
-        Err(page) => return page,
+        Err(failure) => return error_page(failure.status, "Bad request", &failure.error.description()),
     };
+    if !["csrf_token", "allow", "deny"].iter().any(|name| params.contains(name)) {
+        // Read as the query of a GET is: parameters it does not use are ignored however long.
+        return authorization_request(request, server, &params).await;
+    }
+    // The consent form: every field is one the page put there.
+    let params = match params.refuse_oversized() {
+        Ok(params) => params,
+        Err(error) => return error_page(StatusCode::BAD_REQUEST, "Bad request", &error.description()),
+    };
+    consent(request, server, &params).await
+}
+
+/// The answer to the consent page. The request is validated again from the posted fields.
+async fn consent(request: &Request, server: &AuthorizationServer, params: &Params) -> Response {
     let (_, session, user) = match current_session(server, request).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -510,7 +529,7 @@ pub async fn authorize_post(
             "The consent form expired or did not come from this server. Go back to the application and start again.",
         );
     }
-    let authorization = match authorize::validate(server, &params).await {
+    let authorization = match authorize::validate(server, params).await {
         Ok(authorization) => authorization,
         Err(error) => return authorize_error(error),
     };

@@ -117,6 +117,12 @@ async fn bad_requests_from_a_trusted_client_redirect_with_the_error_and_state() 
         "invalid_request",
         &app,
     );
+    // A method alone: the client thinks it uses PKCE, so no unprotected code is issued.
+    let response = send(base(&[("response_type", "code"), ("code_challenge_method", "S256")])).await;
+    assert_error_redirect(&response, "invalid_request", &app);
+    assert!(
+        query_param(&location(&response), "error_description").unwrap().contains("without code_challenge")
+    );
     assert_error_redirect(
         &send(base(&[
             ("response_type", "code"),
@@ -400,4 +406,60 @@ async fn a_native_apps_loopback_redirect_uri_may_use_any_port() {
     ] {
         assert_error_page(authorize(unregistered).await).await;
     }
+}
+
+#[tokio::test]
+async fn authorization_requests_may_be_posted_as_forms() {
+    // OpenID Connect Core §3.1.2.1: the authorization endpoint MUST support POST (form
+    // serialization) as well as GET.
+    let app = spawn_app().await;
+    let client = app.public_client().await;
+    let (verifier, challenge) = pkce_pair();
+    let long = "x".repeat(5000);
+    let mut params = app.authorization_params(&client, Some(&challenge));
+    // A parameter the server does not read is ignored however long, as in a query.
+    params.push(("ui_hint", &long));
+    let post = |params: Vec<(&str, &str)>| app.browser.post(app.url("/o/authorize")).form(&params).send();
+
+    // Signed out: the same sign-in detour as a GET, returning to the same request.
+    let response = post(params.clone()).await.unwrap();
+    assert_eq!(response.status(), 302);
+    let next = query_param(&location(&response), "next").unwrap();
+    assert!(next.starts_with("/o/authorize?"), "{next}");
+    assert_eq!(query_param(&next, "code_challenge").as_deref(), Some(challenge.as_str()));
+    assert_eq!(query_param(&next, "client_id").as_deref(), Some(client.id.as_str()));
+
+    app.login_admin().await;
+    let response = post(params.clone()).await.unwrap();
+    assert_eq!(response.status(), 200, "the consent page");
+    let html = response.text().await.unwrap();
+    let response = app.answer_consent(&html, "allow").await;
+    let code = query_param(&location(&response), "code").expect("a code");
+    let response = app.exchange_code(&client, &code, Some(&verifier)).await;
+    assert_eq!(response.status(), 200, "the posted request's PKCE binds the code");
+
+    // Its errors are the GET's: a page before the client is known, a redirect after.
+    let page =
+        assert_error_page(post(vec![("response_type", "code"), ("client_id", "nope")]).await.unwrap()).await;
+    assert!(page.contains("Unknown client"));
+    let mut bad = params.clone();
+    bad[0] = ("response_type", "token");
+    assert_error_redirect(&post(bad).await.unwrap(), "unsupported_response_type", &app);
+    let response = app
+        .browser
+        .post(app.url("/o/authorize"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let page = assert_error_page(response).await;
+    assert!(page.contains("application/x-www-form-urlencoded"), "{page}");
+
+    // A consent answer without its csrf_token is still refused, not read as a new request.
+    let mut forged = app.authorization_params(&client, Some(&challenge));
+    forged.push(("allow", "allow"));
+    let response = post(forged).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("location").is_none());
 }
