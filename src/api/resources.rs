@@ -76,7 +76,7 @@ macro_rules! protected_response {
             #[oai(status = 400)]
             BadRequest(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,
-            /// revoked, or for another issuer or audience.
+            /// revoked, for another issuer or audience, or (UserInfo) for no user.
             #[oai(status = 401)]
             Unauthorized(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             #[doc = $scope_doc]
@@ -174,7 +174,16 @@ async fn userinfo(server: &AuthorizationServer, token: VerifiedToken) -> Userinf
     }
     let user = match server.store.user(&token.0.sub).await {
         Ok(Some(user)) => user,
-        Ok(None) => return UserinfoResponse::from(BearerError::Invalid(VerifyError::MissingClaim("sub"))),
+        Ok(None) => {
+            // A valid token whose subject is no user: client_credentials names the client.
+            let reason = match token.0.auth_time {
+                None => {
+                    "the token was issued to a client (client_credentials), not to a user: UserInfo needs a token from the authorization_code flow"
+                }
+                Some(_) => "the token's user no longer exists",
+            };
+            return UserinfoResponse::from(BearerError::Rejected(reason.into()));
+        }
         Err(error) => return UserinfoResponse::from(OAuthError::from(error)),
     };
     let scope = crate::domain::Scope::parse(&token.0.scope).unwrap_or_default();

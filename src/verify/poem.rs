@@ -27,6 +27,10 @@ pub enum BearerError {
     Malformed(&'static str),
     #[error("{0}")]
     Invalid(VerifyError),
+    /// A token that verifies but that the resource refuses, e.g. because it does not know its
+    /// subject (`invalid_token`, 401); the text says why.
+    #[error("{0}")]
+    Rejected(String),
     #[error("this resource needs scope {0}")]
     InsufficientScope(String),
     #[error("the application has no Verifier: add one with .data(Arc<Verifier>)")]
@@ -38,7 +42,7 @@ impl BearerError {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             BearerError::Malformed(_) => Some("invalid_request"),
-            BearerError::Invalid(_) => Some("invalid_token"),
+            BearerError::Invalid(_) | BearerError::Rejected(_) => Some("invalid_token"),
             BearerError::InsufficientScope(_) => Some("insufficient_scope"),
             BearerError::Missing | BearerError::NotConfigured => None,
         }

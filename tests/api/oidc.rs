@@ -147,6 +147,36 @@ async fn userinfo_releases_claims_by_scope() {
     assert_eq!(app.revoke(&client, access, None).await.status(), 200);
     let response = app.http.get(app.url("/o/userinfo")).bearer_auth(access).send().await.unwrap();
     assert_eq!(response.status(), 401, "a revoked token gets no claims");
+
+    // Valid tokens whose subject is no user are invalid_token, and say why.
+    let userinfo_refusal = |access: String| {
+        let app = &app;
+        async move {
+            let response = app.http.get(app.url("/o/userinfo")).bearer_auth(access).send().await.unwrap();
+            assert_eq!(response.status(), 401);
+            assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_token");
+            body["error_description"].as_str().unwrap().to_owned()
+        }
+    };
+    let service = app
+        .create_client(ClientOptions {
+            grant_types: vec![portcullis::domain::GrantType::ClientCredentials],
+            ..oidc_client()
+        })
+        .await;
+    let response =
+        app.token(&[("grant_type", "client_credentials"), ("scope", "openid read")], Some(&service)).await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    let description = userinfo_refusal(body["access_token"].as_str().unwrap().to_owned()).await;
+    assert!(description.contains("client_credentials"), "{description}");
+
+    let code = app.login_and_consent(&client, None, &[("scope", "openid")]).await;
+    let tokens: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
+    app.server.store.delete_user("admin").await.unwrap();
+    let description = userinfo_refusal(tokens["access_token"].as_str().unwrap().to_owned()).await;
+    assert!(description.contains("no longer exists"), "{description}");
 }
 
 fn redirect_error(response: &reqwest::Response) -> Option<String> {
