@@ -196,9 +196,7 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                     .read_to_string(&mut input)
                     .map_err(|error| CliError(format!("could not read stdin: {error}")))?;
                 let password = input.lines().next().unwrap_or_default().to_owned();
-                if password.len() < 8 || password.len() > crate::web::password::MAX_PASSWORD_LEN {
-                    return Err(CliError("the password must be 8 to 1024 characters".into()));
-                }
+                crate::web::password::check_new(&password).map_err(CliError)?;
                 (password, false)
             } else {
                 (random_token(18), true)

@@ -32,6 +32,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("could not hash the admin password: {0}")]
     Password(String),
+    #[error("PORTCULLIS_ADMIN_PASSWORD cannot be the admin's password: {0}")]
+    AdminPassword(String),
 }
 
 /// A built, bound server, not yet serving.
@@ -243,7 +245,10 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
     let mut generated = None;
     if !store.users().await?.iter().any(|user| user.admin) {
         let (password, printed) = match std::env::var("PORTCULLIS_ADMIN_PASSWORD") {
-            Ok(password) if !password.is_empty() => (password, false),
+            Ok(password) if !password.is_empty() => {
+                crate::web::password::check_new(&password).map_err(StartupError::AdminPassword)?;
+                (password, false)
+            }
             _ => (crate::secrets::random_token(18), true),
         };
         let user = User {

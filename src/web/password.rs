@@ -10,6 +10,20 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 /// The longest password accepted (hashing a megabyte of input is a denial of service).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
+/// The fewest characters a new password may have (NIST SP 800-63B §5.1.1.2).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Whether `password` may be given to a user: [`MIN_PASSWORD_CHARS`] characters or more, and no
+/// more than [`MAX_PASSWORD_LEN`] bytes (a longer one could never sign in).
+pub fn check_new(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_LEN {
+        return Err(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters and at most {MAX_PASSWORD_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
 pub fn hash(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()

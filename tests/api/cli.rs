@@ -100,6 +100,23 @@ fn client_and_user_admin_commands() {
     assert!(output.status.success());
     let user: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(user.get("password").is_none());
+    // Eight characters, not eight bytes: "ééé" is six bytes and three characters.
+    for (password, accepted) in [("ééééééé", false), ("éééééééé", true)] {
+        let mut child = portcullis(&data, &keys)
+            .args(["user", "create", "--username", &format!("u{accepted}"), "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.success(), accepted, "{password}");
+        if !accepted {
+            assert!(String::from_utf8_lossy(&output.stderr).contains("at least 8 characters"));
+        }
+    }
+    assert!(run(portcullis(&data, &keys).args(["user", "delete", "utrue"])).0);
     let (ok, generated, _) = run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
     assert!(ok && generated["password"].as_str().unwrap().len() >= 20);
     let (_, _, stderr) = run(portcullis(&data, &keys).args(["user", "create", "--username", "bob"]));
@@ -261,6 +278,19 @@ async fn the_admin_password_can_come_from_the_environment() {
     let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
     let admin = store.user_by_username("admin").await.unwrap().expect("the admin exists");
     assert!(portcullis::web::password::verify("from the environment", Some(&admin.password_hash)));
+}
+
+#[test]
+fn an_admin_password_from_the_environment_that_breaks_the_rules_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let (ok, _, stderr) = run(portcullis(&data, &keys)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_ADMIN_PASSWORD", "short"));
+    assert!(!ok, "the server must not start with an admin password the CLI would refuse");
+    assert!(stderr.contains("PORTCULLIS_ADMIN_PASSWORD") && stderr.contains("at least 8"), "{stderr}");
+    let (_, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
+    assert_eq!(users, serde_json::json!([]), "no admin was created");
 }
 
 #[test]
