@@ -71,8 +71,8 @@ macro_rules! protected_response {
             #[doc = $ok_doc]
             #[oai(status = 200)]
             Ok($ok),
-            /// `invalid_request`: more than one `Authorization` header, or one that is not visible
-            /// ASCII.
+            /// `invalid_request`: more than one `Authorization` header, one that is not visible
+            /// ASCII, or an `access_token` in the URI query (not supported: it would be logged).
             #[oai(status = 400)]
             BadRequest(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,

@@ -130,7 +130,17 @@ pub fn authorization_header(request: &Request) -> Result<Option<&str>, Unreadabl
 /// The bearer token of a request (RFC 6750 §2.1), if it sent one; `Malformed` when its
 /// `Authorization` header cannot be read ([`authorization_header`]): RFC 6750 §3.1 makes a
 /// request that carries its token more than once, or is otherwise malformed, `invalid_request`.
+///
+/// A token in the URI query (RFC 6750 §2.3) is refused as `Malformed`, not ignored: a URI ends up
+/// in logs, histories and `Referer` headers (§5.3: "don't pass bearer tokens in page URLs"), and a
+/// caller whose token went unread would be told only that it sent none.
 pub fn bearer_token(request: &Request) -> Result<Option<&str>, BearerError> {
+    let query = request.uri().query().unwrap_or_default();
+    if form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token") {
+        return Err(BearerError::Malformed(
+            "the access token is not read from the URI query (RFC 6750 §2.3, §5.3): send it in the Authorization header, `Authorization: Bearer <token>`",
+        ));
+    }
     let value =
         authorization_header(request).map_err(|unreadable| BearerError::Malformed(unreadable.reason()))?;
     let Some((scheme, token)) = value.and_then(|value| value.split_once(' ')) else {

@@ -114,6 +114,42 @@ async fn two_or_unreadable_authorization_headers_are_400_invalid_request() {
 }
 
 #[tokio::test]
+async fn a_token_in_the_uri_query_is_refused_with_the_way_to_send_it() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let body: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    // RFC 6750 §2.3 (a MAY) is not supported: answering "no token" would hide why; and with the
+    // header too, the request carries its token twice (§3.1).
+    for path in ["/api/hello", "/o/userinfo"] {
+        for (query_name, header) in
+            [("access_token", None), ("access_token", Some(token)), ("access%5Ftoken", None)]
+        {
+            let mut request = app.http.get(format!("{}?{query_name}={token}", app.url(path)));
+            if let Some(header) = header {
+                request = request.bearer_auth(header);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 400, "{path} {query_name} {}", header.is_some());
+            assert!(challenge(&response).contains("error=\"invalid_request\""), "{path}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_request");
+            assert!(body["error_description"].as_str().unwrap().contains("Authorization: Bearer"), "{body}");
+        }
+    }
+    // Other query parameters are the resource's own.
+    let response = app
+        .http
+        .get(format!("{}?token=x&access_tokens=y", app.url("/api/hello")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
 async fn challenges_hold_only_the_characters_rfc_6750_allows() {
     let app = spawn_app().await;
     // Reasons that quote the token's own header (its typ, kid or alg, any characters) or cite
