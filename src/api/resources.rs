@@ -61,6 +61,17 @@ pub enum ResourceAuth {
     Bearer(BearerToken),
 }
 
+/// UserInfo by POST: the same schemes, or the token as `access_token` in the form body (RFC
+/// 6750 §2.2), which no security scheme can describe, hence the fallback. `VerifiedToken`
+/// still refuses a request that carries no token.
+#[derive(SecurityScheme)]
+pub enum UserinfoPostAuth {
+    OAuth2(OAuth2),
+    Bearer(BearerToken),
+    #[oai(fallback)]
+    FormBody,
+}
+
 /// A protected resource's answers (RFC 6750 §3): `$ok` on success, 400 for a request that is not
 /// readable, 401 without or with a bad token, 403 without the scope. `$handler` maps extractor failures.
 macro_rules! protected_response {
@@ -237,13 +248,14 @@ impl ResourceApi {
 
     /// OpenID Connect UserInfo (POST)
     ///
-    /// The same as GET, for clients that POST (OpenID Connect Core §5.3.1).
+    /// The same as GET, for clients that POST (OpenID Connect Core §5.3.1). The token may also
+    /// come as `access_token` in an `application/x-www-form-urlencoded` body (RFC 6750 §2.2).
     #[oai(path = "/o/userinfo", method = "post", tag = "Tag::OAuth", operation_id = "userinfoPost")]
     async fn userinfo_post(
         &self,
         server: poem::web::Data<&AuthorizationServer>,
         token: VerifiedToken,
-        #[oai(scope = "Scopes::OpenId")] _auth: ResourceAuth,
+        #[oai(scope = "Scopes::OpenId")] _auth: UserinfoPostAuth,
     ) -> UserinfoResponse {
         userinfo(server.0, token).await
     }

@@ -3,12 +3,17 @@
 //! token are answered as RFC 6750 §3 says: 401 with `WWW-Authenticate: Bearer` (and
 //! `error="invalid_token"` when a token was sent), 400 `invalid_request` when it came in more
 //! than one `Authorization` header, 403 `insufficient_scope` from [`VerifiedToken::require_scope`].
+//!
+//! The token is read from the `Authorization` header (RFC 6750 §2.1) or, for a request without
+//! one that POSTs (or PUTs...) a form, from the form's `access_token` field (§2.2); the body is
+//! put back for the handler to read. A token in the URI query (§2.3) is refused.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use poem::error::ResponseError;
-use poem::http::{StatusCode, header};
-use poem::{FromRequest, Request, RequestBody, Response};
+use poem::http::{Method, StatusCode, header};
+use poem::{Body, FromRequest, Request, RequestBody, Response};
 
 use super::{AccessTokenClaims, Verifier, VerifyError};
 
@@ -157,11 +162,46 @@ fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
+/// The largest form body searched for an `access_token` (RFC 6750 §2.2).
+pub const MAX_FORM_BODY_BYTES: usize = 64 * 1024;
+
+/// The `access_token` of a form body (RFC 6750 §2.2), for a request that sent no token in its
+/// header. Only a form, and not with GET or HEAD (§2.2: "the GET method MUST NOT be used"). The
+/// body is put back, so the handler still reads it whole.
+async fn form_body_token(request: &Request, body: &mut RequestBody) -> Result<Option<String>, BearerError> {
+    let essence = request.content_type().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    if matches!(*request.method(), Method::GET | Method::HEAD)
+        || !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
+        return Ok(None);
+    }
+    let Ok(taken) = body.take() else {
+        return Ok(None); // another extractor read it first
+    };
+    let bytes = taken
+        .into_bytes_limit(MAX_FORM_BODY_BYTES)
+        .await
+        .map_err(|_| BearerError::Malformed("the form body could not be read, or is larger than 64 KiB"))?;
+    let mut tokens =
+        form_urlencoded::parse(&bytes).filter(|(name, _)| name == "access_token").map(|(_, value)| value);
+    let token = match (tokens.next(), tokens.next()) {
+        (_, Some(_)) => Err(BearerError::Malformed("the form body has more than one access_token; send one")),
+        (token, None) => Ok(token.filter(|token| !token.is_empty()).map(|token| token.into_owned())),
+    };
+    *body = RequestBody::new(Body::from(bytes));
+    token
+}
+
 impl<'a> FromRequest<'a> for VerifiedToken {
-    async fn from_request(request: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+    async fn from_request(request: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
         let verifier = request.data::<Arc<Verifier>>().ok_or(BearerError::NotConfigured)?;
-        let token = bearer_token(request)?.ok_or(BearerError::Missing)?;
-        match verifier.verify_refreshing_keys(token, unix_now()).await {
+        // A token in the header wins without a look at the body: reading every form body to
+        // find a second one (§3.1 "more than one method") would cost every form request.
+        let token = match bearer_token(request)? {
+            Some(token) => Cow::Borrowed(token),
+            None => Cow::Owned(form_body_token(request, body).await?.ok_or(BearerError::Missing)?),
+        };
+        match verifier.verify_refreshing_keys(&token, unix_now()).await {
             Ok(claims) => Ok(VerifiedToken(claims)),
             Err(error) => Err(BearerError::Invalid(error).into()),
         }

@@ -142,6 +142,17 @@ async fn userinfo_releases_claims_by_scope() {
     assert_eq!(response.status(), 403);
     assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
 
+    // RFC 6750 §2.2: a POST may carry the token in its form body instead.
+    let response =
+        app.http.post(app.url("/o/userinfo")).form(&[("access_token", access)]).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let claims: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(claims["sub"], admin.id.as_str());
+    let response =
+        app.http.post(app.url("/o/userinfo")).form(&[("access_token", "garbage")]).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+
     let response = app.http.get(app.url("/o/userinfo")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(app.revoke(&client, access, None).await.status(), 200);

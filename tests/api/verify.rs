@@ -393,6 +393,74 @@ async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() 
     );
 }
 
+#[tokio::test]
+async fn the_extractor_takes_a_form_body_token_and_leaves_the_body_to_the_handler() {
+    #[poem::handler]
+    fn echo(token: portcullis::verify::poem::VerifiedToken, body: String) -> String {
+        format!("{} {body}", token.0.client_id)
+    }
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    let routes = poem::Route::new().at("/echo", poem::post(echo).get(echo).put(echo));
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(poem::EndpointExt::data(routes, verifier)));
+    let url = format!("http://{address}/echo");
+    let tokens: serde_json::Value =
+        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
+    let token = tokens["access_token"].as_str().unwrap();
+    let form = |body: String| {
+        app.http
+            .request(reqwest::Method::POST, &url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+
+    // RFC 6750 §2.2: a form's access_token, and the handler still reads the whole body.
+    let body = format!("note=hi&access_token={token}");
+    let response = form(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), format!("{} {body}", client.id));
+    // With the token in the header, the body is not searched, and still arrives whole.
+    let response = form("note=hi".into()).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), format!("{} note=hi", client.id));
+    // A repeated token is invalid_request; an empty one is no token.
+    let response = form(format!("access_token={token}&access_token={token}")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_request"));
+    let response = form("access_token=".into()).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"api\"");
+    let response = form("access_token=garbage".into()).send().await.unwrap();
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    // Not with GET (§2.2 "MUST NOT"), and not from a body that is not a form.
+    let body = format!("access_token={token}");
+    let response = app
+        .http
+        .get(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "a GET's body is not read");
+    let response =
+        app.http.post(&url).header("content-type", "text/plain").body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 401, "only a form body is read");
+    let response = app
+        .http
+        .put(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "any method with a body");
+}
+
 mod never_panics {
     use proptest::prelude::*;
 
