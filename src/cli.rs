@@ -187,8 +187,10 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
     let store = open_store(settings)?;
     match command {
         UserCommand::Create { username, password_stdin, admin, email, name } => {
-            if username.is_empty() || username.len() > 150 || username.chars().any(char::is_control) {
-                return Err(CliError("--username must be 1 to 150 printable characters".into()));
+            let max = crate::domain::MAX_USERNAME_CHARS;
+            if username.is_empty() || username.chars().count() > max || username.chars().any(char::is_control)
+            {
+                return Err(CliError(format!("--username must be 1 to {max} printable characters")));
             }
             let (password, generated) = if password_stdin {
                 let mut input = String::new();

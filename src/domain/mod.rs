@@ -9,7 +9,8 @@ pub mod scope;
 
 pub use pkce::{CodeChallenge, CodeVerifier};
 pub use records::{
-    AuthorizationCode, Client, ClientType, Grant, GrantType, IssuedAccessToken, RefreshToken, Session, User,
+    AuthorizationCode, Client, ClientType, Grant, GrantType, IssuedAccessToken, MAX_USERNAME_CHARS,
+    RefreshToken, Session, User,
 };
 pub use redirect_uri::RedirectUri;
 pub use scope::Scope;

@@ -91,6 +91,9 @@ impl Client {
     }
 }
 
+/// The longest username, in characters.
+pub const MAX_USERNAME_CHARS: usize = 150;
+
 /// A resource owner who can sign in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {

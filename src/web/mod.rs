@@ -229,7 +229,17 @@ fn login_page(
 pub async fn login_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let params = Params::parse(request.uri().query().unwrap_or_default().as_bytes()).unwrap_or_default();
     let next = safe_next(params.get("next").ok().flatten());
-    login_page(server, StatusCode::OK, next, "", None)
+    login_page(server, StatusCode::OK, next, &login_hint(next).unwrap_or_default(), None)
+}
+
+/// The username to suggest when signing in for an authorization request that names one in
+/// `login_hint` (OpenID Connect Core §3.1.2.1). Only a suggestion: the user may change it.
+fn login_hint(next: &str) -> Option<String> {
+    let query = next.strip_prefix("/o/authorize?")?;
+    let params = Params::parse(query.as_bytes()).ok()?;
+    let hint = params.get("login_hint").ok().flatten()?;
+    (hint.chars().count() <= crate::domain::MAX_USERNAME_CHARS && !hint.chars().any(char::is_control))
+        .then(|| hint.to_owned())
 }
 
 #[handler]

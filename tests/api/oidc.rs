@@ -505,3 +505,37 @@ async fn id_token_hint_at_authorization_names_the_user_the_client_expects() {
     let response = app.browser.get(app.url(&next)).send().await.unwrap();
     assert_eq!(response.status(), 200, "bob's consent page, not the sign-in again");
 }
+
+#[tokio::test]
+async fn login_hint_fills_in_the_username_on_the_sign_in_page() {
+    let app = spawn_app().await;
+    let client = app.create_client(oidc_client()).await;
+    let sign_in_page = |hint: Option<String>| {
+        let app = &app;
+        let client = &client;
+        async move {
+            let mut params = app.authorization_params(client, None);
+            params.push(("scope", "openid"));
+            if let Some(hint) = &hint {
+                params.push(("login_hint", hint));
+            }
+            let response = app.authorize(&params).await;
+            let login = location(&response);
+            assert!(login.starts_with("/login?next="), "{login}");
+            let page = app.browser.get(app.url(&login)).send().await.unwrap();
+            assert_eq!(page.status(), 200);
+            page.text().await.unwrap()
+        }
+    };
+    let page = sign_in_page(Some("ada<b>\"".into())).await;
+    assert!(page.contains(r#"value="ada&#60;b&#62;&#34;""#), "filled in, escaped: {page}");
+    assert!(page.contains(r#"current-password" required autofocus"#), "the password field has the focus");
+    // Only a suggestion that could be a username.
+    for hint in [None, Some("x".repeat(151)), Some("a\u{7}b".into())] {
+        let page = sign_in_page(hint).await;
+        assert!(
+            page.contains(r#"name="username" autocomplete="username" required autofocus value="""#),
+            "{page}"
+        );
+    }
+}
