@@ -95,6 +95,8 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("--issuer {0:?}: {1}")]
     Issuer(String, &'static str),
+    #[error("--issuer {0:?}: write it as {1} (the issuer is compared character for character)")]
+    IssuerNotCanonical(String, String),
     #[error("--{0} must be at least 1 second")]
     Ttl(&'static str),
     #[error("--cors-origin {0:?} is not an origin: write scheme://host[:port], without a path")]
@@ -115,7 +117,19 @@ pub fn validate_issuer(issuer: &str) -> Result<String, ConfigError> {
     if url.host().is_none() {
         return Err(ConfigError::Issuer(issuer.into(), "must have a host"));
     }
-    Ok(issuer.trim_end_matches('/').to_owned())
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::Issuer(issuer.into(), "must not contain user information"));
+    }
+    // Clients compare `iss` with the issuer they know character for character (RFC 8414 §3.3,
+    // RFC 9207 §2.4), and it leads every URL this server sends (headers included), so it is
+    // taken only in the form the URL standard writes it: no spaces, ASCII (a host in its
+    // punycode form), lower-case scheme and host, no default port.
+    let canonical = url.as_str().trim_end_matches('/');
+    let issuer = issuer.trim_end_matches('/');
+    if issuer != canonical {
+        return Err(ConfigError::IssuerNotCanonical(issuer.into(), canonical.into()));
+    }
+    Ok(issuer.to_owned())
 }
 
 impl Settings {
@@ -163,6 +177,41 @@ impl Settings {
             log_format: LogFormat::Text,
             body_read_timeout: 10,
             idle_timeout: 60,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConfigError, validate_issuer};
+
+    #[test]
+    fn issuers_are_taken_only_as_urls_written_in_their_standard_form() {
+        for (given, taken) in [
+            ("https://auth.example.com", "https://auth.example.com"),
+            ("https://auth.example.com/", "https://auth.example.com"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("https://example.com/auth", "https://example.com/auth"),
+        ] {
+            assert_eq!(validate_issuer(given).unwrap(), taken);
+        }
+        for refused in ["ftp://x", "127.0.0.1:8080", "http://x?y=1", "http://x#f", "https://user@x.example"] {
+            assert!(matches!(validate_issuer(refused), Err(ConfigError::Issuer(..))), "{refused}");
+        }
+        // Not refused for nothing: the message says how to write it.
+        for (given, canonical) in [
+            (" http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://bücher.example", "http://xn--bcher-kva.example"),
+            ("http://x.example/a b", "http://x.example/a%20b"),
+            ("HTTPS://Auth.Example.com", "https://auth.example.com"),
+            ("https://auth.example.com:443", "https://auth.example.com"),
+        ] {
+            let error = validate_issuer(given).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::IssuerNotCanonical(_, written) if written == canonical),
+                "{given}"
+            );
+            assert!(error.to_string().contains(&format!("write it as {canonical}")), "{error}");
         }
     }
 }

@@ -281,6 +281,21 @@ async fn the_admin_password_can_come_from_the_environment() {
 }
 
 #[test]
+fn a_bad_issuer_stops_the_start_with_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    for (issuer, expected) in [
+        ("https://user@auth.example", "must not contain user information"),
+        ("https://Auth.Example", "write it as https://auth.example"),
+    ] {
+        let (ok, _, stderr) =
+            run(portcullis(&data, &keys).args(["serve", "--listen", "127.0.0.1:0", "--issuer", issuer]));
+        assert!(!ok && stderr.contains(expected), "{issuer}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn an_admin_password_from_the_environment_that_breaks_the_rules_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
