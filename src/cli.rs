@@ -140,7 +140,7 @@ impl From<StoreError> for CliError {
 }
 
 fn open_store(settings: &Settings) -> Result<SharedStore, CliError> {
-    let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024)
+    let store = SledStore::open(&settings.data_dir, settings.cache_bytes())
         .map_err(|error| CliError(error.to_string()))?;
     Ok(std::sync::Arc::new(store))
 }

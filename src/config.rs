@@ -71,25 +71,35 @@ pub struct Settings {
     #[arg(long, env = "PORTCULLIS_CORS_ORIGIN", value_delimiter = ',', global = true)]
     pub cors_origin: Vec<String>,
     /// Store cache size in MiB.
-    #[arg(long, env = "PORTCULLIS_CACHE_MB", default_value_t = 64, global = true)]
+    #[arg(long, env = "PORTCULLIS_CACHE_MB", default_value_t = 64, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MB))]
     pub cache_mb: u64,
     /// Seconds between background purges of expired records.
-    #[arg(long, env = "PORTCULLIS_PURGE_INTERVAL", default_value_t = 300, global = true)]
+    #[arg(long, env = "PORTCULLIS_PURGE_INTERVAL", default_value_t = 300, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     pub purge_interval: u64,
     /// Seconds a client may take to send a request body (slower ones get 408).
-    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value_t = 10, global = true)]
+    #[arg(long, env = "PORTCULLIS_BODY_READ_TIMEOUT", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     pub body_read_timeout: u64,
     /// Seconds a connection may stay silent, or a request go unanswered from its first byte,
     /// before the connection is closed.
-    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60, global = true)]
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     pub idle_timeout: u64,
     /// Log lines as text or as JSON (one object per line).
     #[arg(long, env = "PORTCULLIS_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Seconds between checks of the keys directory for rotated keys.
-    #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value_t = 10, global = true)]
+    #[arg(long, env = "PORTCULLIS_KEY_RELOAD_INTERVAL", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     pub key_reload_interval: u64,
 }
+
+/// The largest store cache, in MiB (1 TiB): its size in bytes must fit in a u64.
+pub const MAX_CACHE_MB: u64 = 1 << 20;
+/// The longest interval or timeout, in seconds (a year): a deadline must fit in an `Instant`.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -97,6 +107,8 @@ pub enum ConfigError {
     Issuer(String, &'static str),
     #[error("--issuer {0:?}: write it as {1} (the issuer is compared character for character)")]
     IssuerNotCanonical(String, String),
+    #[error("--audience {0:?}: must name the resource servers, e.g. https://api.example.com")]
+    Audience(String),
     #[error("--{0} must be at least 1 second")]
     Ttl(&'static str),
     #[error("--cors-origin {0:?} is not an origin: write scheme://host[:port], without a path")]
@@ -136,6 +148,12 @@ impl Settings {
     /// The protocol settings, for an issuer known once the listener is bound.
     pub fn oauth_config(&self, default_issuer: &str) -> Result<OAuthConfig, ConfigError> {
         let issuer = validate_issuer(self.issuer.as_deref().unwrap_or(default_issuer))?;
+        if let Some(audience) = &self.audience {
+            // Verifiers compare it with their own name; an empty one matches nothing useful.
+            if audience.trim().is_empty() || audience.chars().any(char::is_control) {
+                return Err(ConfigError::Audience(audience.clone()));
+            }
+        }
         for (name, value) in [
             ("access-token-ttl", self.access_token_ttl),
             ("refresh-token-ttl", self.refresh_token_ttl),
@@ -155,6 +173,11 @@ impl Settings {
             session_ttl: self.session_ttl.into(),
             signing_alg: self.signing_alg.into(),
         })
+    }
+
+    /// The store cache in bytes, within the bounds the CLI enforces (for settings built in code).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.clamp(1, MAX_CACHE_MB) * 1024 * 1024
     }
 
     /// Defaults, for tests and embedding: port 0, the given directories.

@@ -67,7 +67,7 @@ fn required_algorithms(signing: Algorithm) -> Vec<Algorithm> {
 impl App {
     /// Builds the app on the sled store in `settings.data_dir`.
     pub async fn build(settings: Settings) -> Result<App, StartupError> {
-        let store = SledStore::open(&settings.data_dir, settings.cache_mb * 1024 * 1024)?;
+        let store = SledStore::open(&settings.data_dir, settings.cache_bytes())?;
         App::build_with_store(settings, Arc::new(store)).await
     }
 
@@ -103,12 +103,16 @@ impl App {
             acceptor,
             server,
             initial_admin_password,
-            purge_interval: Duration::from_secs(settings.purge_interval.max(1)),
+            purge_interval: Duration::from_secs(settings.purge_interval.clamp(1, crate::config::MAX_SECONDS)),
             keys_dir: settings.keys_dir.clone(),
             cors_origins: crate::api::cors::CorsOrigins(cors_origins),
-            body_read_timeout: Duration::from_secs(settings.body_read_timeout.max(1)),
-            idle_timeout: Duration::from_secs(settings.idle_timeout.max(1)),
-            key_reload_interval: Duration::from_secs(settings.key_reload_interval.max(1)),
+            body_read_timeout: Duration::from_secs(
+                settings.body_read_timeout.clamp(1, crate::config::MAX_SECONDS),
+            ),
+            idle_timeout: Duration::from_secs(settings.idle_timeout.clamp(1, crate::config::MAX_SECONDS)),
+            key_reload_interval: Duration::from_secs(
+                settings.key_reload_interval.clamp(1, crate::config::MAX_SECONDS),
+            ),
         })
     }
 

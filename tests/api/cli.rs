@@ -288,20 +288,64 @@ fn a_bad_issuer_stops_the_start_with_what_to_write() {
         ("https://user@auth.example", "must not contain user information"),
         ("https://Auth.Example", "write it as https://auth.example"),
     ] {
-        let (ok, _, stderr) =
-            run(portcullis(&data, &keys).args(["serve", "--listen", "127.0.0.1:0", "--issuer", issuer]));
+        let (ok, stderr) = refused_start(portcullis(&data, &keys).args(["serve", "--issuer", issuer]));
         assert!(!ok && stderr.contains(expected), "{issuer}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
 
 #[test]
+fn out_of_range_settings_stop_the_start_with_a_message_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let huge = u64::MAX.to_string();
+    for (flag, value, expected) in [
+        ("--cache-mb", "0", "--cache-mb"),
+        ("--cache-mb", huge.as_str(), "--cache-mb"),
+        ("--idle-timeout", huge.as_str(), "--idle-timeout"),
+        ("--idle-timeout", "0", "--idle-timeout"),
+        ("--body-read-timeout", "0", "--body-read-timeout"),
+        ("--purge-interval", "0", "--purge-interval"),
+        ("--key-reload-interval", huge.as_str(), "--key-reload-interval"),
+        ("--audience", "", "--audience"),
+    ] {
+        let (ok, stderr) = refused_start(portcullis(&data, &keys).args(["serve", flag, value]));
+        assert!(!ok && stderr.contains(expected), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flag} {value}: {stderr}");
+    }
+}
+
+/// Runs a `serve` expected to refuse to start: its success and stderr, or a failure if it is
+/// still running after 15 s (it started after all).
+fn refused_start(command: &mut Command) -> (bool, String) {
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the server started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+#[test]
 fn an_admin_password_from_the_environment_that_breaks_the_rules_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
-    let (ok, _, stderr) = run(portcullis(&data, &keys)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PORTCULLIS_ADMIN_PASSWORD", "short"));
+    let (ok, stderr) =
+        refused_start(portcullis(&data, &keys).arg("serve").env("PORTCULLIS_ADMIN_PASSWORD", "short"));
     assert!(!ok, "the server must not start with an admin password the CLI would refuse");
     assert!(stderr.contains("PORTCULLIS_ADMIN_PASSWORD") && stderr.contains("at least 8"), "{stderr}");
     let (_, users, _) = run(portcullis(&data, &keys).args(["user", "list"]));
