@@ -335,17 +335,22 @@ async fn the_revocation_feed_is_signed_cacheable_and_makes_offline_verifiers_ref
     assert_eq!(fresh.verify(access, now()), Err(VerifyError::Revoked));
 }
 
+/// Serves `endpoint` on a free port; returns its base URL.
+fn serve(endpoint: impl poem::Endpoint + 'static) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(endpoint));
+    format!("http://{address}")
+}
+
 #[tokio::test]
 async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(resource_server::app(verifier)));
-    let hello = format!("http://{address}/hello");
+    let hello = format!("{}/hello", serve(resource_server::app(verifier)));
 
     let read: serde_json::Value = app
         .token(&[("grant_type", "client_credentials"), ("scope", "read")], Some(&client))
@@ -402,13 +407,8 @@ async fn the_extractor_takes_a_form_body_token_and_leaves_the_body_to_the_handle
     let app = spawn_app().await;
     let client = app.confidential_client().await;
     let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let acceptor = poem::listener::TcpAcceptor::from_std(listener).unwrap();
     let routes = poem::Route::new().at("/echo", poem::post(echo).get(echo).put(echo));
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(poem::EndpointExt::data(routes, verifier)));
-    let url = format!("http://{address}/echo");
+    let url = format!("{}/echo", serve(poem::EndpointExt::data(routes, verifier)));
     let tokens: serde_json::Value =
         app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
     let token = tokens["access_token"].as_str().unwrap();
