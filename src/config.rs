@@ -118,6 +118,11 @@ pub enum ConfigError {
 /// The issuer as RFC 8414 §2 wants it: https (http allowed for development), no query or
 /// fragment, no trailing slash.
 pub fn validate_issuer(issuer: &str) -> Result<String, ConfigError> {
+    // Every URL this server builds starts with it, and must stay within the bounds it enforces
+    // (a redirect URI has at most 2048 characters).
+    if issuer.len() > 1024 {
+        return Err(ConfigError::Issuer(issuer.into(), "is longer than 1024 characters"));
+    }
     let url =
         url::Url::parse(issuer).map_err(|_| ConfigError::Issuer(issuer.into(), "not an absolute URL"))?;
     if !matches!(url.scheme(), "https" | "http") {
@@ -218,7 +223,10 @@ mod tests {
         ] {
             assert_eq!(validate_issuer(given).unwrap(), taken);
         }
-        for refused in ["ftp://x", "127.0.0.1:8080", "http://x?y=1", "http://x#f", "https://user@x.example"] {
+        let long = format!("https://x.example/{}", "a".repeat(2048));
+        for refused in
+            ["ftp://x", "127.0.0.1:8080", "http://x?y=1", "http://x#f", "https://user@x.example", &long]
+        {
             assert!(matches!(validate_issuer(refused), Err(ConfigError::Issuer(..))), "{refused}");
         }
         // Not refused for nothing: the message says how to write it.

@@ -280,7 +280,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
         }
     }
     let redirect = RedirectUri::parse(&format!("{}/docs/oauth2-redirect.html", server.config.issuer))
-        .expect("the issuer is a valid absolute URL");
+        .expect("config::validate_issuer admits only issuers that make a valid redirect URI");
     // Every scope this server knows, so that Swagger UI can try each endpoint.
     let swagger_scope = Scope::parse("openid profile email read write").expect("static scope");
     match store.client(SWAGGER_UI_CLIENT_ID).await? {

@@ -413,17 +413,15 @@ fn return_query_after_login(params: &Params) -> String {
     query.finish()
 }
 
-fn invalid_authorization_request(error: &OAuthError) -> Response {
-    error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description())
-}
-
 /// GET /o/authorize: an authorization request in the query.
 #[handler]
 pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let query = request.uri().query().unwrap_or_default();
     match Params::parse(query.as_bytes()) {
         Ok(params) => authorization_request(request, server, &params).await,
-        Err(error) => invalid_authorization_request(&error),
+        Err(error) => {
+            error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description())
+        }
     }
 }
 
