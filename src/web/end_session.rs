@@ -161,9 +161,14 @@ pub async fn end_session_post(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    // A protocol endpoint a relying party posts to, not only this server's confirmation form:
-    // a parameter it does not read is ignored, whatever its length (RFC 6749 §3.1).
+    // A protocol endpoint a relying party posts to (RP-Initiated Logout §2: GET and POST), not
+    // only this server's confirmation form, which always carries its csrf_token: a parameter it
+    // does not read is ignored, whatever its length (RFC 6749 §3.1).
     match crate::api::read_form(request, body).await {
+        Ok(params) if !params.contains("csrf_token") => match super::as_get("/o/logout", &params) {
+            Some(redirect) => redirect,
+            None => end(server, request, params, false).await,
+        },
         Ok(params) => end(server, request, params, true).await,
         Err(failure) => {
             error_page(failure.status, "This sign-out request is invalid", &failure.error.description())

@@ -378,6 +378,22 @@ fn authorize_error(error: AuthorizeError) -> Response {
     }
 }
 
+/// A relying party's POST to a protocol endpoint at `path`, answered with a 303 to the same
+/// request as a GET. The browser sent the POST from the relying party's page, so the
+/// `SameSite=Lax` session cookie did not come with it; the browser follows the 303 with a
+/// top-level GET, which carries the cookie, so the request sees who is signed in, as a GET
+/// would. `None` when a value was too long to carry: the POST is then answered as it is.
+pub(crate) fn as_get(path: &str, params: &Params) -> Option<Response> {
+    if params.has_oversized() {
+        return None;
+    }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params.pairs() {
+        query.append_pair(name, value);
+    }
+    Some(redirect(StatusCode::SEE_OTHER, &format!("{path}?{}", query.finish())))
+}
+
 /// The parameters that travel from the authorization request through the consent form.
 const CARRIED_PARAMS: [&str; 8] = [
     "nonce",
@@ -505,8 +521,11 @@ pub async fn authorize_post(
         Err(failure) => return error_page(failure.status, "Bad request", &failure.error.description()),
     };
     if !["csrf_token", "allow", "deny"].iter().any(|name| params.contains(name)) {
-        // Read as the query of a GET is: parameters it does not use are ignored however long.
-        return authorization_request(request, server, &params).await;
+        return match as_get("/o/authorize", &params) {
+            Some(redirect) => redirect,
+            // Read as the query of a GET is: parameters it does not use are ignored however long.
+            None => authorization_request(request, server, &params).await,
+        };
     }
     // The consent form: every field is one the page put there.
     let params = match params.refuse_oversized() {

@@ -380,6 +380,33 @@ async fn rp_initiated_logout_with_a_valid_hint_signs_out_and_returns_with_state(
 }
 
 #[tokio::test]
+async fn rp_initiated_logout_by_post_is_answered_as_its_get() {
+    // RP-Initiated Logout §2: the OP MUST support POST. A relying party's page posts it, so the
+    // SameSite=Lax session cookie does not come along: answering it there would find no one
+    // signed in and report a sign-out that did not happen. A 303 turns it into the GET, which
+    // carries the cookie.
+    let app = spawn_app().await;
+    let (_, id_token) = rp_with_logout(&app).await;
+    let form = [
+        ("id_token_hint", id_token.as_str()),
+        ("post_logout_redirect_uri", "https://app.example.com/bye"),
+        ("state", "s1"),
+    ];
+    let cookieless = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = cookieless.post(app.url("/o/logout")).form(&form).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let get = location(&response);
+    assert!(get.starts_with("/o/logout?"), "{get}");
+    assert_eq!(query_param(&get, "id_token_hint").as_deref(), Some(id_token.as_str()));
+    assert!(signed_in(&app).await, "nothing is done without the session");
+
+    let response = app.browser.get(app.url(&get)).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "https://app.example.com/bye?state=s1");
+    assert!(!signed_in(&app).await);
+}
+
+#[tokio::test]
 async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_unregistered_uris() {
     let app = spawn_app().await;
     let (client, _) = rp_with_logout(&app).await;
@@ -400,10 +427,20 @@ async fn rp_initiated_logout_without_a_hint_asks_first_and_never_redirects_to_un
     assert_eq!(confirm.status(), 200, "without a hint the user confirms");
     let html = confirm.text().await.unwrap();
     assert!(signed_in(&app).await);
-    let forged: Vec<(String, String)> =
-        hidden_fields(&html).into_iter().filter(|(name, _)| name != "csrf_token").collect();
+    let forged: Vec<(String, String)> = hidden_fields(&html)
+        .into_iter()
+        .map(|(name, value)| if name == "csrf_token" { (name, "forged".into()) } else { (name, value) })
+        .collect();
     assert_eq!(app.browser.post(app.url("/o/logout")).form(&forged).send().await.unwrap().status(), 403);
     assert!(signed_in(&app).await, "a cross-site form cannot sign the user out");
+    // Without a csrf_token it is a relying party's request: the user is asked, as by a GET.
+    let unconfirmed: Vec<(String, String)> =
+        hidden_fields(&html).into_iter().filter(|(name, _)| name != "csrf_token").collect();
+    let response = app.browser.post(app.url("/o/logout")).form(&unconfirmed).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let response = app.browser.get(app.url(&location(&response))).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the confirmation page");
+    assert!(signed_in(&app).await);
     // A relying party posts here too: a parameter it does not read is ignored, however long
     // (RFC 6749 §3.1).
     let mut fields = hidden_fields(&html);
