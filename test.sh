@@ -69,6 +69,7 @@ bench/run.sh --smoke
 bench/scale.sh --smoke
 bench/scale.sh --churn --smoke
 
-# In a real browser: Swagger UI's Authorize -> sign in -> consent -> /api/hello, and the
-# applications and authorized-tokens pages.
+# In a real browser: Swagger UI's Authorize -> sign in -> consent -> /api/hello, the
+# applications and authorized-tokens pages, and cross-site POSTed authorization and logout
+# requests.
 (cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; } && node --test)
