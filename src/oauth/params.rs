@@ -103,11 +103,6 @@ impl Params {
             || self.pairs.iter().any(|(key, value)| key == name && !value.is_empty())
     }
 
-    /// Whether a value longer than [`MAX_PARAM_LEN`] came (and was dropped).
-    pub fn has_oversized(&self) -> bool {
-        !self.oversized.is_empty()
-    }
-
     /// The pairs within bounds, in order; oversized ones are left out.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs

@@ -165,9 +165,10 @@ pub async fn end_session_post(
     // only this server's confirmation form, which always carries its csrf_token: a parameter it
     // does not read is ignored, whatever its length (RFC 6749 §3.1).
     match crate::api::read_form(request, body).await {
-        Ok(params) if !params.contains("csrf_token") => match super::as_get("/o/logout", &params) {
-            Some(redirect) => redirect,
-            None => end(server, request, params, false).await,
+        // A relying party's request: its errors answered here, as the GET's would be.
+        Ok(params) if !params.contains("csrf_token") => match check(server, &params).await {
+            Ok(_) => super::as_get("/o/logout", &params),
+            Err(page) => *page,
         },
         Ok(params) => end(server, request, params, true).await,
         Err(failure) => {

@@ -382,16 +382,14 @@ fn authorize_error(error: AuthorizeError) -> Response {
 /// request as a GET. The browser sent the POST from the relying party's page, so the
 /// `SameSite=Lax` session cookie did not come with it; the browser follows the 303 with a
 /// top-level GET, which carries the cookie, so the request sees who is signed in, as a GET
-/// would. `None` when a value was too long to carry: the POST is then answered as it is.
-pub(crate) fn as_get(path: &str, params: &Params) -> Option<Response> {
-    if params.has_oversized() {
-        return None;
-    }
+/// would. For a request already validated: a value too long to carry (over 4096 characters)
+/// is then one the endpoint does not read, ignored by the GET too, and is left out.
+pub(crate) fn as_get(path: &str, params: &Params) -> Response {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in params.pairs() {
         query.append_pair(name, value);
     }
-    Some(redirect(StatusCode::SEE_OTHER, &format!("{path}?{}", query.finish())))
+    redirect(StatusCode::SEE_OTHER, &format!("{path}?{}", query.finish()))
 }
 
 /// The parameters that travel from the authorization request through the consent form.
@@ -429,22 +427,21 @@ fn return_query_after_login(params: &Params) -> String {
     query.finish()
 }
 
-/// GET /o/authorize: an authorization request in the query.
+/// GET /o/authorize: validate, then sign in if needed, then consent (or skip it).
 #[handler]
 pub async fn authorize_get(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let query = request.uri().query().unwrap_or_default();
-    match Params::parse(query.as_bytes()) {
-        Ok(params) => authorization_request(request, server, &params).await,
+    let params = match Params::parse(query.as_bytes()) {
+        Ok(params) => params,
         Err(error) => {
-            error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &error.description())
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This authorization request is invalid",
+                &error.description(),
+            );
         }
-    }
-}
-
-/// An authorization request, from the query (GET) or a form (POST): validate, then sign in if
-/// needed, then consent (or skip it).
-async fn authorization_request(request: &Request, server: &AuthorizationServer, params: &Params) -> Response {
-    let authorization = match authorize::validate(server, params).await {
+    };
+    let authorization = match authorize::validate(server, &params).await {
         Ok(authorization) => authorization,
         Err(error) => return authorize_error(error),
     };
@@ -459,7 +456,7 @@ async fn authorization_request(request: &Request, server: &AuthorizationServer, 
     };
     let (session, user) = match (interaction, signed_in) {
         (Interaction::Login, _) | (_, None) => {
-            let next = format!("/o/authorize?{}", return_query_after_login(params));
+            let next = format!("/o/authorize?{}", return_query_after_login(&params));
             let login = format!(
                 "/login?{}",
                 form_urlencoded::Serializer::new(String::new()).append_pair("next", &next).finish()
@@ -521,10 +518,10 @@ pub async fn authorize_post(
         Err(failure) => return error_page(failure.status, "Bad request", &failure.error.description()),
     };
     if !["csrf_token", "allow", "deny"].iter().any(|name| params.contains(name)) {
-        return match as_get("/o/authorize", &params) {
-            Some(redirect) => redirect,
-            // Read as the query of a GET is: parameters it does not use are ignored however long.
-            None => authorization_request(request, server, &params).await,
+        // Its errors are answered here, as the GET's would be; a valid request goes on as that GET.
+        return match authorize::validate(server, &params).await {
+            Ok(_) => as_get("/o/authorize", &params),
+            Err(error) => authorize_error(error),
         };
     }
     // The consent form: every field is one the page put there.

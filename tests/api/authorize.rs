@@ -440,13 +440,15 @@ async fn authorization_requests_may_be_posted_as_forms() {
     let response = app.exchange_code(&client, &code, Some(&verifier)).await;
     assert_eq!(response.status(), 200, "the posted request's PKCE binds the code");
 
-    // A value too long to carry in a URL is answered at once; unread, it is ignored, as in a
-    // query.
+    // A value over 4096 characters that the server does not read is ignored, as in a query, and
+    // left out of the GET; one it reads is refused at once, as the GET would refuse it.
     let long = "x".repeat(5000);
     let mut with_long = params.clone();
     with_long.push(("ui_hint", &long));
     let response = post(with_long).await.unwrap();
-    assert_eq!(response.status(), 302, "a code at once (consent is remembered)");
+    assert!(!location(&response).contains("ui_hint"));
+    let response = as_get(response).await.unwrap();
+    assert_eq!(response.status(), 302, "a code (consent is remembered)");
     assert!(query_param(&location(&response), "code").is_some());
     let mut with_long_state = app.authorization_params(&client, Some(&challenge));
     with_long_state.retain(|(name, _)| *name != "state");
@@ -455,10 +457,13 @@ async fn authorization_requests_may_be_posted_as_forms() {
     assert_eq!(response.status(), 302);
     assert_eq!(query_param(&location(&response), "error").as_deref(), Some("invalid_request"));
 
-    // Its errors are the GET's: a page before the client is known, a redirect after.
-    let response = post(vec![("response_type", "code"), ("client_id", "nope")]).await.unwrap();
-    let page = assert_error_page(app.browser.get(app.url(&location(&response))).send().await.unwrap()).await;
+    // Its errors are the GET's, at once: a page before the client is known, a redirect after.
+    let page =
+        assert_error_page(post(vec![("response_type", "code"), ("client_id", "nope")]).await.unwrap()).await;
     assert!(page.contains("Unknown client"));
+    let mut bad = params.clone();
+    bad[0] = ("response_type", "token");
+    assert_error_redirect(&post(bad).await.unwrap(), "unsupported_response_type", &app);
     let response = app
         .browser
         .post(app.url("/o/authorize"))

@@ -479,6 +479,17 @@ async fn rp_initiated_logout_refuses_a_hint_this_server_did_not_issue() {
         assert!(response.text().await.unwrap().contains("not an ID token this server issued"));
         assert!(signed_in(&app).await, "nothing happened");
     }
+    // POSTed, the refusal comes at once, not after a 303 to the GET.
+    let response = app
+        .browser
+        .post(app.url("/o/logout"))
+        .form(&[("id_token_hint", "garbage"), ("post_logout_redirect_uri", "https://app.example.com/bye")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    assert!(signed_in(&app).await);
     let response = logout(
         &app,
         &[("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://app.example.com/bye")],
