@@ -196,7 +196,7 @@ impl Metrics {
         counter_family(
             &mut out,
             "portcullis_oauth_errors_total",
-            "OAuth error responses, by RFC error code.",
+            "OAuth error responses, by error code (RFC 6749, RFC 6750 at protected resources, OpenID Connect).",
             "error",
             &self.oauth_errors,
         );

@@ -128,6 +128,9 @@ macro_rules! protected_response {
 
 /// The body and `WWW-Authenticate` challenge of a refused request.
 fn refusal(error: &BearerError) -> (BearerErrorBody, String) {
+    if let Some(code) = error.code() {
+        super::metrics::METRICS.record_oauth_error(code);
+    }
     let code = match error.code() {
         Some("invalid_request") => Some(BearerErrorCode::InvalidRequest),
         Some("invalid_token") => Some(BearerErrorCode::InvalidToken),

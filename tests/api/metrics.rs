@@ -9,6 +9,15 @@ async fn metrics_count_requests_tokens_errors_and_store_size() {
     assert_eq!(app.token(&[("grant_type", "client_credentials")], Some(&client)).await.status(), 200);
     let wrong = TestClient { id: client.id.clone(), secret: Some("wrong".into()) };
     assert_eq!(app.token(&[("grant_type", "client_credentials")], Some(&wrong)).await.status(), 401);
+    // RFC 6750 refusals at protected resources count too (only they answer these codes).
+    assert_eq!(app.hello(Some("garbage")).await.status(), 401);
+    let write: serde_json::Value = app
+        .token(&[("grant_type", "client_credentials"), ("scope", "write")], Some(&client))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(app.hello(Some(write["access_token"].as_str().unwrap())).await.status(), 403);
 
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -26,6 +35,8 @@ async fn metrics_count_requests_tokens_errors_and_store_size() {
     assert!(value("portcullis_http_request_duration_seconds_count{route=\"/o/token\"}") >= 2.0);
     assert!(value("portcullis_tokens_issued_total{grant_type=\"client_credentials\"}") >= 1.0);
     assert!(value("portcullis_oauth_errors_total{error=\"invalid_client\"}") >= 1.0);
+    assert!(value("portcullis_oauth_errors_total{error=\"invalid_token\"}") >= 1.0);
+    assert!(value("portcullis_oauth_errors_total{error=\"insufficient_scope\"}") >= 1.0);
     assert!(value("portcullis_store_size_bytes") > 0.0);
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let (_, number) = line.rsplit_once(' ').unwrap();
