@@ -52,7 +52,7 @@ pub enum AuthorizeError {
     /// Client or redirect URI unknown or invalid: show this message, never redirect.
     Page(String),
     /// The request is bad but the redirect URI is trusted: send the user here.
-    Redirect(String),
+    Redirect(ErrorRedirect),
     /// The server failed; show a generic error page.
     Server(OAuthError),
 }
@@ -63,20 +63,27 @@ impl From<crate::store::StoreError> for AuthorizeError {
     }
 }
 
+/// An error sent back to the client by redirect: where to, and the error code (for metrics).
+#[derive(Debug)]
+pub struct ErrorRedirect {
+    pub location: String,
+    pub code: &'static str,
+}
+
 /// The redirect carrying an error to the client (RFC 6749 §4.1.2.1), with `iss` (RFC 9207).
 pub fn error_redirect(
     redirect_uri: &RedirectUri,
     state: Option<&str>,
     error: &OAuthError,
     issuer: &str,
-) -> String {
+) -> ErrorRedirect {
     let description = error.description();
     let mut params = vec![("error", error.code()), ("error_description", description.as_str())];
     if let Some(state) = state {
         params.push(("state", state));
     }
     params.push(("iss", issuer));
-    redirect_uri.with_query(&params)
+    ErrorRedirect { location: redirect_uri.with_query(&params), code: error.code() }
 }
 
 /// Validates an authorization request (from the query of GET, or the consent form's POST).
@@ -307,7 +314,7 @@ pub async fn approve(
 }
 
 /// The user said no (RFC 6749 §4.1.2.1 `access_denied`).
-pub fn deny(server: &AuthorizationServer, request: &AuthorizationRequest) -> String {
+pub fn deny(server: &AuthorizationServer, request: &AuthorizationRequest) -> ErrorRedirect {
     error_redirect(
         &request.redirect_uri,
         request.state.as_deref(),

@@ -368,12 +368,18 @@ pub async fn logout(request: &Request, body: Body, Data(server): Data<&Authoriza
     response
 }
 
+/// An error sent back to the client, counted like the JSON endpoints' errors.
+fn error_redirect(status: StatusCode, error: authorize::ErrorRedirect) -> Response {
+    crate::api::metrics::METRICS.record_oauth_error(error.code);
+    redirect(status, &error.location)
+}
+
 fn authorize_error(error: AuthorizeError) -> Response {
     match error {
         AuthorizeError::Page(message) => {
             error_page(StatusCode::BAD_REQUEST, "This authorization request is invalid", &message)
         }
-        AuthorizeError::Redirect(location) => redirect(StatusCode::FOUND, &location),
+        AuthorizeError::Redirect(error) => error_redirect(StatusCode::FOUND, error),
         AuthorizeError::Server(error) => server_error_page(&error),
     }
 }
@@ -564,7 +570,7 @@ async fn consent(request: &Request, server: &AuthorizationServer, params: &Param
     }
     if deny {
         tracing::info!(client_id = %authorization.client.client_id, "user denied an authorization request");
-        return redirect(StatusCode::SEE_OTHER, &authorize::deny(server, &authorization));
+        return error_redirect(StatusCode::SEE_OTHER, authorize::deny(server, &authorization));
     }
     match authorize::approve(server, &authorization, &user, session.auth_time, Consent::Given, now()).await {
         Ok(location) => redirect(StatusCode::SEE_OTHER, &location),

@@ -18,6 +18,10 @@ async fn metrics_count_requests_tokens_errors_and_store_size() {
         .await
         .unwrap();
     assert_eq!(app.hello(Some(write["access_token"].as_str().unwrap())).await.status(), 403);
+    // So do the errors /o/authorize sends back by redirect.
+    let mut params = app.authorization_params(&client, None);
+    params.push(("prompt", "none"));
+    assert!(location(&app.authorize(&params).await).contains("error=login_required"));
 
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -37,6 +41,7 @@ async fn metrics_count_requests_tokens_errors_and_store_size() {
     assert!(value("portcullis_oauth_errors_total{error=\"invalid_client\"}") >= 1.0);
     assert!(value("portcullis_oauth_errors_total{error=\"invalid_token\"}") >= 1.0);
     assert!(value("portcullis_oauth_errors_total{error=\"insufficient_scope\"}") >= 1.0);
+    assert!(value("portcullis_oauth_errors_total{error=\"login_required\"}") >= 1.0);
     assert!(value("portcullis_store_size_bytes") > 0.0);
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let (_, number) = line.rsplit_once(' ').unwrap();
