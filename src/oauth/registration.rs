@@ -70,6 +70,15 @@ impl ClientRegistration {
         if self.public && grant_types.contains(&GrantType::ClientCredentials) {
             return Err(error("a public client cannot use client_credentials (RFC 6749 §4.4)"));
         }
+        // Refresh tokens come only from the code exchange (client_credentials issues none, RFC
+        // 6749 §4.4.3): without the code grant, refresh_token could never be used.
+        if grant_types.contains(&GrantType::RefreshToken)
+            && !grant_types.contains(&GrantType::AuthorizationCode)
+        {
+            return Err(error(
+                "the refresh_token grant needs authorization_code: refresh tokens are issued only by the code exchange",
+            ));
+        }
         if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
             return Err(error("the authorization_code grant needs at least one redirect URI"));
         }

@@ -143,6 +143,10 @@ async fn invalid_registrations_are_refused_with_the_reason_and_store_nothing() {
         ),
         (vec![("name", "X"), ("grant_type", "authorization_code")], "redirect URI"),
         (
+            vec![("name", "X"), ("grant_type", "client_credentials"), ("grant_type", "refresh_token")],
+            "refresh_token grant needs authorization_code",
+        ),
+        (
             vec![
                 ("name", "X"),
                 ("redirect_uris", "https://a.example/cb"),
