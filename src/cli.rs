@@ -61,7 +61,8 @@ pub enum UserCommand {
     },
     /// List users.
     List,
-    /// Delete a user.
+    /// Delete a user, and revoke every grant they gave: their refresh tokens stop working and
+    /// their live access tokens are revoked (introspection, the revocation feed).
     Delete {
         #[arg(allow_hyphen_values = true)]
         username: String,
@@ -232,11 +233,21 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             print_json(&json!(users));
         }
         UserCommand::Delete { username } => {
+            let Some(user) = store.user_by_username(&username).await? else {
+                return Err(CliError(format!("no user named {username:?}")));
+            };
+            // What the user authorized ends with them, as it would if they revoked it on the
+            // authorized tokens page. Grants first: interrupted, the command can be run again.
+            let grants = store.grants_of_user(&user.id).await?;
+            for grant in &grants {
+                store.revoke_grant(&grant.id, now()).await?;
+            }
             store.delete_user(&username).await.map_err(|error| match error {
                 StoreError::NotFound => CliError(format!("no user named {username:?}")),
                 other => other.into(),
             })?;
             store.flush().await?;
+            eprintln!("Deleted user {username:?} and revoked the {} grant(s) they gave.", grants.len());
         }
     }
     Ok(())

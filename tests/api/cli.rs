@@ -280,6 +280,73 @@ async fn the_admin_password_can_come_from_the_environment() {
     assert!(portcullis::web::password::verify("from the environment", Some(&admin.password_hash)));
 }
 
+#[tokio::test]
+async fn deleting_a_user_revokes_the_grants_they_gave() {
+    use portcullis::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope, User};
+    use portcullis::store::{GrantStore, Maintenance, RefreshTokenStore, RevokedTokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let now = portcullis::startup::now();
+    let scope = Scope::parse("read").unwrap();
+    {
+        // carol authorized an application: a grant with a refresh token and a live access token.
+        let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+        let carol = User {
+            id: "carol-id".into(),
+            username: "carol".into(),
+            password_hash: "x".into(),
+            admin: false,
+            created_at: now,
+            email: None,
+            name: None,
+        };
+        store.insert_user(&carol).await.unwrap();
+        let code = AuthorizationCode {
+            client_id: "app".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            user_id: carol.id.clone(),
+            scope: scope.clone(),
+            auth_time: now,
+            code_challenge: None,
+            grant_id: "grant-1".into(),
+            expires_at: now + 60,
+            used: false,
+            purge_at: now + 3600,
+            nonce: None,
+        };
+        store.insert_code("code-hash", &code).await.unwrap();
+        let grant = Grant {
+            id: "grant-1".into(),
+            client_id: "app".into(),
+            user_id: carol.id.clone(),
+            scope: scope.clone(),
+            auth_time: now,
+            created_at: now,
+            revoked_at: None,
+            access_tokens: vec![IssuedAccessToken { jti: "jti-1".into(), expires_at: now + 900 }],
+            expires_at: now + 3600,
+        };
+        let refresh = RefreshToken {
+            grant_id: "grant-1".into(),
+            client_id: "app".into(),
+            scope,
+            expires_at: now + 3600,
+            rotated: false,
+        };
+        store.redeem_code("code-hash", &grant, Some(("refresh-hash", &refresh)), now).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["user", "delete", "carol"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("revoked the 1 grant"), "{stderr}");
+
+    let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+    assert!(store.user_by_username("carol").await.unwrap().is_none());
+    assert!(store.grant("grant-1").await.unwrap().unwrap().revoked_at.is_some(), "the refresh token stops");
+    assert!(store.is_access_token_revoked("jti-1", now).await.unwrap(), "introspection and the feed see it");
+    assert!(store.refresh_token("refresh-hash").await.unwrap().is_some(), "kept, as any revoked grant's");
+}
+
 #[test]
 fn a_bad_issuer_stops_the_start_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
