@@ -11,6 +11,7 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 
 use crate::oauth::{OAuthError, Params};
+use crate::verify::poem::media_type;
 
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,7 +50,7 @@ impl Default for BodyReadTimeout {
 /// app's [`BodyReadTimeout`] (408 otherwise).
 pub async fn read_form(request: &Request, body: poem::Body) -> Result<Params, FormError> {
     let timeout = request.data::<BodyReadTimeout>().copied().unwrap_or_default();
-    let essence = request.content_type().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    let essence = media_type(request.content_type().unwrap_or_default());
     if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(FormError {
             status: StatusCode::BAD_REQUEST,
@@ -86,10 +87,7 @@ impl<T: Type> Payload for OAuthForm<T> {
     const CONTENT_TYPE: &'static str = "application/x-www-form-urlencoded";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .split(';')
-            .next()
-            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(Self::CONTENT_TYPE))
+        media_type(content_type).eq_ignore_ascii_case(Self::CONTENT_TYPE)
     }
 
     fn schema_ref() -> MetaSchemaRef {

@@ -162,6 +162,11 @@ fn unix_now() -> i64 {
         .unwrap_or_default()
 }
 
+/// The media type of a `Content-Type` value, without its parameters (`; charset=...`).
+pub fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
 /// The largest form body searched for an `access_token` (RFC 6750 §2.2).
 pub const MAX_FORM_BODY_BYTES: usize = 64 * 1024;
 
@@ -169,9 +174,9 @@ pub const MAX_FORM_BODY_BYTES: usize = 64 * 1024;
 /// header. Only a form, and not with GET or HEAD (§2.2: "the GET method MUST NOT be used"). The
 /// body is put back, so the handler still reads it whole.
 async fn form_body_token(request: &Request, body: &mut RequestBody) -> Result<Option<String>, BearerError> {
-    let essence = request.content_type().unwrap_or_default().split(';').next().unwrap_or_default().trim();
     if matches!(*request.method(), Method::GET | Method::HEAD)
-        || !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || !media_type(request.content_type().unwrap_or_default())
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     {
         return Ok(None);
     }
