@@ -188,9 +188,8 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
     let store = open_store(settings)?;
     match command {
         UserCommand::Create { username, password_stdin, admin, email, name } => {
-            let max = crate::domain::MAX_USERNAME_CHARS;
-            if username.is_empty() || username.chars().count() > max || username.chars().any(char::is_control)
-            {
+            if !crate::domain::is_valid_username(&username) {
+                let max = crate::domain::MAX_USERNAME_CHARS;
                 return Err(CliError(format!("--username must be 1 to {max} printable characters")));
             }
             let (password, generated) = if password_stdin {

@@ -10,7 +10,7 @@ pub mod scope;
 pub use pkce::{CodeChallenge, CodeVerifier};
 pub use records::{
     AuthorizationCode, Client, ClientType, Grant, GrantType, IssuedAccessToken, MAX_USERNAME_CHARS,
-    RefreshToken, Session, User,
+    RefreshToken, Session, User, is_valid_username,
 };
 pub use redirect_uri::RedirectUri;
 pub use scope::Scope;

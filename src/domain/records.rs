@@ -94,6 +94,13 @@ impl Client {
 /// The longest username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 150;
 
+/// Whether `username` may name a user: 1 to [`MAX_USERNAME_CHARS`] characters, none a control.
+pub fn is_valid_username(username: &str) -> bool {
+    !username.is_empty()
+        && username.chars().count() <= MAX_USERNAME_CHARS
+        && !username.chars().any(char::is_control)
+}
+
 /// A resource owner who can sign in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {

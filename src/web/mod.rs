@@ -238,8 +238,7 @@ fn login_hint(next: &str) -> Option<String> {
     let query = next.strip_prefix("/o/authorize?")?;
     let params = Params::parse(query.as_bytes()).ok()?;
     let hint = params.get("login_hint").ok().flatten()?;
-    (hint.chars().count() <= crate::domain::MAX_USERNAME_CHARS && !hint.chars().any(char::is_control))
-        .then(|| hint.to_owned())
+    crate::domain::is_valid_username(hint).then(|| hint.to_owned())
 }
 
 #[handler]
