@@ -88,15 +88,23 @@ pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Resp
 }
 
 /// A form posted from one of the server's own pages, or the error page that answers a bad one.
-/// Every field is one the page put there, so an oversized one is refused, not ignored.
 pub(crate) async fn read_page_form(request: &Request, body: Body) -> Result<Params, Response> {
-    let bad_request =
-        |error: OAuthError| error_page(StatusCode::BAD_REQUEST, "Bad request", &error.description());
+    page_fields(read_form_or_page(request, body).await?).map_err(|page| *page)
+}
+
+/// A posted form, or the error page that answers one that cannot be read.
+async fn read_form_or_page(request: &Request, body: Body) -> Result<Params, Response> {
     read_form(request, body)
         .await
-        .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))?
+        .map_err(|failure| error_page(failure.status, "Bad request", &failure.error.description()))
+}
+
+/// The fields of a form one of the server's own pages posted. Every field is one the page put
+/// there, so an oversized one is refused, not ignored.
+fn page_fields(params: Params) -> Result<Params, Box<Response>> {
+    params
         .refuse_oversized()
-        .map_err(bad_request)
+        .map_err(|error| Box::new(error_page(StatusCode::BAD_REQUEST, "Bad request", &error.description())))
 }
 
 pub(crate) fn server_error_page(error: &OAuthError) -> Response {
@@ -518,9 +526,9 @@ pub async fn authorize_post(
     body: Body,
     Data(server): Data<&AuthorizationServer>,
 ) -> Response {
-    let params = match read_form(request, body).await {
+    let params = match read_form_or_page(request, body).await {
         Ok(params) => params,
-        Err(failure) => return error_page(failure.status, "Bad request", &failure.error.description()),
+        Err(page) => return page,
     };
     if !["csrf_token", "allow", "deny"].iter().any(|name| params.contains(name)) {
         // Its errors are answered here, as the GET's would be; a valid request goes on as that GET.
@@ -529,12 +537,10 @@ pub async fn authorize_post(
             Err(error) => authorize_error(error),
         };
     }
-    // The consent form: every field is one the page put there.
-    let params = match params.refuse_oversized() {
-        Ok(params) => params,
-        Err(error) => return error_page(StatusCode::BAD_REQUEST, "Bad request", &error.description()),
-    };
-    consent(request, server, &params).await
+    match page_fields(params) {
+        Ok(params) => consent(request, server, &params).await,
+        Err(page) => *page,
+    }
 }
 
 /// The answer to the consent page. The request is validated again from the posted fields.
