@@ -241,10 +241,8 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             for grant in &grants {
                 store.revoke_grant(&grant.id, now()).await?;
             }
-            store.delete_user(&username).await.map_err(|error| match error {
-                StoreError::NotFound => CliError(format!("no user named {username:?}")),
-                other => other.into(),
-            })?;
+            // Found above, and this command holds the store alone.
+            store.delete_user(&username).await?;
             store.flush().await?;
             eprintln!("Deleted user {username:?} and revoked the {} grant(s) they gave.", grants.len());
         }
