@@ -180,6 +180,12 @@ impl Settings {
         })
     }
 
+    /// An interval or timeout setting as a `Duration`, within the bounds the CLI enforces (for
+    /// settings built in code).
+    pub fn seconds(value: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(value.clamp(1, MAX_SECONDS))
+    }
+
     /// The store cache in bytes, within the bounds the CLI enforces (for settings built in code).
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb.clamp(1, MAX_CACHE_MB) * 1024 * 1024

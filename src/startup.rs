@@ -103,16 +103,12 @@ impl App {
             acceptor,
             server,
             initial_admin_password,
-            purge_interval: Duration::from_secs(settings.purge_interval.clamp(1, crate::config::MAX_SECONDS)),
+            purge_interval: Settings::seconds(settings.purge_interval),
             keys_dir: settings.keys_dir.clone(),
             cors_origins: crate::api::cors::CorsOrigins(cors_origins),
-            body_read_timeout: Duration::from_secs(
-                settings.body_read_timeout.clamp(1, crate::config::MAX_SECONDS),
-            ),
-            idle_timeout: Duration::from_secs(settings.idle_timeout.clamp(1, crate::config::MAX_SECONDS)),
-            key_reload_interval: Duration::from_secs(
-                settings.key_reload_interval.clamp(1, crate::config::MAX_SECONDS),
-            ),
+            body_read_timeout: Settings::seconds(settings.body_read_timeout),
+            idle_timeout: Settings::seconds(settings.idle_timeout),
+            key_reload_interval: Settings::seconds(settings.key_reload_interval),
         })
     }
 
