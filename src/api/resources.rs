@@ -128,10 +128,11 @@ macro_rules! protected_response {
 
 /// The body and `WWW-Authenticate` challenge of a refused request.
 fn refusal(error: &BearerError) -> (BearerErrorBody, String) {
-    if let Some(code) = error.code() {
+    let code = error.code();
+    if let Some(code) = code {
         super::metrics::METRICS.record_oauth_error(code);
     }
-    let code = match error.code() {
+    let code = match code {
         Some("invalid_request") => Some(BearerErrorCode::InvalidRequest),
         Some("invalid_token") => Some(BearerErrorCode::InvalidToken),
         Some("insufficient_scope") => Some(BearerErrorCode::InsufficientScope),
