@@ -117,15 +117,10 @@ async fn health_and_trailing_slashes() {
 async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
     let app = spawn_app_with(|settings| settings.key_reload_interval = 1, None).await;
     let client = app.confidential_client().await;
-    async fn token(app: &TestApp, client: &TestClient) -> String {
-        let body: serde_json::Value =
-            app.token(&[("grant_type", "client_credentials")], Some(client)).await.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    }
     let kid_of = |token: &str| {
         josekit::jwt::decode_header(token).unwrap().claim("kid").unwrap().as_str().unwrap().to_owned()
     };
-    let before = token(&app, &client).await;
+    let before = app.client_credentials_token(&client, None).await;
 
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["keys", "rotate"])
@@ -137,7 +132,7 @@ async fn keys_rotated_while_serving_are_picked_up_and_old_tokens_stay_valid() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let after = loop {
-        let candidate = token(&app, &client).await;
+        let candidate = app.client_credentials_token(&client, None).await;
         if kid_of(&candidate) != kid_of(&before) {
             break candidate;
         }

@@ -303,6 +303,17 @@ impl TestApp {
         request.send().await.unwrap()
     }
 
+    /// The access token of a client_credentials grant for `client` (Basic auth), with `scope` if
+    /// given.
+    pub async fn client_credentials_token(&self, client: &TestClient, scope: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(scope.map(|scope| ("scope", scope)));
+        let response = self.token(&form, Some(client)).await;
+        assert_eq!(response.status(), 200, "client_credentials for {}", client.id);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
     /// Code exchange for a confidential client (Basic auth).
     pub async fn exchange_code(
         &self,

@@ -11,13 +11,8 @@ async fn metrics_count_requests_tokens_errors_and_store_size() {
     assert_eq!(app.token(&[("grant_type", "client_credentials")], Some(&wrong)).await.status(), 401);
     // RFC 6750 refusals at protected resources count too (only they answer these codes).
     assert_eq!(app.hello(Some("garbage")).await.status(), 401);
-    let write: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials"), ("scope", "write")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(app.hello(Some(write["access_token"].as_str().unwrap())).await.status(), 403);
+    let write = app.client_credentials_token(&client, Some("write")).await;
+    assert_eq!(app.hello(Some(&write)).await.status(), 403);
     // So do the errors /o/authorize sends back by redirect.
     let mut params = app.authorization_params(&client, None);
     params.push(("prompt", "none"));

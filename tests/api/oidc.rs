@@ -177,10 +177,8 @@ async fn userinfo_releases_claims_by_scope() {
             ..oidc_client()
         })
         .await;
-    let response =
-        app.token(&[("grant_type", "client_credentials"), ("scope", "openid read")], Some(&service)).await;
-    let body: serde_json::Value = response.json().await.unwrap();
-    let description = userinfo_refusal(body["access_token"].as_str().unwrap().to_owned()).await;
+    let description =
+        userinfo_refusal(app.client_credentials_token(&service, Some("openid read")).await).await;
     assert!(description.contains("client_credentials"), "{description}");
 
     let code = app.login_and_consent(&client, None, &[("scope", "openid")]).await;

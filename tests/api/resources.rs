@@ -23,9 +23,7 @@ async fn no_token_is_401_with_a_bare_bearer_challenge() {
 async fn bad_tokens_are_401_invalid_token() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
-    let body: serde_json::Value =
-        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let token = &app.client_credentials_token(&client, None).await;
     let mut tampered = token.to_owned();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
@@ -73,9 +71,7 @@ async fn a_token_without_read_is_403_insufficient_scope() {
 async fn two_or_unreadable_authorization_headers_are_400_invalid_request() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
-    let body: serde_json::Value =
-        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
-    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    let bearer = format!("Bearer {}", app.client_credentials_token(&client, None).await);
     // RFC 6750 §3.1: a request that carries its token more than once is `invalid_request`; with
     // two headers, which one counts would be a guess, even when one of them is the valid token.
     for (first, second) in
@@ -117,9 +113,7 @@ async fn two_or_unreadable_authorization_headers_are_400_invalid_request() {
 async fn a_token_in_the_uri_query_is_refused_with_the_way_to_send_it() {
     let app = spawn_app().await;
     let client = app.confidential_client().await;
-    let body: serde_json::Value =
-        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap();
+    let token = &app.client_credentials_token(&client, None).await;
     // RFC 6750 §2.3 (a MAY) is not supported: answering "no token" would hide why; and with the
     // header too, the request carries its token twice (§3.1).
     for path in ["/api/hello", "/o/userinfo"] {

@@ -260,12 +260,7 @@ async fn from_issuer_fetches_keys_and_refetches_for_an_unknown_kid_at_most_once_
         .await
         .unwrap()
         .with_refetch_interval(Duration::from_secs(3600));
-    async fn token(app: &TestApp, client: &TestClient) -> String {
-        let body: serde_json::Value =
-            app.token(&[("grant_type", "client_credentials")], Some(client)).await.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-    assert!(verifier.verify(&token(&app, &client).await, now()).is_ok());
+    assert!(verifier.verify(&app.client_credentials_token(&client, None).await, now()).is_ok());
 
     let rotate = |app: &TestApp| {
         let mut ring = portcullis::keys::KeyRing::load(app.keys_dir.path()).unwrap();
@@ -273,7 +268,7 @@ async fn from_issuer_fetches_keys_and_refetches_for_an_unknown_kid_at_most_once_
         app.server.install_keys(ring).unwrap();
     };
     rotate(&app);
-    let after_rotation = token(&app, &client).await;
+    let after_rotation = app.client_credentials_token(&client, None).await;
     assert!(matches!(verifier.verify(&after_rotation, now()), Err(VerifyError::UnknownKey(_))));
     assert!(
         verifier.verify_refreshing_keys(&after_rotation, now()).await.is_ok(),
@@ -281,7 +276,7 @@ async fn from_issuer_fetches_keys_and_refetches_for_an_unknown_kid_at_most_once_
     );
 
     rotate(&app);
-    let after_second_rotation = token(&app, &client).await;
+    let after_second_rotation = app.client_credentials_token(&client, None).await;
     assert!(
         matches!(
             verifier.verify_refreshing_keys(&after_second_rotation, now()).await,
@@ -352,17 +347,11 @@ async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() 
     let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
     let hello = format!("{}/hello", serve(resource_server::app(verifier)));
 
-    let read: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials"), ("scope", "read")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let response =
-        app.http.get(&hello).bearer_auth(read["access_token"].as_str().unwrap()).send().await.unwrap();
+    let read = app.client_credentials_token(&client, Some("read")).await;
+    let response = app.http.get(&hello).bearer_auth(&read).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), format!("Hello, {}!", client.id));
-    let bearer = format!("Bearer {}", read["access_token"].as_str().unwrap());
+    let bearer = format!("Bearer {read}");
     let response = app
         .http
         .get(&hello)
@@ -382,14 +371,8 @@ async fn the_example_resource_server_protects_its_endpoint_with_the_extractor() 
     assert_eq!(response.status(), 401);
     assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
 
-    let write: serde_json::Value = app
-        .token(&[("grant_type", "client_credentials"), ("scope", "write")], Some(&client))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let response =
-        app.http.get(&hello).bearer_auth(write["access_token"].as_str().unwrap()).send().await.unwrap();
+    let write = app.client_credentials_token(&client, Some("write")).await;
+    let response = app.http.get(&hello).bearer_auth(&write).send().await.unwrap();
     assert_eq!(response.status(), 403);
     let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(
@@ -409,9 +392,7 @@ async fn the_extractor_takes_a_form_body_token_and_leaves_the_body_to_the_handle
     let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
     let routes = poem::Route::new().at("/echo", poem::post(echo).get(echo).put(echo));
     let url = format!("{}/echo", serve(poem::EndpointExt::data(routes, verifier)));
-    let tokens: serde_json::Value =
-        app.token(&[("grant_type", "client_credentials")], Some(&client)).await.json().await.unwrap();
-    let token = tokens["access_token"].as_str().unwrap();
+    let token = &app.client_credentials_token(&client, None).await;
     let form = |body: String| {
         app.http
             .request(reqwest::Method::POST, &url)
