@@ -2,7 +2,8 @@
 # Scale and churn runs for the sled store (see bench/README.md).
 #
 #   bench/scale.sh            # grow one store to 10k, 100k, 1M live refresh tokens; at each size
-#                             # start the server and measure start-up, rotation, RSS, disk
+#                             # start the server and measure start-up, rotation, RSS, disk, and
+#                             # the authorized-applications page of a user with 3 grants
 #   bench/scale.sh --churn    # rotate for CHURN_FOR seconds (120) with CHURN_TTL-second tokens
 #                             # (20) and a 1 s purge: issue, expire, purge; prints RSS, disk and
 #                             # live refresh tokens every 10 s
@@ -42,6 +43,9 @@ server=http://127.0.0.1:18090
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 "$bin/portcullis" user create --username bench >/dev/null
+# The reader: a user with 3 grants among the store's, whose authorized-applications page is timed.
+reader_password=reader-password
+"$bin/portcullis" user create --username reader --password-stdin <<<"$reader_password" >/dev/null
 web=$("$bin/portcullis" client create --name bench-web --skip-consent --redirect-uri http://127.0.0.1:9/cb \
   --grant-type authorization_code --grant-type refresh_token --scope "read write")
 web_id=$(json '["client_id"]' <<<"$web"); web_secret=$(json '["client_secret"]' <<<"$web")
@@ -74,9 +78,27 @@ rotate() {
 }
 export TOKENS="$work/tokens"
 
+# page_ms: signs the reader in, loads the authorized-applications page 21 times and prints the
+# median time in ms; fails unless every load lists the reader's 3 grants.
+page_ms() {
+  local jar="$work/cookies" csrf times=()
+  rm -f "$jar"
+  csrf=$(curl -s -c "$jar" -b "$jar" "$server/login" | sed -n 's/.*name="csrf_token" value="\([^"]*\)".*/\1/p')
+  curl -s -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf_token=$csrf" \
+    --data-urlencode "username=reader" --data-urlencode "password=$reader_password" "$server/login"
+  for _ in $(seq 21); do
+    times+=("$(curl -s -o "$work/page.html" -w '%{time_total}' -b "$jar" "$server/o/authorized_tokens")")
+    if [ "$(grep -o '/o/authorized_tokens/[^"]*/delete' "$work/page.html" | wc -l)" != 3 ]; then
+      echo; echo "bench: the authorized-applications page does not list the reader's 3 grants" >&2; exit 1
+    fi
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk 'NR == 11 { printf "%.2f", $1 * 1000 }'
+}
+
 if [ "$mode" = scale ]; then
-  printf '%12s %8s %8s %10s %9s %9s %8s %9s %9s %9s\n' "live tokens" "seed s" "start s" "rotations/s" \
-    p50 p99 non-2xx "RSS MiB" "peak MiB" "disk MiB"
+  printf '%12s %8s %8s %10s %9s %9s %8s %9s %9s %9s %8s\n' "live tokens" "seed s" "start s" "rotations/s" \
+    p50 p99 non-2xx "RSS MiB" "peak MiB" "disk MiB" "page ms"
+  "$bin/examples/bench_seed" "$work/data" "$web_id" reader 3 1 >/dev/null 2>"$work/seed.log"
   have=0
   for size in $sizes; do
     began=$(date +%s.%N)
@@ -85,8 +107,8 @@ if [ "$mode" = scale ]; then
     have=$size
     start_server
     line=$(rotate "$duration")
-    printf '%12s %8s %8s %s %9s %9s %9s\n' "$size" "$seeded" "$started" "$line" "$(rss_mib VmRSS)" \
-      "$(rss_mib VmHWM)" "$(disk_mib)"
+    printf '%12s %8s %8s %s %9s %9s %9s %8s\n' "$size" "$seeded" "$started" "$line" "$(rss_mib VmRSS)" \
+      "$(rss_mib VmHWM)" "$(disk_mib)" "$(page_ms)"
     stop_server
   done
 else

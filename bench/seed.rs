@@ -46,7 +46,7 @@ async fn main() {
                 if index >= count {
                     return tokens;
                 }
-                let grant_id = uuid::Uuid::now_v7().to_string();
+                let grant_id = Grant::new_id(&user_id);
                 let code_hash = token_key(&random_dated_secret(now + 60));
                 let code = AuthorizationCode {
                     client_id: client_id.clone(),

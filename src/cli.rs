@@ -61,6 +61,16 @@ pub enum UserCommand {
     },
     /// List users.
     List,
+    /// Replace a user's password (a forgotten one, or one that leaked); without
+    /// --password-stdin a random one is generated and printed. Every session signed in before
+    /// is over; the user's grants and tokens are kept.
+    SetPassword {
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, env = "PORTCULLIS_PASSWORD_STDIN")]
+        password_stdin: bool,
+    },
     /// Delete a user, and revoke every grant they gave: their refresh tokens stop working and
     /// their live access tokens are revoked (introspection, the revocation feed).
     Delete {
@@ -105,7 +115,9 @@ pub enum ClientCommand {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
-    /// Delete a client.
+    /// Delete a client, and revoke its tokens: its refresh tokens stop working, and the
+    /// revocation feed lists the client until its last access token has expired (a day, or
+    /// --access-token-ttl if longer)
     Delete {
         #[arg(allow_hyphen_values = true)]
         client_id: String,
@@ -178,6 +190,7 @@ pub async fn run_admin(settings: &Settings, command: Command) -> Result<(), CliE
             print_json(&json!({
                 "codes": counts.codes, "grants": counts.grants, "refresh_tokens": counts.refresh_tokens,
                 "sessions": counts.sessions, "revoked_access_tokens": counts.revoked_access_tokens,
+                "revoked_clients": counts.revoked_clients,
             }));
             Ok(())
         }
@@ -192,17 +205,7 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 let max = crate::domain::MAX_USERNAME_CHARS;
                 return Err(CliError(format!("--username must be 1 to {max} printable characters")));
             }
-            let (password, generated) = if password_stdin {
-                let mut input = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut input)
-                    .map_err(|error| CliError(format!("could not read stdin: {error}")))?;
-                let password = input.lines().next().unwrap_or_default().to_owned();
-                crate::web::password::check_new(&password).map_err(CliError)?;
-                (password, false)
-            } else {
-                (random_token(18), true)
-            };
+            let (password, generated) = new_password(password_stdin)?;
             let user = User {
                 id: uuid::Uuid::new_v4().to_string(),
                 username,
@@ -211,6 +214,7 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 created_at: now(),
                 email,
                 name,
+                session_generation: 0,
             };
             store.insert_user(&user).await?;
             store.flush().await?;
@@ -221,6 +225,21 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
                 output["password"] = json!(password);
             }
             print_json(&output);
+        }
+        UserCommand::SetPassword { username, password_stdin } => {
+            let Some(mut user) = store.user_by_username(&username).await? else {
+                return Err(CliError(format!("no user named {username:?}")));
+            };
+            let (password, generated) = new_password(password_stdin)?;
+            user.password_hash = crate::web::password::hash(&password).map_err(CliError)?;
+            user.session_generation += 1;
+            // Found above, and this command holds the store alone.
+            store.replace_user(&user).await?;
+            store.flush().await?;
+            if generated {
+                print_json(&json!({ "username": user.username, "password": password }));
+            }
+            eprintln!("Set the password of {username:?}; every session they had is over.");
         }
         UserCommand::List => {
             let users: Vec<serde_json::Value> = store
@@ -248,6 +267,21 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
         }
     }
     Ok(())
+}
+
+/// A new password: the first line of stdin, checked against the password rule, or (false) a
+/// random one. The bool says whether it was generated (and so is to be printed).
+fn new_password(from_stdin: bool) -> Result<(String, bool), CliError> {
+    if !from_stdin {
+        return Ok((random_token(18), true));
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|error| CliError(format!("could not read stdin: {error}")))?;
+    let password = input.lines().next().unwrap_or_default().to_owned();
+    crate::web::password::check_new(&password).map_err(CliError)?;
+    Ok((password, false))
 }
 
 async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliError> {
@@ -296,11 +330,18 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             print_json(&client_json(&client));
         }
         ClientCommand::Delete { client_id } => {
-            store.delete_client(&client_id).await.map_err(|error| match error {
+            // Its tokens end with it (Django OAuth Toolkit deletes them with the application):
+            // its refresh tokens fail client authentication, and its access tokens are listed
+            // as revoked in the feed until the last one has expired. The command cannot know the
+            // lifetime the server signs with if it was given to the server only as a flag: a day
+            // at least.
+            let tokens_until = now() + i64::from(settings.access_token_ttl).max(86_400);
+            store.delete_client(&client_id, tokens_until).await.map_err(|error| match error {
                 StoreError::NotFound => CliError(format!("no client {client_id:?}")),
                 other => other.into(),
             })?;
             store.flush().await?;
+            eprintln!("Deleted client {client_id:?}; its tokens are revoked.");
         }
         ClientCommand::RotateSecret { client_id } => {
             let mut client = store

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 /// Fills `buffer` from the OS RNG. Its failing is unrecoverable for an authorization server:
 /// never fall back to a weaker source.
-fn fill_random(buffer: &mut [u8]) {
+pub(crate) fn fill_random(buffer: &mut [u8]) {
     getrandom::fill(buffer).expect("the operating system's random number generator failed");
 }
 
@@ -126,7 +126,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Lowercase hex. On every client authentication and token lookup: a table, not a `format!` per
 /// byte (1.5 µs per request).
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(2 * bytes.len());
     for byte in bytes {

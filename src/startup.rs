@@ -259,6 +259,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
             created_at: now(),
             email: None,
             name: None,
+            session_generation: 0,
         };
         match store.insert_user(&user).await {
             Ok(()) => {

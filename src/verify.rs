@@ -8,9 +8,9 @@
 //!
 //! Two things need the network, both optional and bounded: a token with an unknown `kid`
 //! triggers one JWKS refetch (at most one per [`Verifier::with_refetch_interval`]), and
-//! [`Verifier::poll_revocations`] keeps a list of revoked token ids from the issuer's signed
-//! revocation feed, so revoked tokens are refused offline too, at most one poll interval (plus
-//! the feed's 10 s cache lifetime) late.
+//! [`Verifier::poll_revocations`] keeps a list of revoked token ids, and of deleted clients, from
+//! the issuer's signed revocation feed, so revoked tokens (and every token of a deleted client)
+//! are refused offline too, at most one poll interval (plus the feed's 10 s cache lifetime) late.
 //!
 //! This module needs no HTTP server, no store and no pages (`features = ["verify"]`).
 
@@ -135,12 +135,45 @@ pub struct RevokedToken {
     pub exp: i64,
 }
 
+/// A deleted client, as the revocation feed lists it: every access token issued to it is
+/// revoked; none of them is valid after `exp`, when the entry leaves the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedClient {
+    pub client_id: String,
+    pub exp: i64,
+}
+
 /// The payload of the revocation feed (a JWS with `typ: revocation-list+jwt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationFeed {
     pub iss: String,
     pub iat: i64,
     pub revoked: Vec<RevokedToken>,
+    /// Absent when empty (feeds of earlier releases have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_clients: Vec<RevokedClient>,
+}
+
+/// What the last revocation feed applied lists: `jti` → `exp`, and client id → `exp`.
+#[derive(Default)]
+struct Revoked {
+    tokens: HashMap<String, i64>,
+    clients: HashMap<String, i64>,
+}
+
+impl Revoked {
+    fn len(&self) -> usize {
+        self.tokens.len() + self.clients.len()
+    }
+
+    /// Whether the feed revoked the token (an entry still counts within the leeway after its
+    /// `exp`, as the token itself would).
+    fn lists(&self, claims: &AccessTokenClaims, not_before: i64) -> bool {
+        let listed =
+            |map: &HashMap<String, i64>, key: &str| map.get(key).is_some_and(|&exp| exp > not_before);
+        (!self.tokens.is_empty() && listed(&self.tokens, &claims.jti))
+            || (!self.clients.is_empty() && listed(&self.clients, &claims.client_id))
+    }
 }
 
 /// The media type (`typ`) of the revocation feed's JWS.
@@ -159,8 +192,8 @@ pub struct Verifier {
     /// One refetch at a time: concurrent requests with the same new `kid` wait for it rather
     /// than being refused because a refetch "just happened".
     refetching: tokio::sync::Mutex<()>,
-    /// Revoked `jti` → `exp`, from the revocation feed.
-    revoked: RwLock<HashMap<String, i64>>,
+    /// From the revocation feed.
+    revoked: RwLock<Revoked>,
     /// `iat` of the newest feed applied: an older one (a replayed response) is ignored.
     feed_issued_at: Mutex<i64>,
 }
@@ -317,7 +350,7 @@ impl Verifier {
             refetch_interval: Duration::from_secs(30),
             last_refetch: Mutex::new(None),
             refetching: tokio::sync::Mutex::new(()),
-            revoked: RwLock::new(HashMap::new()),
+            revoked: RwLock::new(Revoked::default()),
             feed_issued_at: Mutex::new(i64::MIN),
         })
     }
@@ -419,8 +452,7 @@ impl Verifier {
         drop(keys);
         let claims = self.check_claims(&payload, now)?;
         let revoked = self.revoked.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !revoked.is_empty() && revoked.get(&claims.jti).is_some_and(|&exp| exp > now - self.leeway_seconds)
-        {
+        if revoked.lists(&claims, now - self.leeway_seconds) {
             return Err(VerifyError::Revoked);
         }
         Ok(claims)
@@ -550,7 +582,7 @@ impl Verifier {
     }
 
     /// Checks a revocation feed (a JWS from the issuer) and, if it is genuine and newer than the
-    /// last one applied, makes its list the set of revoked tokens. Returns how many are listed.
+    /// last one applied, makes its lists the revoked tokens and clients. Returns how many entries they hold.
     pub fn apply_revocation_feed(&self, feed: &str, now: i64) -> Result<usize, VerifyError> {
         let header = jwt::decode_header(feed).map_err(|_| VerifyError::Malformed)?;
         let typ = header.claim("typ").and_then(|typ| typ.as_str()).map(str::to_owned);
@@ -586,8 +618,10 @@ impl Verifier {
             return Ok(self.revoked.read().map(|revoked| revoked.len()).unwrap_or(0));
         }
         *newest = feed.iat;
-        let revoked: HashMap<String, i64> =
-            feed.revoked.into_iter().map(|token| (token.jti, token.exp)).collect();
+        let revoked = Revoked {
+            tokens: feed.revoked.into_iter().map(|token| (token.jti, token.exp)).collect(),
+            clients: feed.revoked_clients.into_iter().map(|client| (client.client_id, client.exp)).collect(),
+        };
         let count = revoked.len();
         *self.revoked.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = revoked;
         Ok(count)
@@ -635,6 +669,36 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Feeds of earlier releases have no `revoked_clients`; an empty list is left out, so such
+    /// a feed reads the same to every verifier.
+    #[test]
+    fn revoked_clients_are_optional_in_the_feed() {
+        let old: RevocationFeed = serde_json::from_str(r#"{"iss":"i","iat":1,"revoked":[]}"#).unwrap();
+        assert!(old.revoked_clients.is_empty());
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"iss":"i","iat":1,"revoked":[]}"#);
+        let claims = |jti: &str, client_id: &str| AccessTokenClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: 100,
+            nbf: 0,
+            iat: 0,
+            jti: jti.into(),
+            client_id: client_id.into(),
+            scope: String::new(),
+            auth_time: None,
+        };
+        let revoked = Revoked {
+            tokens: HashMap::from([("j".to_owned(), 100)]),
+            clients: HashMap::from([("c".to_owned(), 200)]),
+        };
+        assert!(revoked.lists(&claims("j", "x"), 99));
+        assert!(!revoked.lists(&claims("j", "x"), 100), "the token's entry is over");
+        assert!(revoked.lists(&claims("other", "c"), 199));
+        assert!(!revoked.lists(&claims("other", "c"), 200), "the client's entry is over");
+        assert!(!revoked.lists(&claims("other", "x"), 0));
+    }
 
     /// RFC 8037 §A.4: the Ed25519 example JWS verifies with the key of §A.2, through aws-lc, and
     /// no longer with a byte of its signature changed.

@@ -140,6 +140,7 @@ impl Metrics {
             ("refresh_token", counts.refresh_tokens),
             ("session", counts.sessions),
             ("revoked_access_token", counts.revoked_access_tokens),
+            ("revoked_client", counts.revoked_clients),
         ] {
             add(&self.purged, kind, count);
         }

@@ -154,6 +154,11 @@ pub fn routes(
         .at("/login", get(crate::web::login_get).post(crate::web::login_post))
         .at("/logout", post(crate::web::logout))
         .at(
+            "/account/password",
+            get(crate::web::account::password_get).post(crate::web::account::password_post),
+        )
+        .at("/account/sign-out-others", post(crate::web::account::sign_out_others))
+        .at(
             "/o/logout",
             get(crate::web::end_session::end_session_get).post(crate::web::end_session::end_session_post),
         )
@@ -199,8 +204,8 @@ fn swagger_oauth2_redirect() -> Response {
 fn allowed_methods(path: &str) -> Option<&'static str> {
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     Some(match path {
-        "/o/token" | "/o/revoke_token" | "/o/introspect" | "/logout" => "POST",
-        "/o/authorize" | "/login" | "/o/userinfo" | "/o/logout" => "GET, POST",
+        "/o/token" | "/o/revoke_token" | "/o/introspect" | "/logout" | "/account/sign-out-others" => "POST",
+        "/o/authorize" | "/login" | "/o/userinfo" | "/o/logout" | "/account/password" => "GET, POST",
         "/.well-known/oauth-authorization-server"
         | "/.well-known/openid-configuration"
         | "/.well-known/jwks.json"

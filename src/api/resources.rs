@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OAuthScopes, Object, OpenApi, SecurityScheme};
 
 use super::Tag;
 use super::errors::{BearerErrorBody, BearerErrorCode, OAuthErrorBody};
-use crate::oauth::{AuthorizationServer, OAuthError};
+use crate::oauth::{AuthorizationServer, OAuthError, TokenStanding};
 use crate::startup::now;
 use crate::verify::VerifyError;
 use crate::verify::poem::{BearerError, VerifiedToken};
@@ -87,7 +87,8 @@ macro_rules! protected_response {
             #[oai(status = 400)]
             BadRequest(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,
-            /// revoked, for another issuer or audience, or (UserInfo) for no user.
+            /// revoked, of a deleted client, for another issuer or audience, or (UserInfo) for no
+            /// user.
             #[oai(status = 401)]
             Unauthorized(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             #[doc = $scope_doc]
@@ -166,15 +167,19 @@ protected_response!(
     "`insufficient_scope`: the token lacks scope `openid`."
 );
 
-/// Whether this server revoked the token (offline verification cannot know).
+/// Whether this server revoked the token, or deleted its client (offline verification knows
+/// only what the revocation feed told it).
 async fn check_not_revoked(
     server: &AuthorizationServer,
     token: &VerifiedToken,
 ) -> Result<(), Result<BearerError, OAuthError>> {
-    match server.store.is_access_token_revoked(&token.0.jti, now()).await {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(Ok(BearerError::Invalid(VerifyError::Revoked))),
-        Err(error) => Err(Err(OAuthError::from(error))),
+    match server.access_token_standing(&token.0, now()).await {
+        Ok(TokenStanding::Good) => Ok(()),
+        Ok(TokenStanding::Revoked) => Err(Ok(BearerError::Invalid(VerifyError::Revoked))),
+        Ok(TokenStanding::ClientDeleted) => {
+            Err(Ok(BearerError::Rejected("the token's client has been deleted".into())))
+        }
+        Err(error) => Err(Err(error)),
     }
 }
 

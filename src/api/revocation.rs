@@ -192,7 +192,7 @@ impl RevocationApi {
     /// Introspect a token (RFC 7662)
     ///
     /// For resource servers registered as confidential clients. Expired, revoked, malformed,
-    /// unknown and other-audience tokens are `{"active": false}`.
+    /// unknown and other-audience tokens, and tokens of a deleted client, are `{"active": false}`.
     #[oai(path = "/o/introspect", method = "post", tag = "Tag::OAuth", operation_id = "introspect")]
     async fn introspect(
         &self,
@@ -220,6 +220,7 @@ pub struct FeedCache(std::sync::Mutex<Option<SignedFeed>>);
 #[derive(Clone)]
 pub struct SignedFeed {
     list: Vec<(String, i64)>,
+    clients: Vec<(String, i64)>,
     kid: String,
     jws: String,
     etag: String,
@@ -231,8 +232,10 @@ pub const FEED_MAX_AGE_SECONDS: u32 = 10;
 #[derive(ApiResponse)]
 pub enum FeedResponse {
     /// A compact JWS (`typ: revocation-list+jwt`) signed with the server's active key; its
-    /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}]}`: every revoked access token that
-    /// has not expired.
+    /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}], "revoked_clients": [{"client_id",
+    /// "exp"}]}`: every revoked access token that has not expired, and every deleted client
+    /// whose access tokens (all revoked) may not all have expired before `exp`
+    /// (`revoked_clients` is absent when empty).
     #[oai(status = 200, content_type = "application/jwt")]
     Ok(
         poem_openapi::payload::PlainText<String>,
@@ -250,11 +253,13 @@ pub enum FeedResponse {
 async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<SignedFeed, OAuthError> {
     let now = now();
     let list = server.store.revoked_access_tokens(now).await?;
+    let clients = server.store.revoked_clients(now).await?;
     let keys = server.keys();
     let alg = server.config.signing_alg;
     let kid = keys.active(alg).map(|key| key.kid.clone()).unwrap_or_default();
     if let Some(cached) = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
         && cached.list == list
+        && cached.clients == clients
         && cached.kid == kid
     {
         return Ok(cached.clone());
@@ -266,11 +271,15 @@ async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<
             .iter()
             .map(|(jti, exp)| crate::verify::RevokedToken { jti: jti.clone(), exp: *exp })
             .collect(),
+        revoked_clients: clients
+            .iter()
+            .map(|(client_id, exp)| crate::verify::RevokedClient { client_id: client_id.clone(), exp: *exp })
+            .collect(),
     };
     let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;
     let jws = keys.sign_bytes(alg, crate::verify::REVOCATION_FEED_TYPE, &payload)?;
     let etag = format!("\"{}\"", crate::secrets::sha256_base64url(jws.as_bytes()));
-    let signed = SignedFeed { list, kid, jws, etag };
+    let signed = SignedFeed { list, clients, kid, jws, etag };
     *cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(signed.clone());
     Ok(signed)
 }

@@ -117,6 +117,23 @@ pub struct User {
     /// OpenID Connect `name` claim (scope `profile`).
     #[serde(default)]
     pub name: Option<String>,
+    /// Bumped each time the password is replaced (`user set-password`, `/account/password`):
+    /// a session started under an earlier one is over. A counter, not a time: a session
+    /// started in the same second as the change is told apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session_generation: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl User {
+    /// Whether `session` still stands for this user: not if the password was replaced since it
+    /// started (whoever knew the old one is signed out).
+    pub fn accepts(&self, session: &Session) -> bool {
+        session.user_generation == self.session_generation
+    }
 }
 
 /// A signed-in browser session, keyed in the store by the SHA-256 of its cookie value.
@@ -127,6 +144,9 @@ pub struct Session {
     /// The CSRF token every form of this session must carry.
     pub csrf_token: String,
     pub expires_at: i64,
+    /// The user's `session_generation` when the session started (see [`User::accepts`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_generation: u64,
 }
 
 /// An authorization code (RFC 6749 §4.1.2), keyed by [`crate::secrets::token_key`] of the code (its
@@ -181,6 +201,45 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A new id for a grant of `user_id`: a UUID (version 8, RFC 9562 §5.8) made of the user's
+    /// [`Grant::id_prefix`] (32 bits), the time in milliseconds (48 bits, the version and
+    /// variant bits set between them) and 42 random bits. A store keyed by grant id then holds a
+    /// user's grants in one range of keys, which the authorized-applications page and `user
+    /// delete` read instead of every grant, and a user's new grants land at the end of that range
+    /// (recent pages, not a random page of a tree of every grant). A grant id is a reference,
+    /// never a credential: every lookup by id is checked against the signed-in user, and the
+    /// prefix, a digest of the user id, tells nothing the grant record does not.
+    pub fn new_id(user_id: &str) -> String {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64)
+            & ((1 << 48) - 1);
+        let mut random = [0u8; 8];
+        crate::secrets::fill_random(&mut random);
+        let random = u64::from_be_bytes(random) >> 22; // 42 bits
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&Self::tag(user_id));
+        bytes[4..6].copy_from_slice(&((millis >> 32) as u16).to_be_bytes());
+        bytes[6..8].copy_from_slice(&(0x8000 | ((millis >> 20) & 0x0fff) as u16).to_be_bytes());
+        let low = (0b10 << 62) | ((millis & 0xf_ffff) << 42) | random;
+        bytes[8..].copy_from_slice(&low.to_be_bytes());
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+
+    /// How the ids [`Grant::new_id`] makes for `user_id` begin: the first 32 bits of the SHA-256
+    /// of the user id, in hex. Other users' ids may begin so too (one in 2^32), and grants of
+    /// earlier releases (UUIDv7) begin otherwise: what reads a user's grants by this prefix checks
+    /// each grant's user and finds the others another way.
+    pub fn id_prefix(user_id: &str) -> String {
+        crate::secrets::hex(&Self::tag(user_id))
+    }
+
+    fn tag(user_id: &str) -> [u8; 4] {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(user_id.as_bytes());
+        [digest[0], digest[1], digest[2], digest[3]]
+    }
+
     /// Records a newly issued access token, forgetting the ones already expired.
     pub fn remember_access_token(&mut self, token: IssuedAccessToken, now: i64) {
         self.access_tokens.retain(|issued| issued.expires_at > now);
@@ -199,4 +258,37 @@ pub struct RefreshToken {
     pub expires_at: i64,
     /// Set when the token has been exchanged for a new one; presenting it again is reuse.
     pub rotated: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Grant;
+
+    #[test]
+    fn grant_ids_begin_with_their_users_prefix_and_follow_each_other() {
+        let ids: Vec<String> = (0..1000).map(|_| Grant::new_id("user-a")).collect();
+        for id in &ids {
+            let uuid = uuid::Uuid::try_parse(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 8, "{id}");
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(uuid.to_string(), *id, "the canonical form the store compacts to 16 bytes");
+            assert!(id.starts_with(&Grant::id_prefix("user-a")), "{id}");
+        }
+        // The time in milliseconds, read back from around the version and variant bits: in
+        // creation order (a user's new grants land at the end of the range); no two ids alike.
+        let millis = |id: &str| {
+            let bytes = uuid::Uuid::try_parse(id).unwrap().into_bytes();
+            let high = u64::from(u16::from_be_bytes([bytes[4], bytes[5]]));
+            let middle = u64::from(u16::from_be_bytes([bytes[6], bytes[7]]) & 0x0fff);
+            let low = (u64::from_be_bytes(bytes[8..].try_into().unwrap()) >> 42) & 0xf_ffff;
+            (high << 32) | (middle << 20) | low
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        assert!((now as u64).abs_diff(millis(&ids[999])) < 60_000, "{} against {now}", millis(&ids[999]));
+        assert!(ids.windows(2).all(|pair| millis(&pair[0]) <= millis(&pair[1])));
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert_ne!(Grant::id_prefix("user-a"), Grant::id_prefix("user-b"));
+        assert_eq!(Grant::id_prefix("user-a").len(), 8);
+    }
 }

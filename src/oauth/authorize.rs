@@ -6,7 +6,7 @@
 
 use super::oidc::{Prompt, id_token_hint, parse_max_age};
 use super::{AuthorizationServer, OAuthError, Params};
-use crate::domain::{AuthorizationCode, Client, CodeChallenge, RedirectUri, Scope, User};
+use crate::domain::{AuthorizationCode, Client, CodeChallenge, Grant, RedirectUri, Scope, User};
 use crate::secrets::{random_dated_secret, token_key};
 
 /// A validated authorization request: the client and redirect URI are trusted from here on.
@@ -293,11 +293,8 @@ pub async fn approve(
         scope: request.scope.clone(),
         auth_time,
         code_challenge: request.code_challenge.clone(),
-        // Time-ordered (UUIDv7, RFC 9562 §5.7): a grant id is a reference, never a credential
-        // (every lookup by id is checked against the signed-in user), and ids in creation order
-        // put new grants, and the access-token entries keyed by them, in the store's recent
-        // pages instead of a random page of a tree of every grant.
-        grant_id: uuid::Uuid::now_v7().to_string(),
+        // Led by the user's prefix, then time-ordered (see `Grant::new_id`).
+        grant_id: Grant::new_id(&user.id),
         expires_at,
         used: false,
         purge_at,

@@ -1,7 +1,9 @@
 //! Token introspection (RFC 7662). The caller must authenticate as a confidential client (a
 //! resource server registered as one); public clients cannot prove who they are, so they may not
 //! ask. Any token that is expired, revoked, malformed, unknown, or meant for another audience is
-//! simply `active: false`, with nothing else said (§2.2).
+//! simply `active: false`, with nothing else said (§2.2). So is a token whose client has been
+//! deleted (its refresh tokens no longer work at the token endpoint, and resource servers that
+//! ask should not honour its access tokens), and a refresh token whose user has been.
 
 use serde::Serialize;
 
@@ -73,7 +75,7 @@ async fn access_token(
 ) -> Result<Option<Introspection>, OAuthError> {
     // The verifier checks signature, typ, iss, aud (another audience is inactive), exp, nbf.
     let Ok(claims) = server.verifier.verify(token, now) else { return Ok(None) };
-    if server.store.is_access_token_revoked(&claims.jti, now).await? {
+    if server.access_token_standing(&claims, now).await? != super::TokenStanding::Good {
         return Ok(None);
     }
     let username = match server.store.user(&claims.sub).await? {
@@ -108,6 +110,9 @@ async fn refresh_token(
     let Some(grant) = server.store.grant(&record.grant_id).await? else { return Ok(None) };
     if grant.revoked_at.is_some() {
         return Ok(None);
+    }
+    if server.store.client(&record.client_id).await?.is_none() {
+        return Ok(None); // the client is gone: nobody can present the token any more
     }
     let username = server.store.user(&grant.user_id).await?.map(|user| user.username);
     if username.is_none() {

@@ -23,6 +23,16 @@ pub mod token;
 pub use error::OAuthError;
 pub use params::Params;
 
+/// See [`AuthorizationServer::access_token_standing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStanding {
+    Good,
+    /// Its `jti` was revoked.
+    Revoked,
+    /// Its client was deleted.
+    ClientDeleted,
+}
+
 /// Protocol settings, validated at start.
 #[derive(Debug, Clone)]
 pub struct OAuthConfig {
@@ -79,6 +89,23 @@ impl AuthorizationServer {
         self.verifier.replace_keys(verifier_jwks(&ring).as_bytes())?;
         *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(ring);
         Ok(())
+    }
+
+    /// What this server's records say of an access token whose signature and claims verified
+    /// (offline verifiers know only what the revocation feed tells them).
+    pub async fn access_token_standing(
+        &self,
+        claims: &crate::verify::AccessTokenClaims,
+        now: i64,
+    ) -> Result<TokenStanding, OAuthError> {
+        if self.store.is_access_token_revoked(&claims.jti, now).await? {
+            return Ok(TokenStanding::Revoked);
+        }
+        // A deleted client's access tokens are all revoked (`ClientStore::delete_client`).
+        if self.store.client(&claims.client_id).await?.is_none() {
+            return Ok(TokenStanding::ClientDeleted);
+        }
+        Ok(TokenStanding::Good)
     }
 
     /// The longest a token signed now can stay valid: how long a retired key stays in the JWKS.

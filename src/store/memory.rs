@@ -17,6 +17,7 @@ struct State {
     grants: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, RefreshToken>,
     revoked_jtis: HashMap<String, i64>,
+    revoked_clients: HashMap<String, i64>,
     consents: HashMap<(String, String), Scope>,
 }
 
@@ -98,8 +99,11 @@ impl ClientStore for MemoryStore {
         }
     }
 
-    async fn delete_client(&self, client_id: &str) -> StoreResult<()> {
-        self.state().clients.remove(client_id).map(|_| ()).ok_or(StoreError::NotFound)
+    async fn delete_client(&self, client_id: &str, tokens_until: i64) -> StoreResult<()> {
+        let mut state = self.state();
+        state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
+        state.revoked_clients.insert(client_id.to_owned(), tokens_until);
+        Ok(())
     }
 }
 
@@ -126,6 +130,17 @@ impl UserStore for MemoryStore {
         let mut users: Vec<User> = self.state().users.values().cloned().collect();
         users.sort_by(|a, b| a.username.cmp(&b.username));
         Ok(users)
+    }
+
+    async fn replace_user(&self, user: &User) -> StoreResult<()> {
+        let mut state = self.state();
+        match state.users.get_mut(&user.id) {
+            Some(stored) if stored.username == user.username => {
+                *stored = user.clone();
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
     }
 
     async fn delete_user(&self, username: &str) -> StoreResult<()> {
@@ -268,15 +283,11 @@ impl RevokedTokenStore for MemoryStore {
     }
 
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        let mut revoked: Vec<(String, i64)> = self
-            .state()
-            .revoked_jtis
-            .iter()
-            .filter(|(_, expires_at)| **expires_at > now)
-            .map(|(jti, expires_at)| (jti.clone(), *expires_at))
-            .collect();
-        revoked.sort();
-        Ok(revoked)
+        Ok(unexpired(&self.state().revoked_jtis, now))
+    }
+
+    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        Ok(unexpired(&self.state().revoked_clients, now))
     }
 }
 
@@ -318,6 +329,15 @@ impl Maintenance for MemoryStore {
         counts.refresh_tokens = sweep(&mut state.refresh_tokens, |token| token.expires_at <= now);
         counts.sessions = sweep(&mut state.sessions, |session| session.expires_at <= now);
         counts.revoked_access_tokens = sweep(&mut state.revoked_jtis, |&expires_at| expires_at <= now);
+        counts.revoked_clients = sweep(&mut state.revoked_clients, |&until| until <= now);
         Ok(counts)
     }
+}
+
+/// The entries of `map` whose time is after `now`, sorted.
+fn unexpired(map: &HashMap<String, i64>, now: i64) -> Vec<(String, i64)> {
+    let mut entries: Vec<(String, i64)> =
+        map.iter().filter(|(_, until)| **until > now).map(|(key, until)| (key.clone(), *until)).collect();
+    entries.sort();
+    entries
 }

@@ -48,7 +48,10 @@ pub trait ClientStore: Send + Sync {
     async fn clients(&self) -> StoreResult<Vec<Client>>;
     /// Fails with `NotFound` when there is no such client.
     async fn replace_client(&self, client: &Client) -> StoreResult<()>;
-    async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
+    /// Deletes the client (`NotFound` when there is none), and remembers until `tokens_until`,
+    /// when the last access token issued to it has expired, that all of them are revoked: the
+    /// revocation feed lists the client ([`RevokedTokenStore::revoked_clients`]). One change.
+    async fn delete_client(&self, client_id: &str, tokens_until: i64) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -58,6 +61,8 @@ pub trait UserStore: Send + Sync {
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn users(&self) -> StoreResult<Vec<User>>;
+    /// Replaces the record of the user with this id and username; `NotFound` when there is none.
+    async fn replace_user(&self, user: &User) -> StoreResult<()>;
     async fn delete_user(&self, username: &str) -> StoreResult<()>;
 }
 
@@ -141,6 +146,9 @@ pub trait RevokedTokenStore: Send + Sync {
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool>;
     /// Every revoked access token that has not expired at `now`, as (`jti`, `exp`), by `jti`.
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// Every deleted client whose access tokens may not all have expired at `now`, as
+    /// (`client_id`, until), by client id (see [`ClientStore::delete_client`]).
+    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
 }
 
 /// Remembered consent: the scopes a user approved for a client, so that a later request for a
@@ -161,11 +169,17 @@ pub struct PurgeCounts {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub revoked_access_tokens: u64,
+    pub revoked_clients: u64,
 }
 
 impl PurgeCounts {
     pub fn total(&self) -> u64 {
-        self.codes + self.grants + self.refresh_tokens + self.sessions + self.revoked_access_tokens
+        self.codes
+            + self.grants
+            + self.refresh_tokens
+            + self.sessions
+            + self.revoked_access_tokens
+            + self.revoked_clients
     }
 }
 

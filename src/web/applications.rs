@@ -9,11 +9,10 @@ use poem::http::StatusCode;
 use poem::web::{Data, Path};
 use poem::{Body, Request, Response, handler};
 
-use super::{error_page, html, read_page_form, redirect, server_error_page, signed_in_or_login};
+use super::{csrf_ok, error_page, html, read_page_form, redirect, server_error_page, signed_in_or_login};
 use crate::domain::{Client, GrantType, Session, User};
 use crate::oauth::registration::{ClientRegistration, rotate_secret};
 use crate::oauth::{AuthorizationServer, OAuthError, Params};
-use crate::secrets::constant_time_eq;
 use crate::startup::now;
 
 struct ApplicationSummary {
@@ -101,10 +100,6 @@ fn not_found() -> Response {
         "No such application",
         "There is no application with that id among yours.",
     )
-}
-
-fn csrf_ok(params: &Params, session: &Session) -> bool {
-    constant_time_eq(params.get("csrf_token").ok().flatten().unwrap_or_default(), &session.csrf_token)
 }
 
 fn forged() -> Response {
@@ -461,7 +456,8 @@ pub async fn delete_form(
         Err(response) => return response,
     };
     let message = format!(
-        "{} will stop working at once: its users will have to authorize a new application.",
+        "{} will stop working at once: every token issued to it is revoked, and its users will have \
+         to authorize a new application.",
         client.name
     );
     html(
@@ -489,7 +485,9 @@ pub async fn delete(
         Err(response) => return response,
     };
     let deleted = async {
-        server.store.delete_client(&client.client_id).await?;
+        // Its access tokens are revoked with it (listed in the revocation feed until the last
+        // one has expired).
+        server.store.delete_client(&client.client_id, now() + server.max_token_lifetime()).await?;
         server.store.flush().await?;
         Ok::<_, OAuthError>(())
     };

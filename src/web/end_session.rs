@@ -13,7 +13,6 @@ use super::{SESSION_COOKIE, current_session, error_page, html, redirect, server_
 use crate::domain::Client;
 use crate::oauth::oidc::id_token_hint;
 use crate::oauth::{AuthorizationServer, Params};
-use crate::secrets::constant_time_eq;
 
 #[derive(Template)]
 #[template(path = "logout.html")]
@@ -118,9 +117,7 @@ async fn end(server: &AuthorizationServer, request: &Request, params: Params, co
         return signed_out(server, logout.destination.as_deref()); // nobody to sign out
     };
     let hint_is_this_user = logout.hinted_subject.as_deref() == Some(user.id.as_str());
-    let csrf_ok =
-        constant_time_eq(params.get("csrf_token").ok().flatten().unwrap_or_default(), &session.csrf_token);
-    if !(hint_is_this_user || (confirmed && csrf_ok)) {
+    if !(hint_is_this_user || (confirmed && super::csrf_ok(&params, &session))) {
         let mut fields: Vec<(&'static str, String)> = Vec::new();
         if let Some(client) = &logout.client {
             fields.push(("client_id", client.client_id.clone()));

@@ -19,6 +19,7 @@ use crate::oauth::{AuthorizationServer, OAuthError, Params};
 use crate::secrets::{constant_time_eq, hash_secret, random_secret};
 use crate::startup::now;
 
+pub mod account;
 pub mod applications;
 pub mod end_session;
 pub mod password;
@@ -159,6 +160,9 @@ pub(crate) async fn current_session(
     let Some(user) = server.store.user(&session.user_id).await? else {
         return Ok(None);
     };
+    if !user.accepts(&session) {
+        return Ok(None); // signed in with a password since replaced
+    }
     Ok(Some((id_hash, session, user)))
 }
 
@@ -269,24 +273,11 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
     }
     let username = params.get("username").ok().flatten().unwrap_or_default().to_owned();
     let password = params.get("password").ok().flatten().unwrap_or_default().to_owned();
-    // Brute force: the username and the address are throttled, before any password is checked.
-    let throttles = request.data::<std::sync::Arc<crate::throttle::Throttles>>().cloned();
-    let user_key = format!("user:{username}");
-    let mut keys = vec![user_key.clone()];
-    if let Some(address) = request.remote_addr().as_socket_addr() {
-        keys.push(format!("ip:{}", address.ip()));
-    }
-    if let Some(throttles) = &throttles
-        && let Err(wait) = throttles.login.check(&keys, std::time::Instant::now())
-    {
-        let seconds = crate::throttle::retry_after_seconds(wait);
+    let throttle = PasswordThrottle::new(request, &username);
+    if let Err(seconds) = throttle.check() {
         let message = format!("Too many failed sign-ins. Try again in {seconds} seconds.");
-        let mut response =
-            login_page(server, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(&message));
-        if let Ok(value) = seconds.to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        let page = login_page(server, StatusCode::TOO_MANY_REQUESTS, &next, &username, Some(&message));
+        return with_retry_after(page, seconds);
     }
     let user = match server.store.user_by_username(&username).await {
         Ok(user) => user,
@@ -297,9 +288,7 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
-        if let Some(throttles) = &throttles {
-            throttles.login.failure(&keys, std::time::Instant::now());
-        }
+        throttle.failed();
         // The same message whether the username exists or not.
         return login_page(
             server,
@@ -309,10 +298,86 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
             Some("Wrong username or password."),
         );
     };
-    if let Some(throttles) = &throttles {
-        // A success clears the username's failures, never the address's.
-        throttles.login.success(&[user_key]);
+    throttle.succeeded();
+    let session_cookie = match start_session(server, request, &user).await {
+        Ok(session_cookie) => session_cookie,
+        Err(error) => return server_error_page(&error),
+    };
+    tracing::info!(user_id = %user.id, "user signed in");
+    let mut response = redirect(StatusCode::SEE_OTHER, &next);
+    for value in [session_cookie, set_cookie(server, LOGIN_CSRF_COOKIE, "", 0)] {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
+    response
+}
+
+/// Whether a form posted by a signed-in browser carries its session's CSRF token.
+pub(crate) fn csrf_ok(params: &Params, session: &Session) -> bool {
+    constant_time_eq(params.get("csrf_token").ok().flatten().unwrap_or_default(), &session.csrf_token)
+}
+
+/// `response` with `Retry-After: seconds` (a throttled password check).
+pub(crate) fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    if let Ok(value) = seconds.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The sign-in throttle as one password check meets it (the sign-in form, the password page):
+/// against brute force, the username and the client's address, checked before the password is.
+pub(crate) struct PasswordThrottle {
+    throttles: Option<std::sync::Arc<crate::throttle::Throttles>>,
+    /// The username's key first, then the address's.
+    keys: Vec<String>,
+}
+
+impl PasswordThrottle {
+    pub(crate) fn new(request: &Request, username: &str) -> PasswordThrottle {
+        let mut keys = vec![format!("user:{username}")];
+        if let Some(address) = request.remote_addr().as_socket_addr() {
+            keys.push(format!("ip:{}", address.ip()));
+        }
+        PasswordThrottle {
+            throttles: request.data::<std::sync::Arc<crate::throttle::Throttles>>().cloned(),
+            keys,
+        }
+    }
+
+    /// Whole seconds to wait (for `Retry-After`) while either key is blocked.
+    pub(crate) fn check(&self) -> Result<(), u64> {
+        match &self.throttles {
+            Some(throttles) => throttles
+                .login
+                .check(&self.keys, std::time::Instant::now())
+                .map_err(crate::throttle::retry_after_seconds),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn failed(&self) {
+        if let Some(throttles) = &self.throttles {
+            throttles.login.failure(&self.keys, std::time::Instant::now());
+        }
+    }
+
+    /// Clears the username's failures, never the address's.
+    pub(crate) fn succeeded(&self) {
+        if let Some(throttles) = &self.throttles {
+            throttles.login.success(&self.keys[..1]);
+        }
+    }
+}
+
+/// Signs `user` in in this browser: its previous session (if any) is dropped and a new one,
+/// with a fresh id (no session fixation), is stored durably. Returns the `Set-Cookie` value.
+pub(crate) async fn start_session(
+    server: &AuthorizationServer,
+    request: &Request,
+    user: &User,
+) -> Result<String, OAuthError> {
     let id = random_secret();
     let now = now();
     let session = Session {
@@ -320,28 +385,14 @@ pub async fn login_post(request: &Request, body: Body, Data(server): Data<&Autho
         auth_time: now,
         csrf_token: random_secret(),
         expires_at: now + server.config.session_ttl,
+        user_generation: user.session_generation,
     };
-    // A previous session of this browser is dropped: a fresh id at login (no fixation).
     if let Some(old) = cookie(request, SESSION_COOKIE) {
         let _ = server.store.delete_session(&hash_secret(&old)).await;
     }
-    if let Err(error) = server.store.insert_session(&hash_secret(&id), &session).await {
-        return server_error_page(&error.into());
-    }
-    if let Err(error) = server.store.flush().await {
-        return server_error_page(&error.into());
-    }
-    tracing::info!(user_id = %user.id, "user signed in");
-    let mut response = redirect(StatusCode::SEE_OTHER, &next);
-    for value in [
-        set_cookie(server, SESSION_COOKIE, &id, server.config.session_ttl),
-        set_cookie(server, LOGIN_CSRF_COOKIE, "", 0),
-    ] {
-        if let Ok(value) = value.parse() {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
+    server.store.insert_session(&hash_secret(&id), &session).await?;
+    server.store.flush().await?;
+    Ok(set_cookie(server, SESSION_COOKIE, &id, server.config.session_ttl))
 }
 
 #[handler]
@@ -352,8 +403,7 @@ pub async fn logout(request: &Request, body: Body, Data(server): Data<&Authoriza
     };
     match current_session(server, request).await {
         Ok(Some((id_hash, session, _))) => {
-            let presented = params.get("csrf_token").ok().flatten().unwrap_or_default();
-            if !constant_time_eq(presented, &session.csrf_token) {
+            if !csrf_ok(&params, &session) {
                 return error_page(
                     StatusCode::FORBIDDEN,
                     "Form expired",

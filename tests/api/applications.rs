@@ -278,3 +278,49 @@ async fn authorized_tokens_lists_grants_and_revoking_one_ends_its_tokens_and_con
         "untouched"
     );
 }
+
+/// Deleting an application on its page revokes every access token issued to it, those of
+/// client_credentials included: the revocation feed lists the client for as long as one of its
+/// tokens could be valid, so offline verifiers refuse them, and so does this server's resource.
+#[tokio::test]
+async fn deleting_an_application_revokes_its_tokens_offline_too() {
+    use base64::Engine;
+    use portcullis::startup::now;
+    use portcullis::verify::{Verifier, VerifyError};
+    let app = spawn_app().await;
+    app.login_admin().await;
+    let (client_id, secret, _) = app.register_application(WEB_APP).await;
+    let client = TestClient { id: client_id.clone(), secret };
+    let other = app.confidential_client().await;
+    let theirs = app.client_credentials_token(&client, Some("read")).await;
+    let others = app.client_credentials_token(&other, Some("read")).await;
+    let verifier = Verifier::from_issuer(&app.address, &app.address).await.unwrap();
+    let feed =
+        || async { app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap() };
+    assert_eq!(verifier.apply_revocation_feed(&feed().await, now()), Ok(0));
+    assert!(verifier.verify(&theirs, now()).is_ok());
+
+    let delete_path = format!("/o/applications/{client_id}/delete/");
+    assert_eq!(app.submit(&delete_path, &delete_path, &[]).await.status(), 303);
+    let signed = feed().await;
+    assert_eq!(verifier.apply_revocation_feed(&signed, now()), Ok(1));
+    assert_eq!(verifier.verify(&theirs, now()), Err(VerifyError::Revoked));
+    assert!(verifier.verify(&others, now()).is_ok(), "another client's tokens are not touched");
+    // Listed until the last token issued before the deletion has expired (15 minutes here).
+    let payload = signed.split('.').nth(1).unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(payload["revoked_clients"][0]["client_id"], client_id.as_str());
+    let until = payload["revoked_clients"][0]["exp"].as_i64().unwrap();
+    let unaware = Verifier::from_issuer(&app.address, &app.address).await.unwrap();
+    let claims = unaware.verify(&theirs, now()).unwrap();
+    assert!(until >= claims.exp && until <= now() + 900, "{until} against the token's {}", claims.exp);
+
+    let response = app.http.get(app.url("/api/hello")).bearer_auth(&theirs).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(body["error_description"], "the token's client has been deleted");
+    let response = app.http.get(app.url("/api/hello")).bearer_auth(&others).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}

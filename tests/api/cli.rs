@@ -201,6 +201,16 @@ fn serve(mut command: Command) -> Served {
     Served { child, port, stdout, stderr, log }
 }
 
+/// A test that fails half way leaves no server running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Served {
     /// SIGTERM, wait for the exit (at most 15 s), return the status, the whole log and what
     /// stdout still held.
@@ -217,7 +227,7 @@ impl Served {
         std::io::Read::read_to_string(&mut self.stderr, &mut self.log).unwrap();
         let mut stdout = String::new();
         std::io::Read::read_to_string(&mut self.stdout, &mut stdout).unwrap();
-        (status, self.log, stdout)
+        (status, std::mem::take(&mut self.log), stdout)
     }
 }
 
@@ -280,71 +290,172 @@ async fn the_admin_password_can_come_from_the_environment() {
     assert!(portcullis::web::password::verify("from the environment", Some(&admin.password_hash)));
 }
 
-#[tokio::test]
-async fn deleting_a_user_revokes_the_grants_they_gave() {
+/// A store where carol authorized two applications, `app` and `other`: for each a grant
+/// (`grant-app`, `grant-other`) with a refresh token (`refresh-app`, ...) and a live access token
+/// (`jti-app`, ...). Returns the time it was made.
+async fn seed_carols_grants(data: &std::path::Path) -> i64 {
     use portcullis::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope, User};
-    use portcullis::store::{GrantStore, Maintenance, RefreshTokenStore, RevokedTokenStore};
-    let dir = tempfile::tempdir().unwrap();
-    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    use portcullis::oauth::registration::ClientRegistration;
+    use portcullis::store::{ClientStore, GrantStore, Maintenance};
     let now = portcullis::startup::now();
     let scope = Scope::parse("read").unwrap();
-    {
-        // carol authorized an application: a grant with a refresh token and a live access token.
-        let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
-        let carol = User {
-            id: "carol-id".into(),
-            username: "carol".into(),
-            password_hash: "x".into(),
-            admin: false,
-            created_at: now,
-            email: None,
-            name: None,
+    let store = portcullis::store::SledStore::open(data, 4 * 1024 * 1024).unwrap();
+    let carol = User {
+        id: "carol-id".into(),
+        username: "carol".into(),
+        password_hash: "x".into(),
+        admin: false,
+        created_at: now,
+        email: None,
+        name: None,
+        session_generation: 0,
+    };
+    store.insert_user(&carol).await.unwrap();
+    for name in ["app", "other"] {
+        let registration = ClientRegistration {
+            name: name.into(),
+            public: false,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            grant_types: vec![],
+            scope: "read".into(),
+            skip_consent: false,
+            allowed_origins: vec![],
+            id_token_alg: None,
+            post_logout_redirect_uris: vec![],
         };
-        store.insert_user(&carol).await.unwrap();
+        let (client, _) = registration.validate().unwrap().into_client(None, now);
+        store.insert_client(&portcullis::domain::Client { client_id: name.into(), ..client }).await.unwrap();
         let code = AuthorizationCode {
-            client_id: "app".into(),
+            client_id: name.into(),
             redirect_uri: "https://app.example/cb".into(),
             user_id: carol.id.clone(),
             scope: scope.clone(),
             auth_time: now,
             code_challenge: None,
-            grant_id: "grant-1".into(),
+            grant_id: format!("grant-{name}"),
             expires_at: now + 60,
             used: false,
             purge_at: now + 3600,
             nonce: None,
         };
-        store.insert_code("code-hash", &code).await.unwrap();
+        store.insert_code(&format!("code-{name}"), &code).await.unwrap();
         let grant = Grant {
-            id: "grant-1".into(),
-            client_id: "app".into(),
+            id: format!("grant-{name}"),
+            client_id: name.into(),
             user_id: carol.id.clone(),
             scope: scope.clone(),
             auth_time: now,
             created_at: now,
             revoked_at: None,
-            access_tokens: vec![IssuedAccessToken { jti: "jti-1".into(), expires_at: now + 900 }],
+            access_tokens: vec![IssuedAccessToken { jti: format!("jti-{name}"), expires_at: now + 900 }],
             expires_at: now + 3600,
         };
         let refresh = RefreshToken {
-            grant_id: "grant-1".into(),
-            client_id: "app".into(),
-            scope,
+            grant_id: grant.id.clone(),
+            client_id: name.into(),
+            scope: scope.clone(),
             expires_at: now + 3600,
             rotated: false,
         };
-        store.redeem_code("code-hash", &grant, Some(("refresh-hash", &refresh)), now).await.unwrap();
-        store.flush().await.unwrap();
+        let (code_key, refresh_key) = (format!("code-{name}"), format!("refresh-{name}"));
+        store.redeem_code(&code_key, &grant, Some((&refresh_key, &refresh)), now).await.unwrap();
     }
+    store.flush().await.unwrap();
+    now
+}
+
+#[tokio::test]
+async fn deleting_a_user_revokes_the_grants_they_gave() {
+    use portcullis::store::{GrantStore, RefreshTokenStore, RevokedTokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let now = seed_carols_grants(&data).await;
     let (ok, _, stderr) = run(portcullis(&data, &keys).args(["user", "delete", "carol"]));
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("revoked the 1 grant"), "{stderr}");
+    assert!(stderr.contains("revoked the 2 grant"), "{stderr}");
 
     let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
     assert!(store.user_by_username("carol").await.unwrap().is_none());
-    assert!(store.grant("grant-1").await.unwrap().unwrap().revoked_at.is_some(), "the refresh token stops");
-    assert!(store.is_access_token_revoked("jti-1", now).await.unwrap(), "introspection and the feed see it");
-    assert!(store.refresh_token("refresh-hash").await.unwrap().is_some(), "kept, as any revoked grant's");
+    for name in ["app", "other"] {
+        let grant = store.grant(&format!("grant-{name}")).await.unwrap().unwrap();
+        assert!(grant.revoked_at.is_some(), "the refresh token stops");
+        let jti = format!("jti-{name}");
+        assert!(store.is_access_token_revoked(&jti, now).await.unwrap(), "introspection and the feed see it");
+        let refresh = store.refresh_token(&format!("refresh-{name}")).await.unwrap();
+        assert!(refresh.is_some(), "kept, as any revoked grant's");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_client_revokes_its_tokens() {
+    use portcullis::store::{ClientStore, GrantStore, RevokedTokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let now = seed_carols_grants(&data).await;
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["client", "delete", "app"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("its tokens are revoked"), "{stderr}");
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["client", "delete", "app"]));
+    assert!(!ok && stderr.contains("no client \"app\""), "{stderr}");
+
+    let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+    assert!(store.client("app").await.unwrap().is_none());
+    // Listed in the feed for at least a day: the command cannot know the server's token lifetime.
+    let listed = store.revoked_clients(now).await.unwrap();
+    assert!(
+        matches!(listed.as_slice(), [(id, until)] if id == "app" && *until >= now + 86_400),
+        "{listed:?}"
+    );
+    assert!(store.client("other").await.unwrap().is_some());
+    assert!(store.grant("grant-other").await.unwrap().unwrap().revoked_at.is_none());
+}
+
+#[tokio::test]
+async fn set_password_replaces_it_and_ends_every_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let create = portcullis(&data, &keys)
+        .args(["user", "create", "--username", "dora", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .spawn();
+    let mut create = create.unwrap();
+    create.stdin.take().unwrap().write_all(b"old password 1\n").unwrap();
+    assert!(create.wait().unwrap().success());
+
+    let served = serve(portcullis(&data, &keys));
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let (browser, status) = sign_in(&base, "dora", "old password 1").await;
+    assert_eq!(status, 303);
+    let page = browser.get(format!("{base}/o/authorized_tokens/")).send().await.unwrap();
+    assert_eq!(page.status(), 200, "signed in");
+    served.stop();
+
+    // A password that breaks the rule changes nothing; a good one replaces the old.
+    let mut short = portcullis(&data, &keys);
+    short
+        .args(["user", "set-password", "dora", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut short = short.spawn().unwrap();
+    short.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    assert!(!short.wait().unwrap().success());
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["user", "set-password", "nobody"]));
+    assert!(!ok && stderr.contains("no user named \"nobody\""), "{stderr}");
+    let (ok, printed, stderr) = run(portcullis(&data, &keys).args(["user", "set-password", "dora"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("every session they had is over"), "{stderr}");
+    let generated = printed["password"].as_str().expect("a generated password is printed").to_owned();
+
+    let served = serve(portcullis(&data, &keys));
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let page = browser.get(format!("{base}/o/authorized_tokens/")).send().await.unwrap();
+    assert_eq!(page.status(), 302, "the old session is over");
+    assert!(location(&page).starts_with("/login"), "{}", location(&page));
+    assert_eq!(sign_in(&base, "dora", "old password 1").await.1, 401, "the old password is refused");
+    let (browser, status) = sign_in(&base, "dora", &generated).await;
+    assert_eq!(status, 303, "the new password works");
+    assert_eq!(browser.get(format!("{base}/o/authorized_tokens/")).send().await.unwrap().status(), 200);
+    served.stop();
 }
 
 #[test]

@@ -61,8 +61,20 @@ pub fn pkce_pair() -> (String, String) {
     (verifier, challenge)
 }
 
-fn browser() -> reqwest::Client {
+/// A client that keeps cookies and does not follow redirects, as a test's browser.
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Signs `username` in on the server at `base` in a new browser; returns the browser (holding
+/// the session cookie) and the status of the sign-in (303 when it worked).
+pub async fn sign_in(base: &str, username: &str, password: &str) -> (reqwest::Client, u16) {
+    let browser = browser();
+    let page = browser.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_field(&page, "csrf_token").unwrap();
+    let form = [("csrf_token", csrf.as_str()), ("next", "/"), ("username", username), ("password", password)];
+    let status = browser.post(format!("{base}/login")).form(&form).send().await.unwrap().status().as_u16();
+    (browser, status)
 }
 
 /// A server on the sled store in a fresh temp dir.
@@ -206,6 +218,7 @@ impl TestApp {
             created_at: now(),
             email: None,
             name: None,
+            session_generation: 0,
         };
         self.server.store.insert_user(&user).await.unwrap();
         user

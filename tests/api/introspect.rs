@@ -98,6 +98,32 @@ async fn expired_revoked_malformed_unknown_and_foreign_tokens_are_inactive() {
     }
 }
 
+/// Deleting a client (by its owner on the applications pages, or `client delete`) leaves its
+/// tokens unusable: none of them is active any more.
+#[tokio::test]
+async fn the_tokens_of_a_deleted_client_are_inactive() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let resource_server = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let machine = app.client_credentials_token(&client, None).await;
+    let tokens =
+        [tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap(), &machine];
+    for token in tokens {
+        assert_eq!(app.introspect_json(&resource_server, token).await["active"], true);
+    }
+    app.server.store.delete_client(&client.id, now() + 900).await.unwrap();
+    for token in tokens {
+        assert_eq!(
+            app.introspect_json(&resource_server, token).await,
+            serde_json::json!({ "active": false })
+        );
+    }
+    // The other client's tokens are not touched.
+    let other = app.client_credentials_token(&resource_server, None).await;
+    assert_eq!(app.introspect_json(&resource_server, &other).await["active"], true);
+}
+
 #[tokio::test]
 async fn the_caller_must_be_an_authenticated_confidential_client() {
     let app = spawn_app().await;

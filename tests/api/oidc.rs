@@ -183,8 +183,19 @@ async fn userinfo_releases_claims_by_scope() {
 
     let code = app.login_and_consent(&client, None, &[("scope", "openid")]).await;
     let tokens: serde_json::Value = app.exchange_code(&client, &code, None).await.json().await.unwrap();
-    app.server.store.delete_user("admin").await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    // A deleted client's tokens get nothing either (introspection calls them inactive too).
+    let other = app.create_client(oidc_client()).await;
+    let code = app.login_and_consent(&other, None, &[("scope", "openid")]).await;
+    let tokens: serde_json::Value = app.exchange_code(&other, &code, None).await.json().await.unwrap();
+    let response = app.http.get(app.url("/o/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap());
+    assert_eq!(response.send().await.unwrap().status(), 200);
+    app.server.store.delete_client(&other.id, portcullis::startup::now() + 900).await.unwrap();
     let description = userinfo_refusal(tokens["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(description, "the token's client has been deleted");
+
+    app.server.store.delete_user("admin").await.unwrap();
+    let description = userinfo_refusal(access).await;
     assert!(description.contains("no longer exists"), "{description}");
 }
 
@@ -253,6 +264,7 @@ async fn prompt_login_and_max_age_make_the_user_sign_in_again() {
         auth_time: now() - 100,
         csrf_token: random_secret(),
         expires_at: now() + 3600,
+        user_generation: 0,
     };
     app.server.store.insert_session(&hash_secret(&session_id), &session).await.unwrap();
     let jar = Arc::new(reqwest::cookie::Jar::default());

@@ -41,6 +41,7 @@ async fn later_starts_keep_the_admin_and_follow_a_new_issuer() {
         created_at: now(),
         email: None,
         name: None,
+        session_generation: 0,
     };
     store.insert_user(&alice).await.unwrap();
 

@@ -30,6 +30,7 @@ fn user(id: &str, username: &str) -> User {
         created_at: 0,
         email: None,
         name: None,
+        session_generation: 0,
     }
 }
 
@@ -87,9 +88,16 @@ async fn clients_and_users(store: &dyn Store) {
     assert_eq!(store.client("a").await.unwrap().unwrap().name, "renamed");
     assert!(matches!(store.replace_client(&client("zz")).await, Err(StoreError::NotFound)));
     assert_eq!(store.clients().await.unwrap().len(), 1);
-    store.delete_client("a").await.unwrap();
+    // Deleting a client revokes its access tokens: the feed lists it until the last expires.
+    assert_eq!(store.revoked_clients(0).await.unwrap(), []);
+    store.delete_client("a", 3000).await.unwrap();
     assert!(store.client("a").await.unwrap().is_none());
-    assert!(matches!(store.delete_client("a").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_client("a", 9000).await, Err(StoreError::NotFound)));
+    assert_eq!(store.revoked_clients(2999).await.unwrap(), [("a".to_owned(), 3000)], "listed once");
+    assert_eq!(store.revoked_clients(3000).await.unwrap(), []);
+    assert_eq!(store.purge_expired(2999).await.unwrap().revoked_clients, 0);
+    let counts = store.purge_expired(3000).await.unwrap();
+    assert_eq!((counts.revoked_clients, counts.total()), (1, 1));
 
     store.insert_user(&user("1", "alice")).await.unwrap();
     assert!(matches!(store.insert_user(&user("2", "alice")).await, Err(StoreError::Conflict(_))));
@@ -99,6 +107,14 @@ async fn clients_and_users(store: &dyn Store) {
         "alice",
         "read (and cached, where a store caches)"
     );
+    let replaced = User { password_hash: "y".into(), session_generation: 5, ..user("1", "alice") };
+    store.replace_user(&replaced).await.unwrap();
+    assert_eq!(store.user("1").await.unwrap(), Some(replaced.clone()), "not served stale from a cache");
+    assert_eq!(store.user_by_username("alice").await.unwrap(), Some(replaced));
+    for missing in [user("1", "renamed"), user("9", "alice"), user("9", "nobody")] {
+        assert!(matches!(store.replace_user(&missing).await, Err(StoreError::NotFound)), "{missing:?}");
+    }
+    assert_eq!(store.user("1").await.unwrap().unwrap().password_hash, "y");
     store.delete_user("alice").await.unwrap();
     assert!(store.user_by_username("alice").await.unwrap().is_none());
     assert!(store.user("1").await.unwrap().is_none(), "a deleted user is not served from a cache");
@@ -108,7 +124,13 @@ async fn clients_and_users(store: &dyn Store) {
 }
 
 async fn sessions_expire(store: &dyn Store) {
-    let session = Session { user_id: "u".into(), auth_time: 0, csrf_token: "t".into(), expires_at: 100 };
+    let session = Session {
+        user_id: "u".into(),
+        auth_time: 0,
+        csrf_token: "t".into(),
+        expires_at: 100,
+        user_generation: 0,
+    };
     store.insert_session("s", &session).await.unwrap();
     assert_eq!(store.session("s", 99).await.unwrap(), Some(session));
     assert_eq!(store.session("s", 100).await.unwrap(), None);
@@ -193,7 +215,13 @@ async fn purge_removes_only_what_expired(store: &dyn Store) {
     store
         .insert_session(
             "s",
-            &Session { user_id: "u".into(), auth_time: 0, csrf_token: "t".into(), expires_at: 2000 },
+            &Session {
+                user_id: "u".into(),
+                auth_time: 0,
+                csrf_token: "t".into(),
+                expires_at: 2000,
+                user_generation: 0,
+            },
         )
         .await
         .unwrap();

@@ -106,4 +106,26 @@ test('applications and authorized tokens pages work in a browser', async (t) => 
   await Promise.all([page.waitForURL(`${base}/o/applications/`), page.click('button:has-text("Delete")')]);
   assert.doesNotMatch(await page.textContent('main'), /Browser App/);
   await page.screenshot({ path: screenshotPath('applications.png') });
+
+  // Change the password: a second browser signed in as the same user is signed out.
+  const other = await browser.newPage();
+  await other.goto(`${base}/login`);
+  await other.fill('input[name=username]', 'admin');
+  await other.fill('input[name=password]', adminPassword);
+  await Promise.all([other.waitForURL(`${base}/`), other.click('button[type=submit]')]);
+  await page.goto(`${base}/`);
+  await page.click('text=Your password');
+  await page.waitForURL(`${base}/account/password`);
+  response = await page.reload();
+  await checkPage(page, response);
+  await page.fill('#current_password', adminPassword);
+  await page.fill('#new_password', 'a new passphrase for the admin');
+  await page.fill('#new_password_again', 'a new passphrase for the admin');
+  await page.screenshot({ path: screenshotPath('account-password.png') });
+  await page.click('button:has-text("Change password")');
+  assert.match(await page.textContent('h1'), /Password changed/);
+  await page.goto(`${base}/o/applications/`);
+  assert.equal(page.url(), `${base}/o/applications/`, 'this browser stays signed in');
+  await other.goto(`${base}/o/applications/`);
+  assert.match(other.url(), /\/login\?next=/, 'the other browser is signed out');
 });
