@@ -335,8 +335,9 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             // as revoked in the feed until the last one has expired. The command cannot know the
             // lifetime the server signs with if it was given to the server only as a flag: a day
             // at least.
-            let tokens_until = now() + i64::from(settings.access_token_ttl).max(86_400);
-            store.delete_client(&client_id, tokens_until).await.map_err(|error| match error {
+            let now = now();
+            let tokens_until = now + i64::from(settings.access_token_ttl).max(86_400);
+            store.delete_client(&client_id, now, tokens_until).await.map_err(|error| match error {
                 StoreError::NotFound => CliError(format!("no client {client_id:?}")),
                 other => other.into(),
             })?;

@@ -135,11 +135,14 @@ pub struct RevokedToken {
     pub exp: i64,
 }
 
-/// A deleted client, as the revocation feed lists it: every access token issued to it is
-/// revoked; none of them is valid after `exp`, when the entry leaves the feed.
+/// A deleted client, as the revocation feed lists it: every access token issued to it at or
+/// before `deleted_at` (its `iat`) is revoked; none of them is valid after `exp`, when the entry
+/// leaves the feed. A token issued later is from a new client of the same id (the server creates
+/// `swagger-ui` again at its next start).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedClient {
     pub client_id: String,
+    pub deleted_at: i64,
     pub exp: i64,
 }
 
@@ -154,11 +157,12 @@ pub struct RevocationFeed {
     pub revoked_clients: Vec<RevokedClient>,
 }
 
-/// What the last revocation feed applied lists: `jti` → `exp`, and client id → `exp`.
+/// What the last revocation feed applied lists: `jti` → `exp`, and client id → (`deleted_at`,
+/// `exp`).
 #[derive(Default)]
 struct Revoked {
     tokens: HashMap<String, i64>,
-    clients: HashMap<String, i64>,
+    clients: HashMap<String, (i64, i64)>,
 }
 
 impl Revoked {
@@ -169,10 +173,12 @@ impl Revoked {
     /// Whether the feed revoked the token (an entry still counts within the leeway after its
     /// `exp`, as the token itself would).
     fn lists(&self, claims: &AccessTokenClaims, not_before: i64) -> bool {
-        let listed =
-            |map: &HashMap<String, i64>, key: &str| map.get(key).is_some_and(|&exp| exp > not_before);
-        (!self.tokens.is_empty() && listed(&self.tokens, &claims.jti))
-            || (!self.clients.is_empty() && listed(&self.clients, &claims.client_id))
+        let token_listed = || self.tokens.get(&claims.jti).is_some_and(|&exp| exp > not_before);
+        let client_deleted = || {
+            (self.clients.get(&claims.client_id))
+                .is_some_and(|&(deleted_at, exp)| claims.iat <= deleted_at && exp > not_before)
+        };
+        (!self.tokens.is_empty() && token_listed()) || (!self.clients.is_empty() && client_deleted())
     }
 }
 
@@ -620,7 +626,9 @@ impl Verifier {
         *newest = feed.iat;
         let revoked = Revoked {
             tokens: feed.revoked.into_iter().map(|token| (token.jti, token.exp)).collect(),
-            clients: feed.revoked_clients.into_iter().map(|client| (client.client_id, client.exp)).collect(),
+            clients: (feed.revoked_clients.into_iter())
+                .map(|client| (client.client_id, (client.deleted_at, client.exp)))
+                .collect(),
         };
         let count = revoked.len();
         *self.revoked.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = revoked;
@@ -683,7 +691,7 @@ mod tests {
             aud: "a".into(),
             exp: 100,
             nbf: 0,
-            iat: 0,
+            iat: 50,
             jti: jti.into(),
             client_id: client_id.into(),
             scope: String::new(),
@@ -691,13 +699,15 @@ mod tests {
         };
         let revoked = Revoked {
             tokens: HashMap::from([("j".to_owned(), 100)]),
-            clients: HashMap::from([("c".to_owned(), 200)]),
+            clients: HashMap::from([("c".to_owned(), (50, 200))]),
         };
         assert!(revoked.lists(&claims("j", "x"), 99));
         assert!(!revoked.lists(&claims("j", "x"), 100), "the token's entry is over");
-        assert!(revoked.lists(&claims("other", "c"), 199));
+        assert!(revoked.lists(&claims("other", "c"), 199), "issued in the second of the deletion");
         assert!(!revoked.lists(&claims("other", "c"), 200), "the client's entry is over");
         assert!(!revoked.lists(&claims("other", "x"), 0));
+        let later = AccessTokenClaims { iat: 51, ..claims("other", "c") };
+        assert!(!revoked.lists(&later, 60), "a new client of the same id");
     }
 
     /// RFC 8037 §A.4: the Ed25519 example JWS verifies with the key of §A.2, through aws-lc, and

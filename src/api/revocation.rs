@@ -220,7 +220,7 @@ pub struct FeedCache(std::sync::Mutex<Option<SignedFeed>>);
 #[derive(Clone)]
 pub struct SignedFeed {
     list: Vec<(String, i64)>,
-    clients: Vec<(String, i64)>,
+    clients: Vec<crate::store::DeletedClient>,
     kid: String,
     jws: String,
     etag: String,
@@ -233,9 +233,9 @@ pub const FEED_MAX_AGE_SECONDS: u32 = 10;
 pub enum FeedResponse {
     /// A compact JWS (`typ: revocation-list+jwt`) signed with the server's active key; its
     /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}], "revoked_clients": [{"client_id",
-    /// "exp"}]}`: every revoked access token that has not expired, and every deleted client
-    /// whose access tokens (all revoked) may not all have expired before `exp`
-    /// (`revoked_clients` is absent when empty).
+    /// "deleted_at", "exp"}]}`: every revoked access token that has not expired, and every
+    /// deleted client whose access tokens issued up to `deleted_at` (all revoked) may not all
+    /// have expired before `exp` (`revoked_clients` is absent when empty).
     #[oai(status = 200, content_type = "application/jwt")]
     Ok(
         poem_openapi::payload::PlainText<String>,
@@ -273,7 +273,11 @@ async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<
             .collect(),
         revoked_clients: clients
             .iter()
-            .map(|(client_id, exp)| crate::verify::RevokedClient { client_id: client_id.clone(), exp: *exp })
+            .map(|client| crate::verify::RevokedClient {
+                client_id: client.client_id.clone(),
+                deleted_at: client.deleted_at,
+                exp: client.tokens_until,
+            })
             .collect(),
     };
     let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;

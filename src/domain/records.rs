@@ -201,6 +201,13 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Whether the grant is older than `client`: then it was made with a deleted client of the
+    /// same id (`swagger-ui` is created again at the next start after a deletion), and its
+    /// tokens went with that client.
+    pub fn predates(&self, client: &Client) -> bool {
+        self.created_at < client.created_at
+    }
+
     /// A new id for a grant of `user_id`: a UUID (version 8, RFC 9562 §5.8) made of the user's
     /// [`Grant::id_prefix`] (32 bits), the time in milliseconds (48 bits, the version and
     /// variant bits set between them) and 42 random bits. A store keyed by grant id then holds a

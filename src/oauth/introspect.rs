@@ -111,8 +111,9 @@ async fn refresh_token(
     if grant.revoked_at.is_some() {
         return Ok(None);
     }
-    if server.store.client(&record.client_id).await?.is_none() {
-        return Ok(None); // the client is gone: nobody can present the token any more
+    match server.store.client(&record.client_id).await? {
+        Some(client) if !grant.predates(&client) => {}
+        _ => return Ok(None), // the client is gone: nobody can present the token any more
     }
     let username = server.store.user(&grant.user_id).await?.map(|user| user.username);
     if username.is_none() {

@@ -17,7 +17,8 @@ struct State {
     grants: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, RefreshToken>,
     revoked_jtis: HashMap<String, i64>,
-    revoked_clients: HashMap<String, i64>,
+    /// Client id → (deleted at, tokens until).
+    revoked_clients: HashMap<String, (i64, i64)>,
     consents: HashMap<(String, String), Scope>,
 }
 
@@ -99,10 +100,12 @@ impl ClientStore for MemoryStore {
         }
     }
 
-    async fn delete_client(&self, client_id: &str, tokens_until: i64) -> StoreResult<()> {
+    async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()> {
         let mut state = self.state();
         state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
-        state.revoked_clients.insert(client_id.to_owned(), tokens_until);
+        state.consents.retain(|(_, consented_to), _| consented_to != client_id);
+        let entry = state.revoked_clients.entry(client_id.to_owned()).or_insert((deleted_at, tokens_until));
+        *entry = (entry.0.max(deleted_at), entry.1.max(tokens_until));
         Ok(())
     }
 }
@@ -286,8 +289,17 @@ impl RevokedTokenStore for MemoryStore {
         Ok(unexpired(&self.state().revoked_jtis, now))
     }
 
-    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        Ok(unexpired(&self.state().revoked_clients, now))
+    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>> {
+        let mut clients: Vec<DeletedClient> = (self.state().revoked_clients.iter())
+            .filter(|(_, (_, tokens_until))| *tokens_until > now)
+            .map(|(client_id, &(deleted_at, tokens_until))| DeletedClient {
+                client_id: client_id.clone(),
+                deleted_at,
+                tokens_until,
+            })
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(clients)
     }
 }
 
@@ -329,7 +341,7 @@ impl Maintenance for MemoryStore {
         counts.refresh_tokens = sweep(&mut state.refresh_tokens, |token| token.expires_at <= now);
         counts.sessions = sweep(&mut state.sessions, |session| session.expires_at <= now);
         counts.revoked_access_tokens = sweep(&mut state.revoked_jtis, |&expires_at| expires_at <= now);
-        counts.revoked_clients = sweep(&mut state.revoked_clients, |&until| until <= now);
+        counts.revoked_clients = sweep(&mut state.revoked_clients, |&(_, until)| until <= now);
         Ok(counts)
     }
 }

@@ -48,10 +48,12 @@ pub trait ClientStore: Send + Sync {
     async fn clients(&self) -> StoreResult<Vec<Client>>;
     /// Fails with `NotFound` when there is no such client.
     async fn replace_client(&self, client: &Client) -> StoreResult<()>;
-    /// Deletes the client (`NotFound` when there is none), and remembers until `tokens_until`,
-    /// when the last access token issued to it has expired, that all of them are revoked: the
-    /// revocation feed lists the client ([`RevokedTokenStore::revoked_clients`]). One change.
-    async fn delete_client(&self, client_id: &str, tokens_until: i64) -> StoreResult<()>;
+    /// Deletes the client (`NotFound` when there is none) and what users consented to for it,
+    /// and remembers until `tokens_until`, when the last access token issued to it has expired,
+    /// that every token issued to it up to `deleted_at` is revoked: the revocation feed lists it
+    /// ([`RevokedTokenStore::revoked_clients`]). A client deleted before keeps the later time and
+    /// the longer life. One change.
+    async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()>;
 }
 
 #[async_trait]
@@ -139,6 +141,20 @@ pub trait RefreshTokenStore: Send + Sync {
     ) -> StoreResult<Rotation>;
 }
 
+/// A deleted client, remembered until its last access token has expired.
+///
+/// Client ids can come back: `swagger-ui` is created again at the next start after it was
+/// deleted. So what a deletion revokes is bounded by time, not only by id: a token issued at or
+/// before `deleted_at` (its `iat`, in seconds) is revoked, one issued later belongs to the new
+/// client of that id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedClient {
+    pub client_id: String,
+    pub deleted_at: i64,
+    /// When the last access token issued to it up to `deleted_at` has expired.
+    pub tokens_until: i64,
+}
+
 #[async_trait]
 pub trait RevokedTokenStore: Send + Sync {
     /// Remembers a revoked access token's `jti` until its `exp`.
@@ -146,9 +162,9 @@ pub trait RevokedTokenStore: Send + Sync {
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool>;
     /// Every revoked access token that has not expired at `now`, as (`jti`, `exp`), by `jti`.
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
-    /// Every deleted client whose access tokens may not all have expired at `now`, as
-    /// (`client_id`, until), by client id (see [`ClientStore::delete_client`]).
-    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// Every deleted client whose access tokens may not all have expired at `now`, by client id
+    /// (see [`ClientStore::delete_client`]).
+    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>>;
 }
 
 /// Remembered consent: the scopes a user approved for a client, so that a later request for a

@@ -372,6 +372,7 @@ fn purge_time(tag: u8, record: &[u8]) -> StoreResult<i64> {
         TAG_GRANT => decode::<Grant>(record)?.expires_at,
         TAG_REFRESH => decode::<RefreshToken>(record)?.expires_at,
         TAG_SESSION => decode::<Session>(record)?.expires_at,
+        TAG_CLIENT => deleted_client_record(record).0,
         _ => be_i64(record),
     })
 }
@@ -994,7 +995,7 @@ impl ClientStore for SledStore {
         result
     }
 
-    async fn delete_client(&self, client_id: &str, tokens_until: i64) -> StoreResult<()> {
+    async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()> {
         let client_id = client_id.to_owned();
         let deleted = self
             .write(move |trees| {
@@ -1003,14 +1004,22 @@ impl ClientStore for SledStore {
                 }
                 let mut change = Change::default();
                 change.remove(Space::Clients, client_id.as_bytes());
-                let until = tokens_until.to_be_bytes().to_vec();
-                change.put_expiring(
-                    Space::RevokedClients,
-                    TAG_CLIENT,
-                    client_id.as_bytes(),
-                    until,
-                    tokens_until,
-                );
+                // Consents name the client after their user: every one is read. A deletion is
+                // rare, and a consent left behind would skip the consent page for a later client
+                // of the same id.
+                for key in trees.consents.iter().keys() {
+                    let key = key.map_err(StoreError::backend)?;
+                    if consent_client(&key) == client_id.as_bytes() {
+                        change.remove(Space::Consents, key.to_vec());
+                    }
+                }
+                let earlier = trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
+                let (mut until, mut at) = (tokens_until, deleted_at);
+                if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
+                    (until, at) = (until.max(earlier.0), at.max(earlier.1));
+                }
+                let record = [until.to_be_bytes(), at.to_be_bytes()].concat();
+                change.put_expiring(Space::RevokedClients, TAG_CLIENT, client_id.as_bytes(), record, until);
                 trees.commit(change)
             })
             .await;
@@ -1344,8 +1353,17 @@ impl RevokedTokenStore for SledStore {
         unexpired(&self.trees.revoked_jtis, now)
     }
 
-    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        unexpired(&self.trees.revoked_clients, now)
+    async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>> {
+        let mut clients = Vec::new();
+        for entry in self.trees.revoked_clients.iter() {
+            let (key, bytes) = entry.map_err(StoreError::backend)?;
+            let (tokens_until, deleted_at) = deleted_client_record(&bytes);
+            if tokens_until > now {
+                let client_id = String::from_utf8_lossy(&key).into_owned();
+                clients.push(DeletedClient { client_id, deleted_at, tokens_until });
+            }
+        }
+        Ok(clients)
     }
 }
 
@@ -1365,6 +1383,18 @@ fn unexpired(tree: &Tree, now: i64) -> StoreResult<Vec<(String, i64)>> {
 /// Consents are keyed by user id, a zero byte, client id.
 fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+}
+
+/// The client id of a consent key (user ids are UUIDs, which have no zero byte).
+fn consent_client(key: &[u8]) -> &[u8] {
+    key.iter().position(|&byte| byte == 0).map_or(&[], |zero| &key[zero + 1..])
+}
+
+/// A `revoked_clients` record: until when its tokens may live, then when it was deleted (both
+/// big-endian seconds).
+fn deleted_client_record(bytes: &[u8]) -> (i64, i64) {
+    let (until, at) = bytes.split_at(bytes.len().min(8));
+    (be_i64(until), be_i64(at))
 }
 
 #[async_trait]

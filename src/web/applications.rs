@@ -487,7 +487,8 @@ pub async fn delete(
     let deleted = async {
         // Its access tokens are revoked with it (listed in the revocation feed until the last
         // one has expired).
-        server.store.delete_client(&client.client_id, now() + server.max_token_lifetime()).await?;
+        let now = now();
+        server.store.delete_client(&client.client_id, now, now + server.max_token_lifetime()).await?;
         server.store.flush().await?;
         Ok::<_, OAuthError>(())
     };

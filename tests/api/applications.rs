@@ -311,6 +311,8 @@ async fn deleting_an_application_revokes_its_tokens_offline_too() {
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
     let payload: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(payload["revoked_clients"][0]["client_id"], client_id.as_str());
+    let deleted_at = payload["revoked_clients"][0]["deleted_at"].as_i64().unwrap();
+    assert!((now() - 5..=now()).contains(&deleted_at), "{deleted_at}");
     let until = payload["revoked_clients"][0]["exp"].as_i64().unwrap();
     let unaware = Verifier::from_issuer(&app.address, &app.address).await.unwrap();
     let claims = unaware.verify(&theirs, now()).unwrap();
@@ -323,4 +325,55 @@ async fn deleting_an_application_revokes_its_tokens_offline_too() {
     assert_eq!(body["error_description"], "the token's client has been deleted");
     let response = app.http.get(app.url("/api/hello")).bearer_auth(&others).send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// Client ids can come back: `swagger-ui` is created again at the next start after it was
+/// deleted. What the deleted client was given stays gone (its access and refresh tokens, the
+/// consent it was given), here and offline; the new client of that id starts afresh.
+#[tokio::test]
+async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
+    use portcullis::startup::now;
+    use portcullis::verify::{Verifier, VerifyError};
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let resource_server = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let (access, refresh) =
+        (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    let params = app.authorization_params(&client, None);
+    assert_eq!(app.authorize(&params).await.status(), 302, "the consent is remembered");
+
+    let record = app.server.store.client(&client.id).await.unwrap().unwrap();
+    let deleted_at = now();
+    app.server.store.delete_client(&client.id, deleted_at, deleted_at + 900).await.unwrap();
+    // Created again (the same id and secret) in the next second, as a restart would.
+    let again = portcullis::domain::Client { created_at: deleted_at + 1, ..record };
+    app.server.store.insert_client(&again).await.unwrap();
+    while now() <= deleted_at {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    for token in [access, refresh] {
+        assert_eq!(
+            app.introspect_json(&resource_server, token).await,
+            serde_json::json!({ "active": false })
+        );
+    }
+    assert_oauth_error(app.refresh(&client, refresh, None).await, 400, "invalid_grant").await;
+    let response = app.hello(Some(access)).await;
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error_description"], "the token's client has been deleted");
+    let response = app.authorize(&params).await;
+    assert_eq!(response.status(), 200, "asked again: the consent was for the deleted client");
+    assert!(response.text().await.unwrap().contains("name=\"allow\""));
+
+    let fresh = app.client_credentials_token(&client, None).await;
+    assert_eq!(app.introspect_json(&resource_server, &fresh).await["active"], true);
+    assert_eq!(app.hello(Some(&fresh)).await.status(), 200);
+    let verifier = Verifier::from_issuer(&app.address, &app.address).await.unwrap();
+    let feed = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(verifier.apply_revocation_feed(&feed, now()), Ok(1));
+    assert_eq!(verifier.verify(access, now()), Err(VerifyError::Revoked));
+    assert!(verifier.verify(&fresh, now()).is_ok(), "issued after the deletion: the new client's");
 }

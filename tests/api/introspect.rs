@@ -112,7 +112,7 @@ async fn the_tokens_of_a_deleted_client_are_inactive() {
     for token in tokens {
         assert_eq!(app.introspect_json(&resource_server, token).await["active"], true);
     }
-    app.server.store.delete_client(&client.id, now() + 900).await.unwrap();
+    app.server.store.delete_client(&client.id, now(), now() + 900).await.unwrap();
     for token in tokens {
         assert_eq!(
             app.introspect_json(&resource_server, token).await,

@@ -190,7 +190,8 @@ async fn userinfo_releases_claims_by_scope() {
     let tokens: serde_json::Value = app.exchange_code(&other, &code, None).await.json().await.unwrap();
     let response = app.http.get(app.url("/o/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap());
     assert_eq!(response.send().await.unwrap().status(), 200);
-    app.server.store.delete_client(&other.id, portcullis::startup::now() + 900).await.unwrap();
+    let now = portcullis::startup::now();
+    app.server.store.delete_client(&other.id, now, now + 900).await.unwrap();
     let description = userinfo_refusal(tokens["access_token"].as_str().unwrap().to_owned()).await;
     assert_eq!(description, "the token's client has been deleted");
 

@@ -89,11 +89,26 @@ async fn clients_and_users(store: &dyn Store) {
     assert!(matches!(store.replace_client(&client("zz")).await, Err(StoreError::NotFound)));
     assert_eq!(store.clients().await.unwrap().len(), 1);
     // Deleting a client revokes its access tokens: the feed lists it until the last expires.
+    // What users consented to for it goes with it, and only that.
+    let read = Scope::parse("read").unwrap();
+    store.remember_consent("u1", "a", &read).await.unwrap();
+    store.remember_consent("u1", "ab", &read).await.unwrap();
+    store.remember_consent("u2", "a", &read).await.unwrap();
     assert_eq!(store.revoked_clients(0).await.unwrap(), []);
-    store.delete_client("a", 3000).await.unwrap();
+    store.delete_client("a", 1000, 3000).await.unwrap();
     assert!(store.client("a").await.unwrap().is_none());
-    assert!(matches!(store.delete_client("a", 9000).await, Err(StoreError::NotFound)));
-    assert_eq!(store.revoked_clients(2999).await.unwrap(), [("a".to_owned(), 3000)], "listed once");
+    assert!(matches!(store.delete_client("a", 1100, 9000).await, Err(StoreError::NotFound)));
+    let deleted =
+        |deleted_at, tokens_until| DeletedClient { client_id: "a".into(), deleted_at, tokens_until };
+    assert_eq!(store.revoked_clients(2999).await.unwrap(), [deleted(1000, 3000)], "listed once");
+    assert_eq!(store.consented_scope("u1", "a").await.unwrap(), None);
+    assert_eq!(store.consented_scope("u2", "a").await.unwrap(), None);
+    assert_eq!(store.consented_scope("u1", "ab").await.unwrap(), Some(read.clone()));
+    // The id comes back (as `swagger-ui` does at a start) and goes again: the later deletion and
+    // the later end are kept, whatever the order of the two lifetimes.
+    store.insert_client(&client("a")).await.unwrap();
+    store.delete_client("a", 1200, 2000).await.unwrap();
+    assert_eq!(store.revoked_clients(0).await.unwrap(), [deleted(1200, 3000)]);
     assert_eq!(store.revoked_clients(3000).await.unwrap(), []);
     assert_eq!(store.purge_expired(2999).await.unwrap().revoked_clients, 0);
     let counts = store.purge_expired(3000).await.unwrap();
