@@ -455,11 +455,17 @@ pub async fn delete_form(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let message = format!(
+    let mut message = format!(
         "{} will stop working at once: every token issued to it is revoked, and its users will have \
          to authorize a new application.",
         client.name
     );
+    if client.client_id == crate::startup::SWAGGER_UI_CLIENT_ID {
+        message.push_str(
+            " The server creates it again at its next start, as a new application that none of \
+             these tokens work with.",
+        );
+    }
     html(
         StatusCode::OK,
         ConfirmPage {

@@ -117,6 +117,7 @@ async fn register_view_edit_rotate_and_delete_an_application() {
     let (status, confirm) = app.page(&delete_path).await;
     assert_eq!(status, 200);
     assert!(confirm.contains("Delete Renamed?"));
+    assert!(!confirm.contains("next start"), "only swagger-ui comes back");
     let response = app.submit(&delete_path, &delete_path, &[]).await;
     assert_eq!(response.status(), 303);
     assert!(app.server.store.client(&client_id).await.unwrap().is_none());
@@ -342,6 +343,10 @@ async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
         (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
     let params = app.authorization_params(&client, None);
     assert_eq!(app.authorize(&params).await.status(), 302, "the consent is remembered");
+    // The admin deleting swagger-ui is told it comes back, and as what.
+    let (status, confirm) = app.page("/o/applications/swagger-ui/delete/").await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("creates it again at its next start, as a new application"), "{confirm}");
 
     let record = app.server.store.client(&client.id).await.unwrap().unwrap();
     let deleted_at = now();
