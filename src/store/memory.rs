@@ -155,6 +155,7 @@ impl UserStore for MemoryStore {
             .map(|user| user.id.clone())
             .ok_or(StoreError::NotFound)?;
         state.users.remove(&id);
+        state.consents.retain(|(user_id, _), _| *user_id != id);
         Ok(())
     }
 }

@@ -65,6 +65,8 @@ pub trait UserStore: Send + Sync {
     async fn users(&self) -> StoreResult<Vec<User>>;
     /// Replaces the record of the user with this id and username; `NotFound` when there is none.
     async fn replace_user(&self, user: &User) -> StoreResult<()>;
+    /// Deletes the user (`NotFound` when there is none) and the consents they gave; their grants
+    /// are the caller's to revoke first. One change.
     async fn delete_user(&self, username: &str) -> StoreResult<()>;
 }
 

@@ -1090,6 +1090,10 @@ impl UserStore for SledStore {
                 };
                 let mut change = Change::default();
                 change.remove(Space::Usernames, username.as_bytes());
+                // The consents they gave: keyed by user id first, one range.
+                for key in trees.consents.scan_prefix([&id[..], &[0]].concat()).keys() {
+                    change.remove(Space::Consents, key.map_err(StoreError::backend)?.to_vec());
+                }
                 change.remove(Space::Users, id.to_vec());
                 trees.commit(change)
             })

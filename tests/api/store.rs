@@ -130,7 +130,12 @@ async fn clients_and_users(store: &dyn Store) {
         assert!(matches!(store.replace_user(&missing).await, Err(StoreError::NotFound)), "{missing:?}");
     }
     assert_eq!(store.user("1").await.unwrap().unwrap().password_hash, "y");
+    // The consents a user gave go with them, and only theirs.
+    store.remember_consent("1", "c", &read).await.unwrap();
+    store.remember_consent("10", "c", &read).await.unwrap();
     store.delete_user("alice").await.unwrap();
+    assert_eq!(store.consented_scope("1", "c").await.unwrap(), None);
+    assert_eq!(store.consented_scope("10", "c").await.unwrap(), Some(read.clone()));
     assert!(store.user_by_username("alice").await.unwrap().is_none());
     assert!(store.user("1").await.unwrap().is_none(), "a deleted user is not served from a cache");
     store.insert_user(&user("1", "bob")).await.unwrap();
