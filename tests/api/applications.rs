@@ -72,6 +72,7 @@ async fn register_view_edit_rotate_and_delete_an_application() {
         200,
         "the shown secret works"
     );
+    let before_the_edit = app.client_credentials_token(&client, Some("read")).await;
 
     let (status, detail) = app.page(&format!("/o/applications/{client_id}/")).await;
     assert_eq!(status, 200);
@@ -112,6 +113,8 @@ async fn register_view_edit_rotate_and_delete_an_application() {
     .await;
     let rotated = TestClient { id: client_id.clone(), secret: Some(new_secret) };
     assert_eq!(app.token(&[("grant_type", "client_credentials")], Some(&rotated)).await.status(), 200);
+    // Still the same client (its creation time is kept): its tokens issued before still work.
+    assert_eq!(app.hello(Some(&before_the_edit)).await.status(), 200);
 
     let delete_path = format!("/o/applications/{client_id}/delete/");
     let (status, confirm) = app.page(&delete_path).await;
