@@ -343,6 +343,11 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
             })?;
             store.flush().await?;
             eprintln!("Deleted client {client_id:?}; its tokens are revoked.");
+            if client_id == crate::startup::SWAGGER_UI_CLIENT_ID {
+                eprintln!(
+                    "The server creates it again at its next start, as a new client that none of these tokens work with."
+                );
+            }
         }
         ClientCommand::RotateSecret { client_id } => {
             let mut client = store

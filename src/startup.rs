@@ -290,6 +290,14 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
         }
         Some(_) => {}
         None => {
+            // After a deletion (`client delete swagger-ui`), a new client: created after the
+            // second of the deletion, so that every token of the deleted one, issued up to that
+            // second and refused by the revocation feed, predates it here too
+            // (`AuthorizationServer::access_token_standing`, `Grant::predates`).
+            let now = now();
+            let deleted = store.revoked_clients(now).await?;
+            let deleted = deleted.iter().find(|deleted| deleted.client_id == SWAGGER_UI_CLIENT_ID);
+            let created_at = deleted.map_or(now, |deleted| now.max(deleted.deleted_at + 1));
             store
                 .insert_client(&Client {
                     client_id: SWAGGER_UI_CLIENT_ID.into(),
@@ -304,7 +312,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
                     id_token_signed_response_alg: None,
                     allowed_origins: Vec::new(),
                     post_logout_redirect_uris: Vec::new(),
-                    created_at: now(),
+                    created_at,
                 })
                 .await?;
         }

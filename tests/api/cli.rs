@@ -556,3 +556,85 @@ fn log_format_json_writes_one_json_object_per_line() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `client delete swagger-ui`, then a start: the server creates swagger-ui again, as a new
+/// client. None of what the deleted one was given works with it (access and refresh tokens,
+/// the user's consent), and the revocation feed lists the deleted one.
+#[tokio::test]
+async fn swagger_ui_deleted_comes_back_at_the_next_start_as_a_new_client() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    // One issuer for both starts (the port changes): the tokens stay this issuer's.
+    let issuer = "http://portcullis.test";
+    let start = || {
+        let mut command = portcullis(&data, &keys);
+        command.env("PORTCULLIS_ISSUER", issuer).env("PORTCULLIS_ADMIN_PASSWORD", "admin password 1");
+        serve(command)
+    };
+    let redirect_uri = format!("{issuer}/docs/oauth2-redirect.html");
+    let (verifier, challenge) = pkce_pair();
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "swagger-ui"),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("scope", "read"),
+        ("state", "s"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+
+    let served = start();
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let (browser, status) = sign_in(&base, "admin", "admin password 1").await;
+    assert_eq!(status, 303);
+    let consent = browser.get(format!("{base}/o/authorize")).query(&params).send().await.unwrap();
+    assert_eq!(consent.status(), 200, "the consent page");
+    let mut form = hidden_fields(&consent.text().await.unwrap());
+    form.push(("allow".into(), "allow".into()));
+    let approved = browser.post(format!("{base}/o/authorize")).form(&form).send().await.unwrap();
+    let code = query_param(&location(&approved), "code").expect("a code");
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("client_id", "swagger-ui"),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let http = reqwest::Client::new();
+    let tokens: serde_json::Value =
+        http.post(format!("{base}/o/token")).form(&exchange).send().await.unwrap().json().await.unwrap();
+    let (access, refresh) =
+        (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
+    let remembered = browser.get(format!("{base}/o/authorize")).query(&params).send().await.unwrap();
+    assert_eq!(remembered.status(), 302, "the consent is remembered");
+    assert!(served.stop().0.success());
+
+    let (ok, _, stderr) = run(portcullis(&data, &keys).args(["client", "delete", "swagger-ui"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("creates it again at its next start, as a new client"), "{stderr}");
+
+    let served = start();
+    let base = format!("http://127.0.0.1:{}", served.port);
+    let hello = http.get(format!("{base}/api/hello")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(hello.status(), 401);
+    let body: serde_json::Value = hello.json().await.unwrap();
+    assert_eq!(body["error_description"], "the token's client has been deleted");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", "swagger-ui")];
+    let refreshed = http.post(format!("{base}/o/token")).form(&form).send().await.unwrap();
+    assert_eq!(refreshed.status(), 400, "the deleted client's refresh token");
+    assert_eq!(refreshed.json::<serde_json::Value>().await.unwrap()["error"], "invalid_grant");
+    let (browser, _) = sign_in(&base, "admin", "admin password 1").await;
+    let asked = browser.get(format!("{base}/o/authorize")).query(&params).send().await.unwrap();
+    assert_eq!(asked.status(), 200, "consent is asked again");
+    let feed = http.get(format!("{base}/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(feed.split('.').nth(1).unwrap());
+    let payload: serde_json::Value = serde_json::from_slice(&payload.unwrap()).unwrap();
+    assert_eq!(payload["revoked_clients"][0]["client_id"], "swagger-ui", "{payload}");
+    let deleted_at = payload["revoked_clients"][0]["deleted_at"].as_i64().unwrap();
+    assert!(served.stop().0.success());
+
+    let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+    let again = portcullis::store::ClientStore::client(&store, "swagger-ui").await.unwrap().unwrap();
+    assert!(again.created_at > deleted_at, "created after the second of the deletion");
+}
