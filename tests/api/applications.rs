@@ -346,6 +346,8 @@ async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
         (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
     let params = app.authorization_params(&client, None);
     assert_eq!(app.authorize(&params).await.status(), 302, "the consent is remembered");
+    let (_, listed) = app.page("/o/authorized_tokens/").await;
+    assert!(listed.contains("Test App"), "the grant is listed");
     // The admin deleting swagger-ui is told it comes back, and as what.
     let (status, confirm) = app.page("/o/applications/swagger-ui/delete/").await;
     assert_eq!(status, 200);
@@ -372,6 +374,8 @@ async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error_description"], "the token's client has been deleted");
+    let (_, listed) = app.page("/o/authorized_tokens/").await;
+    assert!(!listed.contains("Test App"), "the deleted client's grant is not the new one's");
     let response = app.authorize(&params).await;
     assert_eq!(response.status(), 200, "asked again: the consent was for the deleted client");
     assert!(response.text().await.unwrap().contains("name=\"allow\""));
