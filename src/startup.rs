@@ -298,6 +298,8 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
             let deleted = store.revoked_clients(now).await?;
             let deleted = deleted.iter().find(|deleted| deleted.client_id == SWAGGER_UI_CLIENT_ID);
             let created_at = deleted.map_or(now, |deleted| now.max(deleted.deleted_at + 1));
+            // A deletion cut short by a crash may have left consents to the deleted one behind.
+            store.forget_client_consents(SWAGGER_UI_CLIENT_ID).await?;
             store
                 .insert_client(&Client {
                     client_id: SWAGGER_UI_CLIENT_ID.into(),

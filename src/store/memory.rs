@@ -312,6 +312,9 @@ impl ConsentStore for MemoryStore {
 
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
         let mut state = self.state();
+        if !state.clients.contains_key(client_id) {
+            return Ok(());
+        }
         let entry = state.consents.entry((user_id.to_owned(), client_id.to_owned())).or_default();
         *entry = entry.union(scope);
         Ok(())
@@ -320,6 +323,13 @@ impl ConsentStore for MemoryStore {
     async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
         self.state().consents.remove(&(user_id.to_owned(), client_id.to_owned()));
         Ok(())
+    }
+
+    async fn forget_client_consents(&self, client_id: &str) -> StoreResult<u64> {
+        let consents = &mut self.state().consents;
+        let before = consents.len();
+        consents.retain(|(_, consented_to), _| consented_to != client_id);
+        Ok((before - consents.len()) as u64)
     }
 }
 

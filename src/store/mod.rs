@@ -48,11 +48,12 @@ pub trait ClientStore: Send + Sync {
     async fn clients(&self) -> StoreResult<Vec<Client>>;
     /// Fails with `NotFound` when there is no such client.
     async fn replace_client(&self, client: &Client) -> StoreResult<()>;
-    /// Deletes the client (`NotFound` when there is none) and what users consented to for it,
-    /// and remembers until `tokens_until`, when the last access token issued to it has expired,
-    /// that every token issued to it up to `deleted_at` is revoked: the revocation feed lists it
+    /// Deletes the client (`NotFound` when there is none), and remembers until `tokens_until`,
+    /// when the last access token issued to it has expired, that every token issued to it up to
+    /// `deleted_at` is revoked: the revocation feed lists it
     /// ([`RevokedTokenStore::revoked_clients`]). A client deleted before keeps the later time and
-    /// the longer life. One change.
+    /// the longer life. One change; then what users consented to for it is forgotten
+    /// ([`ConsentStore::forget_client_consents`]), without holding up other writes.
     async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()>;
 }
 
@@ -174,9 +175,15 @@ pub trait RevokedTokenStore: Send + Sync {
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
     async fn consented_scope(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Scope>>;
-    /// Adds `scope` to what the user approved for the client.
+    /// Adds `scope` to what the user approved for the client; nothing when there is no such
+    /// client (it was deleted meanwhile: [`ClientStore::delete_client`] has forgotten its
+    /// consents, and none may come after).
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()>;
     async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()>;
+    /// Forgets every consent given to the client; returns how many. Called by `delete_client`,
+    /// and before a client is created with an id used before (`swagger-ui`), in case a crash
+    /// cut a deletion short.
+    async fn forget_client_consents(&self, client_id: &str) -> StoreResult<u64>;
 }
 
 /// What a purge removed.

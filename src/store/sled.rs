@@ -996,6 +996,7 @@ impl ClientStore for SledStore {
     }
 
     async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()> {
+        let id = client_id.to_owned();
         let client_id = client_id.to_owned();
         let deleted = self
             .write(move |trees| {
@@ -1004,15 +1005,6 @@ impl ClientStore for SledStore {
                 }
                 let mut change = Change::default();
                 change.remove(Space::Clients, client_id.as_bytes());
-                // Consents name the client after their user: every one is read. A deletion is
-                // rare, and a consent left behind would skip the consent page for a later client
-                // of the same id.
-                for key in trees.consents.iter().keys() {
-                    let key = key.map_err(StoreError::backend)?;
-                    if consent_client(&key) == client_id.as_bytes() {
-                        change.remove(Space::Consents, key.to_vec());
-                    }
-                }
                 let earlier = trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
                 let (mut until, mut at) = (tokens_until, deleted_at);
                 if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
@@ -1024,7 +1016,11 @@ impl ClientStore for SledStore {
             })
             .await;
         self.clients.forget();
-        deleted
+        deleted?;
+        // After the deletion: from then on no consent to the client is remembered, so none is
+        // missed. A consent left behind by a crash in between is found before the id is used
+        // again (`startup::bootstrap`).
+        self.forget_client_consents(&id).await.map(drop)
     }
 }
 
@@ -1411,8 +1407,12 @@ impl ConsentStore for SledStore {
     }
 
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
-        let (key, scope) = (consent_key(user_id, client_id), scope.clone());
+        let (key, scope, client_id) = (consent_key(user_id, client_id), scope.clone(), client_id.to_owned());
         self.write(move |trees| {
+            // On the writer, after any deletion of the client queued before it.
+            if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
+                return Ok(());
+            }
             let known: Scope = match trees.consents.get(&key).map_err(StoreError::backend)? {
                 Some(bytes) => decode(&bytes)?,
                 None => Scope::default(),
@@ -1432,6 +1432,39 @@ impl ConsentStore for SledStore {
             trees.commit(change)
         })
         .await
+    }
+
+    /// Consents are keyed by their user first: the whole tree is read, on a blocking thread
+    /// rather than the writer, which every token request waits for (a million consents take
+    /// about a second to read); the writer then removes what was found, [`PURGE_CHUNK`] keys
+    /// per job.
+    async fn forget_client_consents(&self, client_id: &str) -> StoreResult<u64> {
+        let (trees, client_id) = (self.trees.clone(), client_id.to_owned());
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for key in trees.consents.iter().keys() {
+                let key = key.map_err(StoreError::backend)?;
+                if consent_client(&key) == client_id.as_bytes() {
+                    found.push(key.to_vec());
+                }
+            }
+            Ok::<_, StoreError>(found)
+        })
+        .await
+        .map_err(StoreError::backend)??;
+        let count = found.len() as u64;
+        for chunk in found.chunks(PURGE_CHUNK) {
+            let keys = chunk.to_vec();
+            self.write(move |trees| {
+                let mut change = Change::default();
+                for key in keys {
+                    change.remove(Space::Consents, key);
+                }
+                trees.commit(change)
+            })
+            .await?;
+        }
+        Ok(count)
     }
 }
 

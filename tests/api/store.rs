@@ -91,9 +91,12 @@ async fn clients_and_users(store: &dyn Store) {
     // Deleting a client revokes its access tokens: the feed lists it until the last expires.
     // What users consented to for it goes with it, and only that.
     let read = Scope::parse("read").unwrap();
+    store.insert_client(&client("ab")).await.unwrap();
     store.remember_consent("u1", "a", &read).await.unwrap();
     store.remember_consent("u1", "ab", &read).await.unwrap();
     store.remember_consent("u2", "a", &read).await.unwrap();
+    store.remember_consent("u1", "nobody", &read).await.unwrap();
+    assert_eq!(store.consented_scope("u1", "nobody").await.unwrap(), None, "no such client: not remembered");
     assert_eq!(store.revoked_clients(0).await.unwrap(), []);
     store.delete_client("a", 1000, 3000).await.unwrap();
     assert!(store.client("a").await.unwrap().is_none());
@@ -104,6 +107,10 @@ async fn clients_and_users(store: &dyn Store) {
     assert_eq!(store.consented_scope("u1", "a").await.unwrap(), None);
     assert_eq!(store.consented_scope("u2", "a").await.unwrap(), None);
     assert_eq!(store.consented_scope("u1", "ab").await.unwrap(), Some(read.clone()));
+    store.remember_consent("u3", "a", &read).await.unwrap();
+    assert_eq!(store.consented_scope("u3", "a").await.unwrap(), None, "none after the deletion");
+    assert_eq!(store.forget_client_consents("ab").await.unwrap(), 1);
+    assert_eq!(store.consented_scope("u1", "ab").await.unwrap(), None);
     // The id comes back (as `swagger-ui` does at a start) and goes again: the later deletion and
     // the later end are kept, whatever the order of the two lifetimes.
     store.insert_client(&client("a")).await.unwrap();
@@ -131,6 +138,7 @@ async fn clients_and_users(store: &dyn Store) {
     }
     assert_eq!(store.user("1").await.unwrap().unwrap().password_hash, "y");
     // The consents a user gave go with them, and only theirs.
+    store.insert_client(&client("c")).await.unwrap();
     store.remember_consent("1", "c", &read).await.unwrap();
     store.remember_consent("10", "c", &read).await.unwrap();
     store.delete_user("alice").await.unwrap();
