@@ -89,6 +89,18 @@ impl ClientStore for MemoryStore {
         Ok(clients)
     }
 
+    async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
+        let mut clients: Vec<Client> = self
+            .state()
+            .clients
+            .values()
+            .filter(|client| client.owner.as_deref() == Some(owner))
+            .cloned()
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(clients)
+    }
+
     async fn replace_client(&self, client: &Client) -> StoreResult<()> {
         let mut state = self.state();
         match state.clients.get_mut(&client.client_id) {

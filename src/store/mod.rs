@@ -46,6 +46,8 @@ pub trait ClientStore: Send + Sync {
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>>;
     async fn clients(&self) -> StoreResult<Vec<Client>>;
+    /// The clients registered by the user `owner`, by client id, without reading every client.
+    async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>>;
     /// Fails with `NotFound` when there is no such client.
     async fn replace_client(&self, client: &Client) -> StoreResult<()>;
     /// Deletes the client (`NotFound` when there is none), and remembers until `tokens_until`,

@@ -51,6 +51,8 @@ const TAG_CLIENT: u8 = b'k';
 /// The key in `meta` that says every grant whose id does not begin with its user's prefix is in
 /// `untagged_grants` (stores of earlier releases get their entries once, when first opened).
 const GRANTS_INDEXED: &[u8] = b"untagged_grants indexed";
+/// The `meta` mark of a store whose clients are all listed in `client_owners`.
+const CLIENT_OWNERS_INDEXED: &[u8] = b"client_owners indexed";
 
 /// How long written data may wait for a flush nobody asked for (what sled's own timer did).
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
@@ -83,9 +85,12 @@ struct Trees {
     /// here: key user id, zero byte, grant id; empty value. See [`untagged_key`].
     untagged_grants: Tree,
     /// Deleted clients whose access tokens may still be unexpired: key client id, value
-    /// big-endian time until which all of them count as revoked.
+    /// big-endian times until which its tokens may live and of its deletion.
     revoked_clients: Tree,
-    /// The store's own settings: [`GRANTS_INDEXED`].
+    /// The clients registered by a user, for their applications page: key owner's user id, zero
+    /// byte, client id; empty value (see [`owner_key`]).
+    client_owners: Tree,
+    /// The store's own settings: [`GRANTS_INDEXED`], [`CLIENT_OWNERS_INDEXED`].
     meta: Tree,
     /// Changes being applied, each whole under a sequence number (see [`Trees::commit`]).
     redo: Tree,
@@ -393,9 +398,11 @@ enum Space {
     Expiry,
     UntaggedGrants,
     RevokedClients,
+    ClientOwners,
 }
 
-const SPACES: [Space; 13] = [
+/// By the byte that names them in redo records: a new space goes at the end.
+const SPACES: [Space; 14] = [
     Space::Clients,
     Space::Users,
     Space::Usernames,
@@ -409,6 +416,7 @@ const SPACES: [Space; 13] = [
     Space::Expiry,
     Space::UntaggedGrants,
     Space::RevokedClients,
+    Space::ClientOwners,
 ];
 
 /// The writes of one change to the store (None removes), applied all or nothing by
@@ -509,6 +517,7 @@ impl Trees {
             Space::Expiry => &self.expiry,
             Space::UntaggedGrants => &self.untagged_grants,
             Space::RevokedClients => &self.revoked_clients,
+            Space::ClientOwners => &self.client_owners,
         }
     }
 
@@ -673,6 +682,27 @@ impl Trees {
         if undecodable > 0 {
             tracing::warn!(undecodable, "undecodable grant records left unlisted");
         }
+        Ok(())
+    }
+
+    /// Once per store (`open`, before the writer starts): lists every client that has an owner
+    /// in `client_owners` (a store of an earlier release has no entries), then marks the store.
+    /// Idempotent, as [`Trees::index_untagged_grants`].
+    fn index_client_owners(&self) -> StoreResult<()> {
+        if self.meta.contains_key(CLIENT_OWNERS_INDEXED).map_err(StoreError::backend)? {
+            return Ok(());
+        }
+        for value in self.clients.iter().values() {
+            let Ok(client) = decode::<Client>(&value.map_err(StoreError::backend)?) else {
+                tracing::warn!("an undecodable client record left unlisted by owner");
+                continue;
+            };
+            if let Some(key) = owner_key(&client) {
+                self.client_owners.insert(key, &[]).map_err(StoreError::backend)?;
+            }
+        }
+        self.meta.insert(CLIENT_OWNERS_INDEXED, &[]).map_err(StoreError::backend)?;
+        self.db.flush().map_err(StoreError::backend)?;
         Ok(())
     }
 
@@ -865,6 +895,7 @@ impl SledStore {
             expiry: tree("expiry")?,
             untagged_grants: tree("untagged_grants")?,
             revoked_clients: tree("revoked_clients")?,
+            client_owners: tree("client_owners")?,
             meta: tree("meta")?,
             redo: tree("redo")?,
             next_redo: Default::default(),
@@ -879,9 +910,8 @@ impl SledStore {
         if finished > 0 {
             tracing::warn!(finished, "finished store changes interrupted by a crash");
         }
-        trees.index_untagged_grants().map_err(|error| OpenError::Other {
-            path: display.clone(),
-            source: ::sled::Error::Unsupported(error.to_string()),
+        trees.index_untagged_grants().and_then(|()| trees.index_client_owners()).map_err(|error| {
+            OpenError::Other { path: display.clone(), source: ::sled::Error::Unsupported(error.to_string()) }
         })?;
         let writer = Writer::start(trees.clone())
             .map_err(|error| OpenError::Other { path: display, source: error.into() })?;
@@ -956,13 +986,16 @@ impl SledStore {
 #[async_trait]
 impl ClientStore for SledStore {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
-        let (client_id, record) = (client.client_id.clone(), encode(client));
+        let (client_id, record, owner_key) = (client.client_id.clone(), encode(client), owner_key(client));
         let result = self
             .write(move |trees| {
                 if trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
                     return Err(StoreError::Conflict(format!("client {client_id}")));
                 }
                 let mut change = Change::default();
+                if let Some(key) = owner_key {
+                    change.put(Space::ClientOwners, key, []);
+                }
                 change.put(Space::Clients, client_id.as_bytes(), record);
                 trees.commit(change)
             })
@@ -979,14 +1012,41 @@ impl ClientStore for SledStore {
         self.trees.all(&self.trees.clients)
     }
 
+    async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
+        let listed = [owner.as_bytes(), &[0]].concat();
+        let mut clients = Vec::new();
+        for key in self.trees.client_owners.scan_prefix(&listed).keys() {
+            let key = key.map_err(StoreError::backend)?;
+            let client_id = String::from_utf8_lossy(&key[listed.len()..]).into_owned();
+            // An entry whose client is gone or changed hands is skipped (none is left so, but a
+            // listing must never show another user's client).
+            if let Some(client) = self.client(&client_id).await?
+                && client.owner.as_deref() == Some(owner)
+            {
+                clients.push(client);
+            }
+        }
+        Ok(clients)
+    }
+
     async fn replace_client(&self, client: &Client) -> StoreResult<()> {
-        let (client_id, record) = (client.client_id.clone(), encode(client));
+        let (client_id, record, owner_key) = (client.client_id.clone(), encode(client), owner_key(client));
         let result = self
             .write(move |trees| {
-                if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
+                let Some(stored) = trees.clients.get(client_id.as_bytes()).map_err(StoreError::backend)?
+                else {
                     return Err(StoreError::NotFound);
-                }
+                };
                 let mut change = Change::default();
+                let stored_key = owner_key_of_record(&stored)?;
+                if stored_key != owner_key {
+                    if let Some(key) = stored_key {
+                        change.remove(Space::ClientOwners, key);
+                    }
+                    if let Some(key) = owner_key {
+                        change.put(Space::ClientOwners, key, []);
+                    }
+                }
                 change.put(Space::Clients, client_id.as_bytes(), record);
                 trees.commit(change)
             })
@@ -1000,10 +1060,14 @@ impl ClientStore for SledStore {
         let client_id = client_id.to_owned();
         let deleted = self
             .write(move |trees| {
-                if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
+                let Some(stored) = trees.clients.get(client_id.as_bytes()).map_err(StoreError::backend)?
+                else {
                     return Err(StoreError::NotFound);
-                }
+                };
                 let mut change = Change::default();
+                if let Some(key) = owner_key_of_record(&stored)? {
+                    change.remove(Space::ClientOwners, key);
+                }
                 change.remove(Space::Clients, client_id.as_bytes());
                 let earlier = trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
                 let (mut until, mut at) = (tokens_until, deleted_at);
@@ -1383,6 +1447,18 @@ fn unexpired(tree: &Tree, now: i64) -> StoreResult<Vec<(String, i64)>> {
 /// Consents are keyed by user id, a zero byte, client id.
 fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
     [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+}
+
+/// A client's key in `client_owners`, if it has an owner (user ids are UUIDs, which have no
+/// zero byte).
+fn owner_key(client: &Client) -> Option<Vec<u8>> {
+    let owner = client.owner.as_deref()?;
+    Some([owner.as_bytes(), &[0], client.client_id.as_bytes()].concat())
+}
+
+/// [`owner_key`] of a stored client record.
+fn owner_key_of_record(record: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+    Ok(owner_key(&decode::<Client>(record)?))
 }
 
 /// The client id of a consent key (user ids are UUIDs, which have no zero byte).
@@ -1808,6 +1884,41 @@ mod tests {
         store.purge_expired(10_000).await.unwrap();
         assert!(store.trees.grants.is_empty());
         assert!(store.trees.untagged_grants.is_empty());
+    }
+
+    /// A store of an earlier release has no `client_owners` entries: the first open lists every
+    /// client by owner, once.
+    #[tokio::test]
+    async fn clients_are_listed_by_owner_once_for_a_store_of_an_earlier_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let client = |id: &str, owner: Option<&str>| Client {
+            client_id: id.into(),
+            name: "n".into(),
+            client_type: crate::domain::ClientType::Public,
+            secret_hash: None,
+            redirect_uris: vec![],
+            grant_types: vec![],
+            scope: Scope::parse("read").unwrap(),
+            skip_consent: false,
+            owner: owner.map(str::to_owned),
+            created_at: 0,
+            id_token_signed_response_alg: None,
+            allowed_origins: vec![],
+            post_logout_redirect_uris: vec![],
+        };
+        store.insert_client(&client("mine", Some("u"))).await.unwrap();
+        store.insert_client(&client("swagger-ui", None)).await.unwrap();
+        assert_eq!(store.trees.client_owners.len(), 1);
+        store.trees.client_owners.clear().unwrap();
+        store.trees.meta.remove(CLIENT_OWNERS_INDEXED).unwrap();
+        assert_eq!(store.clients_of_owner("u").await.unwrap(), []);
+        drop(store);
+
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        assert_eq!(store.clients_of_owner("u").await.unwrap(), [client("mine", Some("u"))]);
+        assert!(store.trees.meta.contains_key(CLIENT_OWNERS_INDEXED).unwrap());
+        assert_eq!(store.trees.client_owners.len(), 1);
     }
 
     /// A grant issued with a dated refresh token has no expiry entry: the purge of the head of

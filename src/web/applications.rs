@@ -274,7 +274,12 @@ pub async fn list(request: &Request, Data(server): Data<&AuthorizationServer>) -
         Ok(found) => found,
         Err(response) => return response,
     };
-    let clients = match server.store.clients().await {
+    // The admin sees every client; a user their own, read without reading every client.
+    let clients = match user.admin {
+        true => server.store.clients().await,
+        false => server.store.clients_of_owner(&user.id).await,
+    };
+    let clients = match clients {
         Ok(clients) => clients,
         Err(error) => return server_error_page(&error.into()),
     };

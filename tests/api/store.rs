@@ -330,8 +330,30 @@ macro_rules! store_suite {
     };
 }
 
+/// A user's clients, read by owner: registered, handed over, deleted.
+async fn clients_by_owner(store: &dyn Store) {
+    let owned = |id: &str, owner: Option<&str>| Client { owner: owner.map(str::to_owned), ..client(id) };
+    for (id, owner) in [("b", Some("u1")), ("a", Some("u1")), ("c", Some("u2")), ("d", None)] {
+        store.insert_client(&owned(id, owner)).await.unwrap();
+    }
+    let ids = |clients: Vec<Client>| clients.into_iter().map(|client| client.client_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.clients_of_owner("u1").await.unwrap()), ["a", "b"], "by client id");
+    assert_eq!(ids(store.clients_of_owner("u2").await.unwrap()), ["c"]);
+    assert_eq!(ids(store.clients_of_owner("u").await.unwrap()), Vec::<String>::new(), "not a prefix");
+    store.replace_client(&owned("b", Some("u2"))).await.unwrap();
+    store.replace_client(&Client { name: "renamed".into(), ..owned("c", Some("u2")) }).await.unwrap();
+    store.replace_client(&owned("d", Some("u1"))).await.unwrap();
+    assert_eq!(ids(store.clients_of_owner("u1").await.unwrap()), ["a", "d"]);
+    assert_eq!(ids(store.clients_of_owner("u2").await.unwrap()), ["b", "c"]);
+    store.replace_client(&owned("d", None)).await.unwrap();
+    store.delete_client("a", 1, 2).await.unwrap();
+    assert_eq!(ids(store.clients_of_owner("u1").await.unwrap()), Vec::<String>::new());
+    assert_eq!(store.clients_of_owner("u2").await.unwrap()[1].name, "renamed");
+}
+
 store_suite!(
     clients_and_users,
+    clients_by_owner,
     sessions_expire,
     codes_are_single_use,
     revoking_before_redeeming_leaves_a_tombstone,
