@@ -175,8 +175,10 @@ struct Served {
     child: std::process::Child,
     port: u16,
     stdout: BufReader<std::process::ChildStdout>,
-    stderr: BufReader<std::process::ChildStderr>,
-    log: String,
+    /// The log so far: a thread keeps reading it, since a server whose stderr pipe is full (64
+    /// KiB, soon reached at `RUST_LOG=debug`) blocks on its next line and stops answering.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 fn serve(mut command: Command) -> Served {
@@ -198,7 +200,16 @@ fn serve(mut command: Command) -> Served {
             break rest.trim().parse::<u16>().unwrap();
         }
     };
-    Served { child, port, stdout, stderr, log }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let drained = log.clone();
+    let drain = std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
+            drained.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    Served { child, port, stdout, log, drain: Some(drain) }
 }
 
 /// A test that fails half way leaves no server running.
@@ -224,10 +235,11 @@ impl Served {
             assert!(Instant::now() < deadline, "the server did not stop");
             std::thread::sleep(Duration::from_millis(50));
         };
-        std::io::Read::read_to_string(&mut self.stderr, &mut self.log).unwrap();
+        self.drain.take().unwrap().join().unwrap();
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
         let mut stdout = String::new();
         std::io::Read::read_to_string(&mut self.stdout, &mut stdout).unwrap();
-        (status, std::mem::take(&mut self.log), stdout)
+        (status, log, stdout)
     }
 }
 

@@ -32,6 +32,8 @@ BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/p
 KILLS = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 REDIRECT = "http://127.0.0.1:9/cb"
 PASSWORD = "crash-admin-password"
+# A check that gets no answer fails the run instead of hanging it.
+CHECK_TIMEOUT = 30
 
 
 def free_port():
@@ -41,16 +43,22 @@ def free_port():
 
 
 class Server:
-    def __init__(self, env, port):
+    def __init__(self, env, port, log):
         self.env, self.port, self.base = env, port, f"http://127.0.0.1:{port}"
         self.process = None
+        # The server's log goes to a file: a pipe nobody reads fills up (64 KiB: a few hundred
+        # warnings, such as the replays of the checks below), and then the server blocks on its
+        # next log line and the run hangs.
+        self.log = log
 
     def start(self):
-        self.process = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"], env=self.env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([BINARY, "serve", "--listen", f"127.0.0.1:{self.port}"],
+                                            env=self.env, stdout=subprocess.DEVNULL, stderr=log)
         for _ in range(400):
             if self.process.poll() is not None:
-                raise SystemExit(f"FAIL: the server did not start: {self.process.stderr.read().decode()[-2000:]}")
+                with open(self.log, "rb") as log:
+                    raise SystemExit(f"FAIL: the server did not start: {log.read().decode()[-2000:]}")
             try:
                 if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return
@@ -79,7 +87,7 @@ def sign_in(server):
     return browser
 
 
-def exchange(server, browser, client, timeout=None):
+def exchange(server, browser, client, timeout=CHECK_TIMEOUT):
     """One trip through the code flow (skip-consent client): the code and the token endpoint's answer."""
     response = browser.get(server.base + "/o/authorize", params={
         "response_type": "code", "client_id": client["client_id"], "redirect_uri": REDIRECT, "state": "s"},
@@ -110,7 +118,7 @@ def main():
     client = cli(env, "client", "create", "--name", "crash", "--skip-consent", "--redirect-uri", REDIRECT,
                  "--grant-type", "authorization_code", "--grant-type", "refresh_token")
     auth = (client["client_id"], client["client_secret"])
-    server = Server(env, port)
+    server = Server(env, port, f"{work}/server.log")
     totals = {"kills": 0, "acknowledged exchanges": 0, "acknowledged rotations": 0, "acknowledged revocations": 0,
               "rotated tokens re-checked": 0, "revoked tokens re-checked": 0, "violations": 0}
     clean_cycles = 0
@@ -178,21 +186,22 @@ def main():
         server.start()  # the store must open cleanly
         violations_before = totals["violations"]
         for old in rotated:
-            answer = requests.post(server.base + "/o/token", auth=auth,
+            answer = requests.post(server.base + "/o/token", auth=auth, timeout=CHECK_TIMEOUT,
                                    data={"grant_type": "refresh_token", "refresh_token": old})
             totals["rotated tokens re-checked"] += 1
             if answer.status_code != 400 or answer.json().get("error") != "invalid_grant":
                 totals["violations"] += 1
                 print(f"VIOLATION: an acknowledged rotation was lost: {answer.status_code} {answer.text}")
         for kind, token in revoked:
-            info = requests.post(server.base + "/o/introspect", auth=auth, data={"token": token}).json()
+            info = requests.post(server.base + "/o/introspect", auth=auth, data={"token": token},
+                                 timeout=CHECK_TIMEOUT).json()
             totals["revoked tokens re-checked"] += 1
             if info.get("active"):
                 totals["violations"] += 1
                 print(f"VIOLATION: an acknowledged {kind} token revocation was lost")
         # Last: a replayed code revokes its grant, which would hide a lost rotation above.
         for code in exchanged:
-            answer = requests.post(server.base + "/o/token", auth=auth, data={
+            answer = requests.post(server.base + "/o/token", auth=auth, timeout=CHECK_TIMEOUT, data={
                 "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT})
             if answer.status_code != 400 or answer.json().get("error") != "invalid_grant":
                 totals["violations"] += 1
