@@ -21,6 +21,18 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# A step that runs a server and a client of it gets a time limit: one that hangs (a server blocked,
+# a client waiting on it) fails the run with its name instead of holding CI until it is stopped.
+bounded() {
+  local seconds=$1
+  shift
+  if ! command -v timeout >/dev/null 2>&1; then "$@"; return; fi
+  local status=0
+  timeout -k 10 "$seconds" "$@" || status=$?
+  if [ "$status" -eq 124 ]; then echo "test.sh: '$*' was still running after ${seconds}s: stopped" >&2; fi
+  return "$status"
+}
+
 # Build: OpenSSL headers. Benchmark smoke: curl and wrk. Browser test: Debian's Chromium (playwright-core drives it; it never
 # downloads a browser of its own).
 apt_install pkg-config libssl-dev chromium curl wrk
@@ -51,25 +63,25 @@ if ! python3 -c "import authlib, joserfc, requests, openapi_spec_validator" >/de
   python3 -m pip install --quiet --disable-pip-version-check authlib joserfc requests openapi-spec-validator
 fi
 python3 -m openapi_spec_validator openapi/openapi.json
-python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
+bounded 600 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 # Again with EdDSA access tokens (signed by aws-lc, not josekit): joserfc checks them too.
-PORTCULLIS_SIGNING_ALG=EdDSA python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
+PORTCULLIS_SIGNING_ALG=EdDSA bounded 600 python3 -W ignore tests/interop/authlib_client.py target/debug/portcullis
 
 # Schema-driven fuzzing of the served OpenAPI document (short run): no 5xx, no answer that
 # breaks the document.
-tests/fuzz/schemathesis.sh target/debug/portcullis 30
+bounded 900 tests/fuzz/schemathesis.sh target/debug/portcullis 30
 
 # Crash safety: SIGKILL during rotations and revocations, restart, every acknowledged write holds
 # (3 kills here; `python3 tests/crash/crash_safety.py target/release/portcullis 20` for the full run).
-python3 tests/crash/crash_safety.py target/debug/portcullis 3
+bounded 600 python3 tests/crash/crash_safety.py target/debug/portcullis 3
 
 # The load, scale and churn benchmarks still work (smoke runs on the debug build; figures come
 # from bench/run.sh and bench/scale.sh without --smoke).
-bench/run.sh --smoke
-bench/scale.sh --smoke
-bench/scale.sh --churn --smoke
+bounded 600 bench/run.sh --smoke
+bounded 600 bench/scale.sh --smoke
+bounded 600 bench/scale.sh --churn --smoke
 
 # In a real browser: Swagger UI's Authorize -> sign in -> consent -> /api/hello, the
 # applications and authorized-tokens pages, and cross-site POSTed authorization and logout
 # requests.
-(cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; } && node --test)
+(cd tests/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; } && bounded 600 node --test)
