@@ -293,7 +293,7 @@ async fn bootstrap(server: &AuthorizationServer) -> Result<Option<String>, Start
             // After a deletion (`client delete swagger-ui`), a new client: created after the
             // second of the deletion, so that every token of the deleted one, issued up to that
             // second and refused by the revocation feed, predates it here too
-            // (`AuthorizationServer::access_token_standing`, `Grant::predates`).
+            // (`Client::issued_this`).
             let now = now();
             let deleted = store.revoked_clients(now).await?;
             let deleted = deleted.iter().find(|deleted| deleted.client_id == SWAGGER_UI_CLIENT_ID);

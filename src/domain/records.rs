@@ -89,6 +89,14 @@ impl Client {
     pub fn registered_redirect_uri(&self, presented: &str) -> Option<RedirectUri> {
         self.redirect_uris.iter().find_map(|uri| uri.accepting(presented))
     }
+
+    /// Whether what was issued at `issued_at` (an access token's `iat`, a grant's creation) was
+    /// issued to this client. Not if it is older than the client: then it went to a deleted
+    /// client of the same id (`swagger-ui` is created again at the next start after a
+    /// deletion), and was revoked with it.
+    pub fn issued_this(&self, issued_at: i64) -> bool {
+        issued_at >= self.created_at
+    }
 }
 
 /// The longest username, in characters.
@@ -201,13 +209,6 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Whether the grant is older than `client`: then it was made with a deleted client of the
-    /// same id (`swagger-ui` is created again at the next start after a deletion), and its
-    /// tokens went with that client.
-    pub fn predates(&self, client: &Client) -> bool {
-        self.created_at < client.created_at
-    }
-
     /// A new id for a grant of `user_id`: a UUID (version 8, RFC 9562 §5.8) made of the user's
     /// [`Grant::id_prefix`] (32 bits), the time in milliseconds (48 bits, the version and
     /// variant bits set between them) and 42 random bits. A store keyed by grant id then holds a

@@ -112,7 +112,7 @@ async fn refresh_token(
         return Ok(None);
     }
     match server.store.client(&record.client_id).await? {
-        Some(client) if !grant.predates(&client) => {}
+        Some(client) if client.issued_this(grant.created_at) => {}
         _ => return Ok(None), // the client is gone: nobody can present the token any more
     }
     let username = server.store.user(&grant.user_id).await?.map(|user| user.username);

@@ -102,10 +102,9 @@ impl AuthorizationServer {
             return Ok(TokenStanding::Revoked);
         }
         // A deleted client's access tokens are all revoked (`ClientStore::delete_client`), also
-        // when a client of the same id was created since (`swagger-ui` is, at the next start):
-        // a token issued before the client existed was issued to the one deleted.
+        // when a client of the same id was created since (`Client::issued_this`).
         match self.store.client(&claims.client_id).await? {
-            Some(client) if claims.iat >= client.created_at => {}
+            Some(client) if client.issued_this(claims.iat) => {}
             _ => return Ok(TokenStanding::ClientDeleted),
         }
         Ok(TokenStanding::Good)

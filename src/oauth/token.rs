@@ -213,7 +213,7 @@ async fn refresh_token(
         return Err(invalid());
     }
     let grant = server.store.grant(&old.grant_id).await?.ok_or_else(invalid)?;
-    if grant.revoked_at.is_some() || grant.predates(client) {
+    if grant.revoked_at.is_some() || !client.issued_this(grant.created_at) {
         return Err(invalid());
     }
     let user = server.store.user(&grant.user_id).await?.ok_or_else(invalid)?;

@@ -524,7 +524,7 @@ pub async fn authorized_tokens(request: &Request, Data(server): Data<&Authorizat
     let mut summaries = Vec::new();
     for grant in grants.into_iter().filter(|grant| grant.expires_at > now) {
         let client_name = match server.store.client(&grant.client_id).await {
-            Ok(Some(client)) if !grant.predates(&client) => client.name,
+            Ok(Some(client)) if client.issued_this(grant.created_at) => client.name,
             // The application was deleted (and perhaps another of the same id created since):
             // the grant's tokens no longer work.
             Ok(_) => continue,
