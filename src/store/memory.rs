@@ -113,12 +113,14 @@ impl ClientStore for MemoryStore {
     }
 
     async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()> {
-        let mut state = self.state();
-        state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
-        state.consents.retain(|(_, consented_to), _| consented_to != client_id);
-        let entry = state.revoked_clients.entry(client_id.to_owned()).or_insert((deleted_at, tokens_until));
-        *entry = (entry.0.max(deleted_at), entry.1.max(tokens_until));
-        Ok(())
+        {
+            let mut state = self.state();
+            state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
+            let entry =
+                state.revoked_clients.entry(client_id.to_owned()).or_insert((deleted_at, tokens_until));
+            *entry = (entry.0.max(deleted_at), entry.1.max(tokens_until));
+        }
+        self.forget_client_consents(client_id).await.map(drop)
     }
 }
 

@@ -363,11 +363,10 @@ fn be_i64(bytes: &[u8]) -> i64 {
 }
 
 /// The key of a grant in `untagged_grants`, if its id does not begin with its user's prefix
-/// ([`Grant::id_prefix`]); None when reading that prefix's range of `grants` finds it. (User
-/// ids are UUIDs, which have no zero byte.)
+/// ([`Grant::id_prefix`]); None when reading that prefix's range of `grants` finds it.
 fn untagged_key(grant: &Grant) -> Option<Vec<u8>> {
     let tagged = grant.id.starts_with(&Grant::id_prefix(&grant.user_id));
-    (!tagged).then(|| [grant.user_id.as_bytes(), &[0], grant.id.as_bytes()].concat())
+    (!tagged).then(|| user_key(&grant.user_id, &grant.id))
 }
 
 /// When the record of the kind `tag` may be deleted.
@@ -657,53 +656,64 @@ impl Trees {
     /// written by an earlier release (UUIDv7 ids), then marks the store as indexed. Idempotent,
     /// so a crash half way only makes the next open do it again.
     fn index_untagged_grants(&self) -> StoreResult<()> {
-        if self.meta.contains_key(GRANTS_INDEXED).map_err(StoreError::backend)? {
-            return Ok(());
-        }
-        let (mut listed, mut undecodable) = (0, 0);
-        // One grant at a time: a large store's grants are not loaded whole.
-        for value in self.grants.iter().values() {
-            // A record no reader could use either does not stop the server from starting.
-            let Ok(grant) = decode::<Grant>(&value.map_err(StoreError::backend)?) else {
-                undecodable += 1;
-                continue;
-            };
-            // A revoked grant is never listed (a revocation's tombstone has no user).
-            if let Some(key) = untagged_key(&grant).filter(|_| grant.revoked_at.is_none()) {
-                self.untagged_grants.insert(key, &[]).map_err(StoreError::backend)?;
-                listed += 1;
+        self.once(GRANTS_INDEXED, || {
+            let (mut listed, mut undecodable) = (0, 0);
+            // One grant at a time: a large store's grants are not loaded whole.
+            for value in self.grants.iter().values() {
+                // A record no reader could use either does not stop the server from starting.
+                let Ok(grant) = decode::<Grant>(&value.map_err(StoreError::backend)?) else {
+                    undecodable += 1;
+                    continue;
+                };
+                // A revoked grant is never listed (a revocation's tombstone has no user).
+                if let Some(key) = untagged_key(&grant).filter(|_| grant.revoked_at.is_none()) {
+                    self.untagged_grants.insert(key, &[]).map_err(StoreError::backend)?;
+                    listed += 1;
+                }
             }
-        }
-        self.meta.insert(GRANTS_INDEXED, &[]).map_err(StoreError::backend)?;
-        self.db.flush().map_err(StoreError::backend)?;
-        if listed > 0 {
-            tracing::info!(listed, "listed the grants of earlier releases by user, once");
-        }
-        if undecodable > 0 {
-            tracing::warn!(undecodable, "undecodable grant records left unlisted");
-        }
-        Ok(())
+            if listed > 0 {
+                tracing::info!(listed, "listed the grants of earlier releases by user, once");
+            }
+            if undecodable > 0 {
+                tracing::warn!(undecodable, "undecodable grant records left unlisted");
+            }
+            Ok(())
+        })
     }
 
     /// Once per store (`open`, before the writer starts): lists every client that has an owner
     /// in `client_owners` (a store of an earlier release has no entries), then marks the store.
     /// Idempotent, as [`Trees::index_untagged_grants`].
     fn index_client_owners(&self) -> StoreResult<()> {
-        if self.meta.contains_key(CLIENT_OWNERS_INDEXED).map_err(StoreError::backend)? {
+        self.once(CLIENT_OWNERS_INDEXED, || {
+            for value in self.clients.iter().values() {
+                let Ok(client) = decode::<Client>(&value.map_err(StoreError::backend)?) else {
+                    tracing::warn!("an undecodable client record left unlisted by owner");
+                    continue;
+                };
+                if let Some(key) = owner_key(&client) {
+                    self.client_owners.insert(key, &[]).map_err(StoreError::backend)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `index` unless the store carries `mark` in `meta`, then sets the mark, durably.
+    fn once(&self, mark: &[u8], index: impl FnOnce() -> StoreResult<()>) -> StoreResult<()> {
+        if self.meta.contains_key(mark).map_err(StoreError::backend)? {
             return Ok(());
         }
-        for value in self.clients.iter().values() {
-            let Ok(client) = decode::<Client>(&value.map_err(StoreError::backend)?) else {
-                tracing::warn!("an undecodable client record left unlisted by owner");
-                continue;
-            };
-            if let Some(key) = owner_key(&client) {
-                self.client_owners.insert(key, &[]).map_err(StoreError::backend)?;
-            }
-        }
-        self.meta.insert(CLIENT_OWNERS_INDEXED, &[]).map_err(StoreError::backend)?;
+        index()?;
+        self.meta.insert(mark, &[]).map_err(StoreError::backend)?;
         self.db.flush().map_err(StoreError::backend)?;
         Ok(())
+    }
+
+    /// The [`owner_key`] of the stored client `client_id`; `NotFound` when there is none.
+    fn stored_owner_key(&self, client_id: &str) -> StoreResult<Option<Vec<u8>>> {
+        let stored: Client = self.get(&self.clients, client_id)?.ok_or(StoreError::NotFound)?;
+        Ok(owner_key(&stored))
     }
 
     fn get<T: Stored>(&self, tree: &Tree, key: &str) -> StoreResult<Option<T>> {
@@ -1013,11 +1023,10 @@ impl ClientStore for SledStore {
     }
 
     async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
-        let listed = [owner.as_bytes(), &[0]].concat();
         let mut clients = Vec::new();
-        for key in self.trees.client_owners.scan_prefix(&listed).keys() {
+        for key in self.trees.client_owners.scan_prefix(user_range(owner.as_bytes())).keys() {
             let key = key.map_err(StoreError::backend)?;
-            let client_id = String::from_utf8_lossy(&key[listed.len()..]).into_owned();
+            let client_id = String::from_utf8_lossy(after_user(&key)).into_owned();
             // An entry whose client is gone or changed hands is skipped (none is left so, but a
             // listing must never show another user's client).
             if let Some(client) = self.client(&client_id).await?
@@ -1033,12 +1042,8 @@ impl ClientStore for SledStore {
         let (client_id, record, owner_key) = (client.client_id.clone(), encode(client), owner_key(client));
         let result = self
             .write(move |trees| {
-                let Some(stored) = trees.clients.get(client_id.as_bytes()).map_err(StoreError::backend)?
-                else {
-                    return Err(StoreError::NotFound);
-                };
+                let stored_key = trees.stored_owner_key(&client_id)?;
                 let mut change = Change::default();
-                let stored_key = owner_key_of_record(&stored)?;
                 if stored_key != owner_key {
                     if let Some(key) = stored_key {
                         change.remove(Space::ClientOwners, key);
@@ -1057,25 +1062,21 @@ impl ClientStore for SledStore {
 
     async fn delete_client(&self, client_id: &str, deleted_at: i64, tokens_until: i64) -> StoreResult<()> {
         let id = client_id.to_owned();
-        let client_id = client_id.to_owned();
         let deleted = self
             .write(move |trees| {
-                let Some(stored) = trees.clients.get(client_id.as_bytes()).map_err(StoreError::backend)?
-                else {
-                    return Err(StoreError::NotFound);
-                };
+                let stored_key = trees.stored_owner_key(&id)?;
                 let mut change = Change::default();
-                if let Some(key) = owner_key_of_record(&stored)? {
+                if let Some(key) = stored_key {
                     change.remove(Space::ClientOwners, key);
                 }
-                change.remove(Space::Clients, client_id.as_bytes());
-                let earlier = trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
+                change.remove(Space::Clients, id.as_bytes());
+                let earlier = trees.revoked_clients.get(id.as_bytes()).map_err(StoreError::backend)?;
                 let (mut until, mut at) = (tokens_until, deleted_at);
                 if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
                     (until, at) = (until.max(earlier.0), at.max(earlier.1));
                 }
                 let record = [until.to_be_bytes(), at.to_be_bytes()].concat();
-                change.put_expiring(Space::RevokedClients, TAG_CLIENT, client_id.as_bytes(), record, until);
+                change.put_expiring(Space::RevokedClients, TAG_CLIENT, id.as_bytes(), record, until);
                 trees.commit(change)
             })
             .await;
@@ -1084,7 +1085,7 @@ impl ClientStore for SledStore {
         // After the deletion: from then on no consent to the client is remembered, so none is
         // missed. A consent left behind by a crash in between is found before the id is used
         // again (`startup::bootstrap`).
-        self.forget_client_consents(&id).await.map(drop)
+        self.forget_client_consents(client_id).await.map(drop)
     }
 }
 
@@ -1151,7 +1152,7 @@ impl UserStore for SledStore {
                 let mut change = Change::default();
                 change.remove(Space::Usernames, username.as_bytes());
                 // The consents they gave: keyed by user id first, one range.
-                for key in trees.consents.scan_prefix([&id[..], &[0]].concat()).keys() {
+                for key in trees.consents.scan_prefix(user_range(&id)).keys() {
                     change.remove(Space::Consents, key.map_err(StoreError::backend)?.to_vec());
                 }
                 change.remove(Space::Users, id.to_vec());
@@ -1304,11 +1305,10 @@ impl GrantStore for SledStore {
         for entry in trees.grants.scan_prefix(Grant::id_prefix(user_id)).values() {
             grants.push(decode::<Grant>(&entry.map_err(StoreError::backend)?)?);
         }
-        let listed = [user_id.as_bytes(), &[0]].concat();
-        for key in trees.untagged_grants.scan_prefix(&listed).keys() {
+        for key in trees.untagged_grants.scan_prefix(user_range(user_id.as_bytes())).keys() {
             let key = key.map_err(StoreError::backend)?;
             // An entry whose grant is gone (written before a grant whose change was cut short).
-            if let Some(bytes) = trees.grants.get(&key[listed.len()..]).map_err(StoreError::backend)? {
+            if let Some(bytes) = trees.grants.get(after_user(&key)).map_err(StoreError::backend)? {
                 grants.push(decode(&bytes)?);
             }
         }
@@ -1444,26 +1444,27 @@ fn unexpired(tree: &Tree, now: i64) -> StoreResult<Vec<(String, i64)>> {
     Ok(entries)
 }
 
-/// Consents are keyed by user id, a zero byte, client id.
-fn consent_key(user_id: &str, client_id: &str) -> Vec<u8> {
-    [user_id.as_bytes(), &[0], client_id.as_bytes()].concat()
+/// The keys of `consents` (user, client), `untagged_grants` (user, grant) and `client_owners`
+/// (owner, client): a user id, a zero byte, another id. User ids are UUIDs, which have no zero
+/// byte, so one user's keys are the range that begins with [`user_range`], and [`after_user`]
+/// reads the other id back.
+fn user_key(user_id: &str, id: &str) -> Vec<u8> {
+    [user_id.as_bytes(), &[0], id.as_bytes()].concat()
 }
 
-/// A client's key in `client_owners`, if it has an owner (user ids are UUIDs, which have no
-/// zero byte).
-fn owner_key(client: &Client) -> Option<Vec<u8>> {
-    let owner = client.owner.as_deref()?;
-    Some([owner.as_bytes(), &[0], client.client_id.as_bytes()].concat())
+/// What every [`user_key`] of `user_id` begins with.
+fn user_range(user_id: &[u8]) -> Vec<u8> {
+    [user_id, &[0]].concat()
 }
 
-/// [`owner_key`] of a stored client record.
-fn owner_key_of_record(record: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-    Ok(owner_key(&decode::<Client>(record)?))
-}
-
-/// The client id of a consent key (user ids are UUIDs, which have no zero byte).
-fn consent_client(key: &[u8]) -> &[u8] {
+/// The id after the user's in a [`user_key`].
+fn after_user(key: &[u8]) -> &[u8] {
     key.iter().position(|&byte| byte == 0).map_or(&[], |zero| &key[zero + 1..])
+}
+
+/// A client's key in `client_owners`, if it has an owner.
+fn owner_key(client: &Client) -> Option<Vec<u8>> {
+    Some(user_key(client.owner.as_deref()?, &client.client_id))
 }
 
 /// A `revoked_clients` record: until when its tokens may live, then when it was deleted (both
@@ -1476,14 +1477,14 @@ fn deleted_client_record(bytes: &[u8]) -> (i64, i64) {
 #[async_trait]
 impl ConsentStore for SledStore {
     async fn consented_scope(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Scope>> {
-        match self.trees.consents.get(consent_key(user_id, client_id)).map_err(StoreError::backend)? {
+        match self.trees.consents.get(user_key(user_id, client_id)).map_err(StoreError::backend)? {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
-        let (key, scope, client_id) = (consent_key(user_id, client_id), scope.clone(), client_id.to_owned());
+        let (key, scope, client_id) = (user_key(user_id, client_id), scope.clone(), client_id.to_owned());
         self.write(move |trees| {
             // On the writer, after any deletion of the client queued before it.
             if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
@@ -1501,7 +1502,7 @@ impl ConsentStore for SledStore {
     }
 
     async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
-        let key = consent_key(user_id, client_id);
+        let key = user_key(user_id, client_id);
         self.write(move |trees| {
             let mut change = Change::default();
             change.remove(Space::Consents, key);
@@ -1520,7 +1521,7 @@ impl ConsentStore for SledStore {
             let mut found = Vec::new();
             for key in trees.consents.iter().keys() {
                 let key = key.map_err(StoreError::backend)?;
-                if consent_client(&key) == client_id.as_bytes() {
+                if after_user(&key) == client_id.as_bytes() {
                     found.push(key.to_vec());
                 }
             }
