@@ -60,6 +60,7 @@ async fn main() {
                     used: false,
                     purge_at: now + 60,
                     nonce: None,
+                    issued_at: Some(now),
                 };
                 store.insert_code(&code_hash, &code).await.expect("store the code");
                 let refresh_token = random_dated_secret(now + 2_592_000);

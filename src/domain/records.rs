@@ -177,6 +177,10 @@ pub struct AuthorizationCode {
     /// OpenID Connect: the `nonce` of the authentication request, echoed in the ID token.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// When it was issued; `None` in a code of an earlier release. A code older than its client
+    /// went to a deleted client of the same id, and is refused (`Client::issued_this`).
+    #[serde(default)]
+    pub issued_at: Option<i64>,
 }
 
 /// An access token issued inside a grant, remembered so that revoking the grant can revoke it.

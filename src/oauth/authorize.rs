@@ -299,6 +299,7 @@ pub async fn approve(
         used: false,
         purge_at,
         nonce: request.nonce.clone(),
+        issued_at: Some(now),
     };
     server.store.insert_code(&token_key(&code), &record).await?; // durable on return
     tracing::info!(client_id = %request.client.client_id, grant_id = %record.grant_id, "issued an authorization code");

@@ -72,8 +72,10 @@ async fn authorization_code(
     if record.used {
         return Err(revoke_after_replay(server, &record.grant_id, now).await);
     }
-    // RFC 6749 §4.1.3: the code must have been issued to this client...
-    if record.client_id != client.client_id || record.expires_at <= now {
+    // RFC 6749 §4.1.3: the code must have been issued to this client, not to a deleted client of
+    // the same id (`Client::issued_this`; codes of earlier releases carry no issue time)...
+    let issued_to_this = record.issued_at.is_none_or(|issued_at| client.issued_this(issued_at));
+    if record.client_id != client.client_id || !issued_to_this || record.expires_at <= now {
         return Err(invalid());
     }
     // ... and redirect_uri must be present and identical to the one of the authorization request.

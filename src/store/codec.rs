@@ -284,10 +284,15 @@ impl Fields for AuthorizationCode {
         out.bool(self.used);
         out.i64(self.purge_at);
         out.opt_str(self.nonce.as_deref());
+        // Last, and only when known: a code of an earlier release ends before it. As its distance
+        // to the expiry (the code lifetime, one byte) rather than a second full timestamp.
+        if let Some(issued_at) = self.issued_at {
+            out.i64(self.expires_at.wrapping_sub(issued_at));
+        }
     }
 
     fn read(input: &mut Reader) -> StoreResult<AuthorizationCode> {
-        Ok(AuthorizationCode {
+        let mut code = AuthorizationCode {
             client_id: input.str()?,
             redirect_uri: input.str()?,
             user_id: input.str()?,
@@ -302,7 +307,12 @@ impl Fields for AuthorizationCode {
             used: input.bool()?,
             purge_at: input.i64()?,
             nonce: input.opt_str()?,
-        })
+            issued_at: None,
+        };
+        if !input.0.is_empty() {
+            code.issued_at = Some(code.expires_at.wrapping_sub(input.i64()?));
+        }
+        Ok(code)
     }
 }
 
@@ -386,6 +396,7 @@ mod tests {
             used: false,
             purge_at: 1_764_800_660,
             nonce: nonce.map(Into::into),
+            issued_at: Some(1_764_800_000),
         }
     }
 
@@ -437,6 +448,17 @@ mod tests {
         round_trip(grant(Some(1_764_800_100), 3));
         round_trip(refresh(false));
         round_trip(refresh(true));
+    }
+
+    #[test]
+    fn a_code_of_an_earlier_release_reads_without_an_issue_time() {
+        let earlier = AuthorizationCode { issued_at: None, ..code(None, None) };
+        // Its binary form ended at the nonce: the issue time is appended, nothing else moves.
+        assert!(code(None, None).encode().starts_with(&earlier.encode()));
+        assert_eq!(AuthorizationCode::decode(&earlier.encode()).unwrap(), earlier);
+        let mut json = serde_json::to_value(&earlier).unwrap();
+        json.as_object_mut().unwrap().remove("issued_at");
+        assert_eq!(AuthorizationCode::decode(&serde_json::to_vec(&json).unwrap()).unwrap(), earlier);
     }
 
     #[test]

@@ -1613,6 +1613,7 @@ mod tests {
             used: false,
             purge_at: 1200,
             nonce: None,
+            issued_at: None,
         }
     }
 

@@ -345,7 +345,10 @@ async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
     let (access, refresh) =
         (tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap());
     let params = app.authorization_params(&client, None);
-    assert_eq!(app.authorize(&params).await.status(), 302, "the consent is remembered");
+    let response = app.authorize(&params).await;
+    assert_eq!(response.status(), 302, "the consent is remembered");
+    // A code the deleted client got and never exchanged.
+    let unexchanged = query_param(&location(&response), "code").expect("a code");
     let (_, listed) = app.page("/o/authorized_tokens/").await;
     assert!(listed.contains("Test App"), "the grant is listed");
     // The admin deleting swagger-ui is told it comes back, and as what.
@@ -370,6 +373,7 @@ async fn a_client_id_that_comes_back_brings_back_none_of_its_tokens() {
         );
     }
     assert_oauth_error(app.refresh(&client, refresh, None).await, 400, "invalid_grant").await;
+    assert_oauth_error(app.exchange_code(&client, &unexchanged, None).await, 400, "invalid_grant").await;
     let response = app.hello(Some(access)).await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();

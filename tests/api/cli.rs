@@ -349,6 +349,7 @@ async fn seed_carols_grants(data: &std::path::Path) -> i64 {
             used: false,
             purge_at: now + 3600,
             nonce: None,
+            issued_at: None,
         };
         store.insert_code(&format!("code-{name}"), &code).await.unwrap();
         let grant = Grant {

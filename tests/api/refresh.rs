@@ -154,6 +154,7 @@ async fn tokens_issued_by_earlier_releases_keep_working() {
             used: false,
             purge_at: now() + 960,
             nonce: None,
+            issued_at: None,
         };
         let (code, code_key) = earlier();
         app.server.store.insert_code(&code_key, &old_code).await.unwrap();

@@ -70,6 +70,7 @@ async fn expired_records_are_purged_in_the_background() {
         used: false,
         purge_at,
         nonce: None,
+        issued_at: None,
     };
     // `code()` returns a record until it is physically deleted, so this watches the purge
     // without purging anything itself.

@@ -47,6 +47,7 @@ fn code(grant_id: &str, expires_at: i64) -> AuthorizationCode {
         used: false,
         purge_at: expires_at + 100,
         nonce: None,
+        issued_at: None,
     }
 }
 

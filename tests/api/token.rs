@@ -184,6 +184,7 @@ async fn unknown_and_expired_codes_are_invalid_grant() {
         used: false,
         purge_at: now() + 900,
         nonce: None,
+        issued_at: None,
     };
     app.server.store.insert_code(&hash_secret("expired-code"), &expired).await.unwrap();
     assert_oauth_error(app.exchange_code(&client, "expired-code", None).await, 400, "invalid_grant").await;
