@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use portcullis::cli::{Cli, Command, run_admin, serve};
-use portcullis::config::LogFormat;
 
 /// mimalloc instead of the system allocator: sled copies tree nodes on every write, and glibc's
 /// large-block paths (`malloc_consolidate`, `unlink_chunk`) were a quarter of the code exchange's
@@ -14,17 +13,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.settings.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
+    let log = portcullis::logging::init(cli.settings.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.settings).await,
         command => run_admin(&cli.settings, command).await,
     };
+    drop(log); // the log's last lines before the error below
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

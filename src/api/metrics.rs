@@ -1,6 +1,6 @@
 //! `/metrics` in the Prometheus text format (0.0.4): requests and latency per route, tokens
-//! issued per grant type, OAuth errors per RFC error code, expired records purged per kind, the
-//! store's size on disk. Counters are
+//! issued per grant type, OAuth errors per RFC error code, expired records purged per kind, log
+//! lines dropped, the store's size on disk. Counters are
 //! process-wide atomics (no lock on the hot path but the per-route table's read lock), so a
 //! scrape costs nothing to requests.
 
@@ -208,6 +208,11 @@ impl Metrics {
             "kind",
             &self.purged,
         );
+        out.push_str(
+            "# HELP portcullis_log_lines_dropped_total Log lines dropped because stderr was not read fast enough.\n",
+        );
+        out.push_str("# TYPE portcullis_log_lines_dropped_total counter\n");
+        let _ = writeln!(out, "portcullis_log_lines_dropped_total {}", crate::logging::dropped_lines());
         if let Some(bytes) = store_bytes {
             out.push_str("# HELP portcullis_store_size_bytes Size of the store on disk.\n");
             out.push_str("# TYPE portcullis_store_size_bytes gauge\n");
