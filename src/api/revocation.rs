@@ -212,16 +212,27 @@ impl RevocationApi {
     }
 }
 
-/// The last signed revocation feed, re-signed only when the list (or the signing key) changes,
-/// so that its bytes and its `ETag` stay the same while nothing changes.
+/// The last signed revocation feed. The feed is public and its lists grow with revocations (a
+/// client may revoke every token it gets), so a request must not cost a read of them: while the
+/// store's [`RevokedTokenStore::revocations_version`], the signing key and the time of the
+/// soonest expiry in the lists say nothing changed, every request gets the same bytes. Otherwise
+/// one request reads the lists again (on the blocking pool), the others wait for it under the
+/// lock, and the feed is signed anew only if the lists did change, so that its bytes and its
+/// `ETag` stay the same while nothing changes.
 #[derive(Default)]
-pub struct FeedCache(std::sync::Mutex<Option<SignedFeed>>);
+pub struct FeedCache(tokio::sync::Mutex<Option<CachedFeed>>);
 
-#[derive(Clone)]
-pub struct SignedFeed {
+pub struct CachedFeed {
+    version: u64,
+    kid: String,
+    /// The soonest `exp` in the lists: from then on, the lists are shorter.
+    valid_until: i64,
     list: Vec<(String, i64)>,
     clients: Vec<crate::store::DeletedClient>,
-    kid: String,
+    signed: std::sync::Arc<SignedFeed>,
+}
+
+pub struct SignedFeed {
     jws: String,
     etag: String,
 }
@@ -250,41 +261,60 @@ pub enum FeedResponse {
     ServerError(Json<OAuthErrorBody>),
 }
 
-async fn signed_feed(server: &AuthorizationServer, cache: &FeedCache) -> Result<SignedFeed, OAuthError> {
+async fn signed_feed(
+    server: &AuthorizationServer,
+    cache: &FeedCache,
+) -> Result<std::sync::Arc<SignedFeed>, OAuthError> {
+    let mut cached = cache.0.lock().await;
     let now = now();
-    let list = server.store.revoked_access_tokens(now).await?;
-    let clients = server.store.revoked_clients(now).await?;
+    // Read before the lists: a revocation landing while they are read changes it again.
+    let version = server.store.revocations_version();
     let keys = server.keys();
     let alg = server.config.signing_alg;
     let kid = keys.active(alg).map(|key| key.kid.clone()).unwrap_or_default();
-    if let Some(cached) = cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
-        && cached.list == list
-        && cached.clients == clients
-        && cached.kid == kid
-    {
-        return Ok(cached.clone());
+    let unchanged = |feed: &CachedFeed| feed.kid == kid && now < feed.valid_until;
+    if let Some(feed) = cached.as_ref().filter(|feed| feed.version == version && unchanged(feed)) {
+        return Ok(feed.signed.clone());
     }
-    let feed = crate::verify::RevocationFeed {
-        iss: server.config.issuer.clone(),
-        iat: now,
-        revoked: list
-            .iter()
-            .map(|(jti, exp)| crate::verify::RevokedToken { jti: jti.clone(), exp: *exp })
-            .collect(),
-        revoked_clients: clients
-            .iter()
-            .map(|client| crate::verify::RevokedClient {
-                client_id: client.client_id.clone(),
-                deleted_at: client.deleted_at,
-                exp: client.tokens_until,
-            })
-            .collect(),
-    };
-    let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;
-    let jws = keys.sign_bytes(alg, crate::verify::REVOCATION_FEED_TYPE, &payload)?;
-    let etag = format!("\"{}\"", crate::secrets::sha256_base64url(jws.as_bytes()));
-    let signed = SignedFeed { list, clients, kid, jws, etag };
-    *cache.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(signed.clone());
+    let list = server.store.revoked_access_tokens(now).await?;
+    let clients = server.store.revoked_clients(now).await?;
+    let valid_until = (list.iter().map(|(_, exp)| *exp))
+        .chain(clients.iter().map(|client| client.tokens_until))
+        .min()
+        .unwrap_or(i64::MAX);
+    if let Some(feed) =
+        cached.as_mut().filter(|feed| feed.kid == kid && feed.list == list && feed.clients == clients)
+    {
+        (feed.version, feed.valid_until) = (version, valid_until);
+        return Ok(feed.signed.clone());
+    }
+    // Serialized, signed and hashed on the blocking pool too: megabytes, for a long list.
+    let issuer = server.config.issuer.clone();
+    let (list, clients, signed) = tokio::task::spawn_blocking(move || {
+        let feed = crate::verify::RevocationFeed {
+            iss: issuer,
+            iat: now,
+            revoked: list
+                .iter()
+                .map(|(jti, exp)| crate::verify::RevokedToken { jti: jti.clone(), exp: *exp })
+                .collect(),
+            revoked_clients: clients
+                .iter()
+                .map(|client| crate::verify::RevokedClient {
+                    client_id: client.client_id.clone(),
+                    deleted_at: client.deleted_at,
+                    exp: client.tokens_until,
+                })
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;
+        let jws = keys.sign_bytes(alg, crate::verify::REVOCATION_FEED_TYPE, &payload)?;
+        let etag = format!("\"{}\"", crate::secrets::sha256_base64url(jws.as_bytes()));
+        Ok::<_, OAuthError>((list, clients, std::sync::Arc::new(SignedFeed { jws, etag })))
+    })
+    .await
+    .map_err(OAuthError::server)??;
+    *cached = Some(CachedFeed { version, kid, valid_until, list, clients, signed: signed.clone() });
     Ok(signed)
 }
 
@@ -313,11 +343,13 @@ impl RevocationFeedApi {
                     .as_deref()
                     .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == feed.etag)) =>
             {
-                FeedResponse::NotModified(feed.etag, cache_control)
+                FeedResponse::NotModified(feed.etag.clone(), cache_control)
             }
-            Ok(feed) => {
-                FeedResponse::Ok(poem_openapi::payload::PlainText(feed.jws), feed.etag, cache_control)
-            }
+            Ok(feed) => FeedResponse::Ok(
+                poem_openapi::payload::PlainText(feed.jws.clone()),
+                feed.etag.clone(),
+                cache_control,
+            ),
             Err(error) => FeedResponse::ServerError(Json(OAuthErrorBody::from(&error))),
         }
     }

@@ -20,6 +20,8 @@ struct State {
     /// Client id → (deleted at, tokens until).
     revoked_clients: HashMap<String, (i64, i64)>,
     consents: HashMap<(String, String), Scope>,
+    /// Bumped by every write to `revoked_jtis` or `revoked_clients`.
+    revocations: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +52,7 @@ fn revoke_grant_locked(state: &mut State, grant_id: &str, now: i64) {
     for token in live {
         state.revoked_jtis.insert(token.jti, token.expires_at);
     }
+    state.revocations += 1;
 }
 
 /// A revoked, empty grant that stops a later redemption from bringing the grant back.
@@ -119,6 +122,7 @@ impl ClientStore for MemoryStore {
             let entry =
                 state.revoked_clients.entry(client_id.to_owned()).or_insert((deleted_at, tokens_until));
             *entry = (entry.0.max(deleted_at), entry.1.max(tokens_until));
+            state.revocations += 1;
         }
         self.forget_client_consents(client_id).await.map(drop)
     }
@@ -292,8 +296,14 @@ impl RefreshTokenStore for MemoryStore {
 #[async_trait]
 impl RevokedTokenStore for MemoryStore {
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> StoreResult<()> {
-        self.state().revoked_jtis.insert(jti.to_owned(), expires_at);
+        let mut state = self.state();
+        state.revoked_jtis.insert(jti.to_owned(), expires_at);
+        state.revocations += 1;
         Ok(())
+    }
+
+    fn revocations_version(&self) -> u64 {
+        self.state().revocations
     }
 
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool> {

@@ -165,6 +165,12 @@ pub trait RevokedTokenStore: Send + Sync {
     /// Remembers a revoked access token's `jti` until its `exp`.
     async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> StoreResult<()>;
     async fn is_access_token_revoked(&self, jti: &str, now: i64) -> StoreResult<bool>;
+    /// A number that changes whenever a token is revoked or a client deleted: what
+    /// [`RevokedTokenStore::revoked_access_tokens`] and [`RevokedTokenStore::revoked_clients`]
+    /// return has not changed while it stays the same, but for entries expiring. In-process only
+    /// (it starts again at every open), and cheap: the revocation feed reads it on every request
+    /// instead of the lists, which grow with revocations.
+    fn revocations_version(&self) -> u64;
     /// Every revoked access token that has not expired at `now`, as (`jti`, `exp`), by `jti`.
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
     /// Every deleted client whose access tokens may not all have expired at `now`, by client id

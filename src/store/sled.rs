@@ -103,6 +103,9 @@ struct Trees {
     prune_times: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Set when a change failed after its redo record was stored (see [`Trees::commit`]).
     interrupted: std::sync::atomic::AtomicBool,
+    /// Bumped after every write to `revoked_jtis` or `revoked_clients`
+    /// ([`RevokedTokenStore::revocations_version`]).
+    revocations: std::sync::atomic::AtomicU64,
     /// Tests: [`Trees::commit_in_order`] fails after this many writes, as a crash would cut it.
     #[cfg(test)]
     cut_after: std::sync::atomic::AtomicUsize,
@@ -522,9 +525,14 @@ impl Trees {
 
     fn apply(&self, (space, key, value): &(Space, Vec<u8>, Option<Vec<u8>>)) -> Result<(), ::sled::Error> {
         match value {
-            Some(value) => self.tree(*space).insert(key.as_slice(), value.as_slice()).map(drop),
-            None => self.tree(*space).remove(key.as_slice()).map(drop),
+            Some(value) => self.tree(*space).insert(key.as_slice(), value.as_slice())?,
+            None => self.tree(*space).remove(key.as_slice())?,
+        };
+        // After the write, so that a reader who sees the new number sees the write too.
+        if matches!(space, Space::RevokedJtis | Space::RevokedClients) {
+            self.revocations.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
+        Ok(())
     }
 
     /// Applies a change all or nothing. Only the writer thread calls it (and `open`, before the
@@ -911,6 +919,7 @@ impl SledStore {
             next_redo: Default::default(),
             prune_times: Default::default(),
             interrupted: Default::default(),
+            revocations: Default::default(),
             #[cfg(test)]
             cut_after: usize::MAX.into(),
             db,
@@ -1413,8 +1422,17 @@ impl RevokedTokenStore for SledStore {
         Ok(stored.is_some_and(|bytes| be_i64(&bytes) > now))
     }
 
+    fn revocations_version(&self) -> u64 {
+        self.trees.revocations.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Read on the blocking pool: the list grows with revocations, and a tokio worker reading it
+    /// serves nothing else meanwhile.
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
-        unexpired(&self.trees.revoked_jtis, now)
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || unexpired(&trees.revoked_jtis, now))
+            .await
+            .map_err(StoreError::backend)?
     }
 
     async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>> {

@@ -316,6 +316,27 @@ async fn revoked_tokens_are_listed_until_they_expire(store: &dyn Store) {
     assert_eq!(store.revoked_access_tokens(1000).await.unwrap(), vec![("b".to_owned(), 2000)]);
 }
 
+async fn every_revocation_changes_the_revocations_version(store: &dyn Store) {
+    let mut seen = vec![store.revocations_version()];
+    let mut changed = |store: &dyn Store, what: &str| {
+        let version = store.revocations_version();
+        assert!(!seen.contains(&version), "{what} left the version at {version}");
+        seen.push(version);
+    };
+    store.revoke_access_token("a", 2000).await.unwrap();
+    changed(store, "revoking an access token");
+    store.insert_code("h", &code("g1", 1000)).await.unwrap();
+    store.redeem_code("h", &grant("g1", "j1", 5000), None, 100).await.unwrap();
+    store.revoke_grant("g1", 200).await.unwrap();
+    changed(store, "revoking a grant");
+    store.insert_client(&client("gone")).await.unwrap();
+    store.delete_client("gone", 300, 1200).await.unwrap();
+    changed(store, "deleting a client");
+    assert!(store.is_access_token_revoked("a", 300).await.unwrap());
+    store.revoked_access_tokens(300).await.unwrap();
+    assert_eq!(store.revocations_version(), *seen.last().unwrap(), "reading changes nothing");
+}
+
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -364,6 +385,7 @@ store_suite!(
     purge_follows_a_grant_extended_by_rotation,
     a_code_stays_spent_after_its_tokens_expired,
     revoked_tokens_are_listed_until_they_expire,
+    every_revocation_changes_the_revocations_version,
 );
 
 #[tokio::test]

@@ -330,6 +330,61 @@ async fn the_revocation_feed_is_signed_cacheable_and_makes_offline_verifiers_ref
     assert_eq!(fresh.verify(access, now()), Err(VerifyError::Revoked));
 }
 
+/// The feed is kept between requests (its lists grow with revocations and it is public), but never
+/// past a change: a revocation is in the next one, and an entry that expired is gone from it.
+#[tokio::test]
+async fn the_revocation_feed_is_kept_until_a_revocation_or_an_expiry_changes_it() {
+    let app = spawn_app_with(|settings| settings.access_token_ttl = 2, None).await;
+    let client = app.confidential_client().await;
+    let feed_url = app.url("/o/revoked_tokens");
+    let fetch = || async {
+        let response = app.http.get(&feed_url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        let feed = response.text().await.unwrap();
+        let payload = feed.split('.').nth(1).unwrap();
+        let payload: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+        )
+        .unwrap();
+        let jtis: Vec<String> = payload["revoked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["jti"].as_str().unwrap().into())
+            .collect();
+        (etag, jtis)
+    };
+    let jti = |token: &str| {
+        let claims = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+        )
+        .unwrap();
+        claims["jti"].as_str().unwrap().to_owned()
+    };
+    let (empty, listed) = fetch().await;
+    assert!(listed.is_empty());
+    assert_eq!(fetch().await, (empty.clone(), vec![]), "the same bytes while nothing changes");
+
+    let token = app.client_credentials_token(&client, None).await;
+    assert_eq!(app.revoke(&client, &token, None).await.status(), 200);
+    let (revoked, listed) = fetch().await;
+    assert_eq!(listed, vec![jti(&token)], "the revocation is in the very next feed");
+    assert_ne!(revoked, empty);
+    // The token lives 2 s; once it has expired, the feed no longer lists it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (etag, listed) = fetch().await;
+        if listed.is_empty() {
+            assert_ne!(etag, revoked);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expired token stayed in the feed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Serves `endpoint` on a free port; returns its base URL.
 fn serve(endpoint: impl poem::Endpoint + 'static) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
