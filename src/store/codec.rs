@@ -285,7 +285,8 @@ impl Fields for AuthorizationCode {
         out.i64(self.purge_at);
         out.opt_str(self.nonce.as_deref());
         // Last, and only when known: a code of an earlier release ends before it. As its distance
-        // to the expiry (the code lifetime, one byte) rather than a second full timestamp.
+        // to the expiry (the code lifetime: one byte for the default 60 s) rather than a second
+        // full timestamp.
         if let Some(issued_at) = self.issued_at {
             out.i64(self.expires_at.wrapping_sub(issued_at));
         }
