@@ -86,6 +86,16 @@ impl ClientStore for MemoryStore {
         Ok(self.state().clients.get(client_id).cloned())
     }
 
+    async fn clients_after(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Client>> {
+        let mut clients: Vec<Client> = (self.state().clients.values())
+            .filter(|client| after.is_none_or(|after| client.client_id.as_str() > after))
+            .cloned()
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients.truncate(limit);
+        Ok(clients)
+    }
+
     async fn clients(&self) -> StoreResult<Vec<Client>> {
         let mut clients: Vec<Client> = self.state().clients.values().cloned().collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));

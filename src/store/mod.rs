@@ -46,6 +46,9 @@ pub trait ClientStore: Send + Sync {
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>>;
     async fn clients(&self) -> StoreResult<Vec<Client>>;
+    /// At most `limit` clients whose ids sort after `after` (from the first without it), by
+    /// client id: one page of every client, read without reading the others.
+    async fn clients_after(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Client>>;
     /// The clients registered by the user `owner`, by client id, without reading every client.
     async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>>;
     /// Fails with `NotFound` when there is no such client.

@@ -1031,6 +1031,14 @@ impl ClientStore for SledStore {
         self.trees.all(&self.trees.clients)
     }
 
+    async fn clients_after(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Client>> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.as_bytes()));
+        (self.trees.clients.range::<&[u8], _>((from, Bound::Unbounded)).values().take(limit))
+            .map(|value| decode(&value.map_err(StoreError::backend)?))
+            .collect()
+    }
+
     async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
         let mut clients = Vec::new();
         for key in self.trees.client_owners.scan_prefix(user_range(owner.as_bytes())).keys() {

@@ -25,7 +25,14 @@ struct ApplicationSummary {
 #[template(path = "applications.html")]
 struct ApplicationsPage {
     applications: Vec<ApplicationSummary>,
+    /// The next page of every client, for the admin, when there is one.
+    next_page: Option<String>,
+    /// Whether this is a later page (a link back to the first).
+    later_page: bool,
 }
+
+/// Applications on one page of the admin's list of every client.
+pub const APPLICATIONS_PER_PAGE: usize = 100;
 
 #[derive(Template)]
 #[template(path = "application_form.html")]
@@ -274,15 +281,26 @@ pub async fn list(request: &Request, Data(server): Data<&AuthorizationServer>) -
         Ok(found) => found,
         Err(response) => return response,
     };
-    // The admin sees every client; a user their own, read without reading every client.
+    // The admin sees every client, a page at a time (`?after=` the last client id of the page
+    // before); a user their own, read without reading every client.
+    let after = Params::parse(request.uri().query().unwrap_or_default().as_bytes())
+        .ok()
+        .and_then(|query| query.get("after").ok().flatten().map(str::to_owned));
     let clients = match user.admin {
-        true => server.store.clients().await,
+        true => server.store.clients_after(after.as_deref(), APPLICATIONS_PER_PAGE + 1).await,
         false => server.store.clients_of_owner(&user.id).await,
     };
-    let clients = match clients {
+    let mut clients = match clients {
         Ok(clients) => clients,
         Err(error) => return server_error_page(&error.into()),
     };
+    let mut next_page = None;
+    if user.admin && clients.len() > APPLICATIONS_PER_PAGE {
+        clients.truncate(APPLICATIONS_PER_PAGE);
+        let last = clients.last().map(|client| client.client_id.as_str()).unwrap_or_default();
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("after", last).finish();
+        next_page = Some(format!("/o/applications/?{query}"));
+    }
     let applications = clients
         .iter()
         .filter(|client| may_manage(&user, client))
@@ -292,7 +310,10 @@ pub async fn list(request: &Request, Data(server): Data<&AuthorizationServer>) -
             kind: kind(client),
         })
         .collect();
-    html(StatusCode::OK, ApplicationsPage { applications })
+    html(
+        StatusCode::OK,
+        ApplicationsPage { applications, next_page, later_page: user.admin && after.is_some() },
+    )
 }
 
 #[handler]

@@ -168,6 +168,39 @@ async fn invalid_registrations_are_refused_with_the_reason_and_store_nothing() {
 }
 
 #[tokio::test]
+async fn the_admin_lists_every_application_a_page_at_a_time() {
+    use portcullis::web::applications::APPLICATIONS_PER_PAGE;
+    let app = spawn_app().await;
+    let mut ids = vec!["swagger-ui".to_owned()];
+    for _ in 0..APPLICATIONS_PER_PAGE + 20 {
+        ids.push(app.confidential_client().await.id);
+    }
+    ids.sort();
+    app.login_admin().await;
+    let listed = |html: &str| -> Vec<String> {
+        html.split("<li><a href=\"/o/applications/")
+            .skip(1)
+            .map(|item| item.split('/').next().unwrap().to_owned())
+            .collect()
+    };
+    let (status, first) = app.page("/o/applications/").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&first), ids[..APPLICATIONS_PER_PAGE], "the first page, by client id");
+    let next = format!("/o/applications/?after={}", ids[APPLICATIONS_PER_PAGE - 1]);
+    assert!(first.contains(&format!("<a href=\"{next}\">Next 100 applications</a>")), "{first}");
+    let (status, second) = app.page(&next).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&second), ids[APPLICATIONS_PER_PAGE..], "the rest");
+    assert!(!second.contains("Next 100"), "no page after the last");
+    assert!(second.contains("<a href=\"/o/applications/\">First page</a>") && !first.contains("First page"));
+    // A user's own list has no pages: it holds only what they registered.
+    app.create_user("alice").await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 303);
+    let (_, own) = app.page("/o/applications/").await;
+    assert!(listed(&own).is_empty() && !own.contains("Next 100"), "{own}");
+}
+
+#[tokio::test]
 async fn users_see_only_their_own_applications_and_only_admins_skip_consent() {
     let app = spawn_app().await;
     app.login_admin().await;

@@ -316,6 +316,17 @@ async fn revoked_tokens_are_listed_until_they_expire(store: &dyn Store) {
     assert_eq!(store.revoked_access_tokens(1000).await.unwrap(), vec![("b".to_owned(), 2000)]);
 }
 
+async fn clients_are_listed_a_page_at_a_time(store: &dyn Store) {
+    for id in ["c", "a", "d", "b"] {
+        store.insert_client(&client(id)).await.unwrap();
+    }
+    let ids = |clients: Vec<Client>| clients.into_iter().map(|client| client.client_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.clients_after(None, 3).await.unwrap()), ["a", "b", "c"]);
+    assert_eq!(ids(store.clients_after(Some("c"), 3).await.unwrap()), ["d"]);
+    assert_eq!(ids(store.clients_after(Some("bb"), 1).await.unwrap()), ["c"], "after any string");
+    assert!(store.clients_after(Some("d"), 3).await.unwrap().is_empty());
+}
+
 async fn every_revocation_changes_the_revocations_version(store: &dyn Store) {
     let mut seen = vec![store.revocations_version()];
     let mut changed = |store: &dyn Store, what: &str| {
@@ -386,6 +397,7 @@ store_suite!(
     a_code_stays_spent_after_its_tokens_expired,
     revoked_tokens_are_listed_until_they_expire,
     every_revocation_changes_the_revocations_version,
+    clients_are_listed_a_page_at_a_time,
 );
 
 #[tokio::test]
