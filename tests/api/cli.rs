@@ -178,24 +178,9 @@ fn http(port: u16, request: &str) -> String {
 #[test]
 fn a_server_whose_log_nobody_reads_keeps_answering() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = portcullis(&dir.path().join("data"), &dir.path().join("keys"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    // Kept open, and read no further than the port.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let port = loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the server exited early");
-        if let Some(rest) = line.split("port=").nth(1) {
-            break rest.trim().parse::<u16>().unwrap();
-        }
-    };
-    let served = Served { child, port, stdout, log: Default::default(), drain: None };
+    // Its log is kept open, and read no further than the port.
+    let (served, stderr) = start(portcullis(&dir.path().join("data"), &dir.path().join("keys")));
+    let port = served.port;
     let get =
         |path: &str| http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
     for _ in 0..1500 {
@@ -220,7 +205,9 @@ struct Served {
     drain: Option<std::thread::JoinHandle<()>>,
 }
 
-fn serve(mut command: Command) -> Served {
+/// Starts `portcullis serve` at `RUST_LOG=debug` and reads its log up to the line that gives
+/// its port; the rest of the log is the caller's to read.
+fn start(mut command: Command) -> (Served, BufReader<std::process::ChildStderr>) {
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "debug")
@@ -240,15 +227,21 @@ fn serve(mut command: Command) -> Served {
         }
     };
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
-    let drained = log.clone();
-    let drain = std::thread::spawn(move || {
+    (Served { child, port, stdout, log, drain: None }, stderr)
+}
+
+/// [`start`], and a thread that keeps reading the log.
+fn serve(command: Command) -> Served {
+    let (mut served, mut stderr) = start(command);
+    let drained = served.log.clone();
+    served.drain = Some(std::thread::spawn(move || {
         let mut line = String::new();
         while stderr.read_line(&mut line).is_ok_and(|read| read > 0) {
             drained.lock().unwrap().push_str(&line);
             line.clear();
         }
-    });
-    Served { child, port, stdout, log, drain: Some(drain) }
+    }));
+    served
 }
 
 /// A test that fails half way leaves no server running.
