@@ -53,6 +53,8 @@ const TAG_CLIENT: u8 = b'k';
 const GRANTS_INDEXED: &[u8] = b"untagged_grants indexed";
 /// The `meta` mark of a store whose clients are all listed in `client_owners`.
 const CLIENT_OWNERS_INDEXED: &[u8] = b"client_owners indexed";
+/// The `meta` mark of a store whose consents are all listed in `client_consents`.
+const CLIENT_CONSENTS_INDEXED: &[u8] = b"client_consents indexed";
 
 /// How long written data may wait for a flush nobody asked for (what sled's own timer did).
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
@@ -90,7 +92,13 @@ struct Trees {
     /// The clients registered by a user, for their applications page: key owner's user id, zero
     /// byte, client id; empty value (see [`owner_key`]).
     client_owners: Tree,
-    /// The store's own settings: [`GRANTS_INDEXED`], [`CLIENT_OWNERS_INDEXED`].
+    /// Every consent again, by client (`consents` is keyed by user): key client id, zero byte,
+    /// user id; empty value. Written in the same change as the consent, so that deleting a
+    /// client reads its consents, not every consent. Client ids have no zero byte (the server
+    /// makes them alphanumeric; `swagger-ui`).
+    client_consents: Tree,
+    /// The store's own settings: [`GRANTS_INDEXED`], [`CLIENT_OWNERS_INDEXED`],
+    /// [`CLIENT_CONSENTS_INDEXED`].
     meta: Tree,
     /// Changes being applied, each whole under a sequence number (see [`Trees::commit`]).
     redo: Tree,
@@ -401,10 +409,11 @@ enum Space {
     UntaggedGrants,
     RevokedClients,
     ClientOwners,
+    ClientConsents,
 }
 
 /// By the byte that names them in redo records: a new space goes at the end.
-const SPACES: [Space; 14] = [
+const SPACES: [Space; 15] = [
     Space::Clients,
     Space::Users,
     Space::Usernames,
@@ -419,6 +428,7 @@ const SPACES: [Space; 14] = [
     Space::UntaggedGrants,
     Space::RevokedClients,
     Space::ClientOwners,
+    Space::ClientConsents,
 ];
 
 /// The writes of one change to the store (None removes), applied all or nothing by
@@ -520,6 +530,7 @@ impl Trees {
             Space::UntaggedGrants => &self.untagged_grants,
             Space::RevokedClients => &self.revoked_clients,
             Space::ClientOwners => &self.client_owners,
+            Space::ClientConsents => &self.client_consents,
         }
     }
 
@@ -701,6 +712,20 @@ impl Trees {
                 };
                 if let Some(key) = owner_key(&client) {
                     self.client_owners.insert(key, &[]).map_err(StoreError::backend)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Once per store: lists every consent in `client_consents` (stores of earlier releases).
+    fn index_client_consents(&self) -> StoreResult<()> {
+        self.once(CLIENT_CONSENTS_INDEXED, || {
+            for key in self.consents.iter().keys() {
+                let key = key.map_err(StoreError::backend)?;
+                if let Some((user_id, client_id)) = split_pair(&key) {
+                    let index = client_consent_key(client_id, user_id);
+                    self.client_consents.insert(index, &[]).map_err(StoreError::backend)?;
                 }
             }
             Ok(())
@@ -914,6 +939,7 @@ impl SledStore {
             untagged_grants: tree("untagged_grants")?,
             revoked_clients: tree("revoked_clients")?,
             client_owners: tree("client_owners")?,
+            client_consents: tree("client_consents")?,
             meta: tree("meta")?,
             redo: tree("redo")?,
             next_redo: Default::default(),
@@ -929,8 +955,12 @@ impl SledStore {
         if finished > 0 {
             tracing::warn!(finished, "finished store changes interrupted by a crash");
         }
-        trees.index_untagged_grants().and_then(|()| trees.index_client_owners()).map_err(|error| {
-            OpenError::Other { path: display.clone(), source: ::sled::Error::Unsupported(error.to_string()) }
+        let indexed = (trees.index_untagged_grants())
+            .and_then(|()| trees.index_client_owners())
+            .and_then(|()| trees.index_client_consents());
+        indexed.map_err(|error| OpenError::Other {
+            path: display.clone(),
+            source: ::sled::Error::Unsupported(error.to_string()),
         })?;
         let writer = Writer::start(trees.clone())
             .map_err(|error| OpenError::Other { path: display, source: error.into() })?;
@@ -1170,7 +1200,9 @@ impl UserStore for SledStore {
                 change.remove(Space::Usernames, username.as_bytes());
                 // The consents they gave: keyed by user id first, one range.
                 for key in trees.consents.scan_prefix(user_range(&id)).keys() {
-                    change.remove(Space::Consents, key.map_err(StoreError::backend)?.to_vec());
+                    let key = key.map_err(StoreError::backend)?;
+                    change.remove(Space::ClientConsents, client_consent_key(after_user(&key), &id));
+                    change.remove(Space::Consents, key.to_vec());
                 }
                 change.remove(Space::Users, id.to_vec());
                 trees.commit(change)
@@ -1485,7 +1517,20 @@ fn user_range(user_id: &[u8]) -> Vec<u8> {
 
 /// The id after the user's in a [`user_key`].
 fn after_user(key: &[u8]) -> &[u8] {
-    key.iter().position(|&byte| byte == 0).map_or(&[], |zero| &key[zero + 1..])
+    split_pair(key).map_or(&[], |(_, id)| id)
+}
+
+/// The two ids of a key made of an id, a zero byte and another id ([`user_key`],
+/// [`client_consent_key`]).
+fn split_pair(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let zero = key.iter().position(|&byte| byte == 0)?;
+    Some((&key[..zero], &key[zero + 1..]))
+}
+
+/// A key of `client_consents`: client id, zero byte, user id (with no user id, what every key of
+/// the client begins with).
+fn client_consent_key(client_id: &[u8], user_id: &[u8]) -> Vec<u8> {
+    [client_id, &[0], user_id].concat()
 }
 
 /// A client's key in `client_owners`, if it has an owner.
@@ -1511,6 +1556,7 @@ impl ConsentStore for SledStore {
 
     async fn remember_consent(&self, user_id: &str, client_id: &str, scope: &Scope) -> StoreResult<()> {
         let (key, scope, client_id) = (user_key(user_id, client_id), scope.clone(), client_id.to_owned());
+        let index = client_consent_key(client_id.as_bytes(), user_id.as_bytes());
         self.write(move |trees| {
             // On the writer, after any deletion of the client queued before it.
             if !trees.clients.contains_key(client_id.as_bytes()).map_err(StoreError::backend)? {
@@ -1521,6 +1567,7 @@ impl ConsentStore for SledStore {
                 None => Scope::default(),
             };
             let mut change = Change::default();
+            change.put(Space::ClientConsents, index, []);
             change.put(Space::Consents, key, encode(&known.union(&scope)));
             trees.commit(change)
         })
@@ -1529,27 +1576,28 @@ impl ConsentStore for SledStore {
 
     async fn forget_consent(&self, user_id: &str, client_id: &str) -> StoreResult<()> {
         let key = user_key(user_id, client_id);
+        let index = client_consent_key(client_id.as_bytes(), user_id.as_bytes());
         self.write(move |trees| {
             let mut change = Change::default();
             change.remove(Space::Consents, key);
+            change.remove(Space::ClientConsents, index);
             trees.commit(change)
         })
         .await
     }
 
-    /// Consents are keyed by their user first: the whole tree is read, on a blocking thread
-    /// rather than the writer, which every token request waits for (a million consents take
-    /// about a second to read); the writer then removes what was found, [`PURGE_CHUNK`] keys
-    /// per job.
+    /// The client's consents are one range of `client_consents`, read on a blocking thread (a
+    /// popular client may have a consent from every user), then removed with their entries
+    /// there by the writer, [`PURGE_CHUNK`] per job, so that token requests are not held up.
     async fn forget_client_consents(&self, client_id: &str) -> StoreResult<u64> {
         let (trees, client_id) = (self.trees.clone(), client_id.to_owned());
         let found = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
-            for key in trees.consents.iter().keys() {
+            let client = client_id.as_bytes();
+            for key in trees.client_consents.scan_prefix(client_consent_key(client, &[])).keys() {
                 let key = key.map_err(StoreError::backend)?;
-                if after_user(&key) == client_id.as_bytes() {
-                    found.push(key.to_vec());
-                }
+                let consent = [after_user(&key), &[0], client].concat(); // its `user_key`
+                found.push((key.to_vec(), consent));
             }
             Ok::<_, StoreError>(found)
         })
@@ -1560,8 +1608,9 @@ impl ConsentStore for SledStore {
             let keys = chunk.to_vec();
             self.write(move |trees| {
                 let mut change = Change::default();
-                for key in keys {
-                    change.remove(Space::Consents, key);
+                for (index, consent) in keys {
+                    change.remove(Space::Consents, consent);
+                    change.remove(Space::ClientConsents, index);
                 }
                 trees.commit(change)
             })
@@ -1947,6 +1996,47 @@ mod tests {
         assert_eq!(store.clients_of_owner("u").await.unwrap(), [client("mine", Some("u"))]);
         assert!(store.trees.meta.contains_key(CLIENT_OWNERS_INDEXED).unwrap());
         assert_eq!(store.trees.client_owners.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn consents_are_listed_by_client_once_for_a_store_of_an_earlier_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        let read = Scope::parse("read").unwrap();
+        for id in ["a", "ab"] {
+            let client = Client {
+                client_id: id.into(),
+                name: "n".into(),
+                client_type: crate::domain::ClientType::Public,
+                secret_hash: None,
+                redirect_uris: vec![],
+                grant_types: vec![],
+                scope: read.clone(),
+                skip_consent: false,
+                owner: None,
+                created_at: 0,
+                id_token_signed_response_alg: None,
+                allowed_origins: vec![],
+                post_logout_redirect_uris: vec![],
+            };
+            store.insert_client(&client).await.unwrap();
+        }
+        for (user, client) in [("u1", "a"), ("u2", "a"), ("u1", "ab")] {
+            store.remember_consent(user, client, &read).await.unwrap();
+        }
+        assert_eq!(store.trees.client_consents.len(), 3, "written with every consent");
+        store.trees.client_consents.clear().unwrap();
+        store.trees.meta.remove(CLIENT_CONSENTS_INDEXED).unwrap();
+        drop(store);
+
+        let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
+        assert!(store.trees.meta.contains_key(CLIENT_CONSENTS_INDEXED).unwrap());
+        assert_eq!(store.trees.client_consents.len(), 3, "indexed at the first open");
+        assert_eq!(store.forget_client_consents("a").await.unwrap(), 2);
+        assert_eq!(store.consented_scope("u1", "ab").await.unwrap(), Some(read));
+        store.forget_consent("u1", "ab").await.unwrap();
+        assert!(store.trees.client_consents.is_empty(), "every entry goes with its consent");
+        assert!(store.trees.consents.is_empty());
     }
 
     /// A grant issued with a dated refresh token has no expiry entry: the purge of the head of
