@@ -29,6 +29,8 @@ struct ApplicationsPage {
     next_page: Option<String>,
     /// Whether this is a later page (a link back to the first).
     later_page: bool,
+    /// The admin's list: every application, not only theirs.
+    every: bool,
 }
 
 /// Applications on one page of the admin's list of every client.
@@ -312,7 +314,12 @@ pub async fn list(request: &Request, Data(server): Data<&AuthorizationServer>) -
         .collect();
     html(
         StatusCode::OK,
-        ApplicationsPage { applications, next_page, later_page: user.admin && after.is_some() },
+        ApplicationsPage {
+            applications,
+            next_page,
+            later_page: user.admin && after.is_some(),
+            every: user.admin,
+        },
     )
 }
 

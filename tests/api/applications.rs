@@ -186,6 +186,7 @@ async fn the_admin_lists_every_application_a_page_at_a_time() {
     let (status, first) = app.page("/o/applications/").await;
     assert_eq!(status, 200);
     assert_eq!(listed(&first), ids[..APPLICATIONS_PER_PAGE], "the first page, by client id");
+    assert!(first.contains("<h1>Applications</h1>"), "the admin's list is every application");
     let next = format!("/o/applications/?after={}", ids[APPLICATIONS_PER_PAGE - 1]);
     assert!(first.contains(&format!("<a href=\"{next}\">Next 100 applications</a>")), "{first}");
     let (status, second) = app.page(&next).await;
@@ -198,6 +199,7 @@ async fn the_admin_lists_every_application_a_page_at_a_time() {
     assert_eq!(app.login("alice", PASSWORD).await.status(), 303);
     let (_, own) = app.page("/o/applications/").await;
     assert!(listed(&own).is_empty() && !own.contains("Next 100"), "{own}");
+    assert!(own.contains("<h1>Your applications</h1>"));
 }
 
 #[tokio::test]
