@@ -1673,6 +1673,25 @@ mod tests {
     use crate::domain::{AuthorizationCode, Grant, IssuedAccessToken, RefreshToken, Scope};
     use proptest::prelude::*;
 
+    /// A public client of scope `read`, created at 0.
+    fn client(id: &str, owner: Option<&str>) -> Client {
+        Client {
+            client_id: id.into(),
+            name: "n".into(),
+            client_type: crate::domain::ClientType::Public,
+            secret_hash: None,
+            redirect_uris: vec![],
+            grant_types: vec![],
+            scope: Scope::parse("read").unwrap(),
+            skip_consent: false,
+            owner: owner.map(str::to_owned),
+            created_at: 0,
+            id_token_signed_response_alg: None,
+            allowed_origins: vec![],
+            post_logout_redirect_uris: vec![],
+        }
+    }
+
     /// The records of the exchange and rotation tests: code, grant "g" and its refresh tokens,
     /// client "c", user "u", issued at 1000.
     fn code() -> AuthorizationCode {
@@ -1969,21 +1988,6 @@ mod tests {
     async fn clients_are_listed_by_owner_once_for_a_store_of_an_earlier_release() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
-        let client = |id: &str, owner: Option<&str>| Client {
-            client_id: id.into(),
-            name: "n".into(),
-            client_type: crate::domain::ClientType::Public,
-            secret_hash: None,
-            redirect_uris: vec![],
-            grant_types: vec![],
-            scope: Scope::parse("read").unwrap(),
-            skip_consent: false,
-            owner: owner.map(str::to_owned),
-            created_at: 0,
-            id_token_signed_response_alg: None,
-            allowed_origins: vec![],
-            post_logout_redirect_uris: vec![],
-        };
         store.insert_client(&client("mine", Some("u"))).await.unwrap();
         store.insert_client(&client("swagger-ui", None)).await.unwrap();
         assert_eq!(store.trees.client_owners.len(), 1);
@@ -2004,22 +2008,7 @@ mod tests {
         let store = SledStore::open(dir.path(), 4 * 1024 * 1024).unwrap();
         let read = Scope::parse("read").unwrap();
         for id in ["a", "ab"] {
-            let client = Client {
-                client_id: id.into(),
-                name: "n".into(),
-                client_type: crate::domain::ClientType::Public,
-                secret_hash: None,
-                redirect_uris: vec![],
-                grant_types: vec![],
-                scope: read.clone(),
-                skip_consent: false,
-                owner: None,
-                created_at: 0,
-                id_token_signed_response_alg: None,
-                allowed_origins: vec![],
-                post_logout_redirect_uris: vec![],
-            };
-            store.insert_client(&client).await.unwrap();
+            store.insert_client(&client(id, None)).await.unwrap();
         }
         for (user, client) in [("u1", "a"), ("u2", "a"), ("u1", "ab")] {
             store.remember_consent(user, client, &read).await.unwrap();
