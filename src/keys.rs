@@ -333,8 +333,15 @@ impl KeyRing {
             })?;
             keys.push(load_key(&path, file)?);
         }
-        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
-        Ok(KeyRing { keys })
+        let mut ring = KeyRing { keys };
+        ring.sort();
+        Ok(ring)
+    }
+
+    /// Oldest first, then by `kid`: the order of a ring read from its directory, kept by every
+    /// change, so that a ring read back is the same ring (the background reload compares them).
+    fn sort(&mut self) {
+        self.keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
     }
 
     /// The state of the key files in `dir` (none when it does not exist), without reading them.
@@ -358,8 +365,10 @@ impl KeyRing {
         let path = dir.join(format!("{}-{}.json", alg.as_str().to_lowercase(), key.kid));
         write_key_file(&path, &file)?;
         tracing::info!(kid = %key.kid, alg = %alg, "generated a signing key");
+        let kid = key.kid.clone();
         self.keys.push(SigningKey { path, ..key });
-        Ok(self.keys.last().expect("just pushed"))
+        self.sort();
+        Ok(self.keys.iter().find(|key| key.kid == kid).expect("just added"))
     }
 
     /// `keys rotate`: a new active key for every algorithm that has one; the old ones are
@@ -469,6 +478,20 @@ impl SigningKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys generated in one second come in `kid` order, as a ring read from the directory has
+    /// them: otherwise the first background reload after a first start found a "changed" ring in
+    /// half the starts and logged that it reloaded keys nobody had touched.
+    #[test]
+    fn a_generated_ring_is_the_ring_read_back_from_its_directory() {
+        let kids = |ring: &KeyRing| ring.keys().iter().map(|key| key.kid.clone()).collect::<Vec<_>>();
+        for _ in 0..16 {
+            let dir = tempfile::tempdir().unwrap();
+            let ring =
+                KeyRing::load_or_generate(dir.path(), &[Algorithm::ES256, Algorithm::EdDSA], 1000).unwrap();
+            assert_eq!(kids(&ring), kids(&KeyRing::load(dir.path()).unwrap()));
+        }
+    }
 
     /// Our ES256 signer against josekit's: signatures it makes verify with josekit's ES256
     /// verifier of the public key, fail for another message, and are fresh each time.
