@@ -332,6 +332,28 @@ impl JwsVerifier for AwsLcVerifier {
     }
 }
 
+/// A revocation feed fetched with the `ETag` of the one applied last: `None` when it is unchanged
+/// (304), so a poll of an unchanged feed neither downloads nor checks it again.
+async fn fetch_feed(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
+    let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(etag) = etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
+    let response = request.send().await.map_err(|error| failed(error.to_string()))?;
+    if response.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+        return Ok(None);
+    }
+    if !response.status().is_success() {
+        return Err(failed(format!("HTTP {}", response.status())));
+    }
+    let etag = (response.headers().get(reqwest::header::ETAG))
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(|error| failed(error.to_string()))?;
+    Ok(Some((body.to_vec(), etag)))
+}
+
 async fn fetch(url: &str) -> Result<Vec<u8>, VerifyError> {
     let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
     let response = reqwest::get(url).await.map_err(|error| failed(error.to_string()))?;
@@ -647,6 +669,10 @@ impl Verifier {
         let feed_url = feed_url.to_owned();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
+            // The `ETag` of the feed applied last: asked with `If-None-Match`, an unchanged feed
+            // comes back as a bodiless 304 (the feed holds every revocation of the last token
+            // lifetime, megabytes when many tokens are revoked).
+            let mut applied: Option<String> = None;
             loop {
                 ticker.tick().await;
                 let Some(verifier) = verifier.upgrade() else { return };
@@ -654,15 +680,19 @@ impl Verifier {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|elapsed| elapsed.as_secs() as i64)
                     .unwrap_or_default();
-                let result = match fetch(&feed_url).await {
-                    Ok(body) => {
+                let result = match fetch_feed(&feed_url, applied.as_deref()).await {
+                    Ok(None) => continue,
+                    Ok(Some((body, etag))) => {
                         let feed = String::from_utf8_lossy(&body).trim().to_owned();
-                        match verifier.apply_revocation_feed(&feed, now) {
+                        let result = match verifier.apply_revocation_feed(&feed, now) {
                             Err(VerifyError::UnknownKey(_)) if verifier.refetch_keys().await => {
                                 verifier.apply_revocation_feed(&feed, now)
                             }
                             other => other,
-                        }
+                        };
+                        // Kept only for a feed applied: one refused is fetched whole again.
+                        applied = result.is_ok().then_some(etag).flatten();
+                        result
                     }
                     Err(error) => Err(error),
                 };

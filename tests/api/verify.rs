@@ -385,6 +385,41 @@ async fn the_revocation_feed_is_kept_until_a_revocation_or_an_expiry_changes_it(
     }
 }
 
+/// A poller asks with the `ETag` of the feed it applied last, and keeps that feed on a 304: a
+/// poll of an unchanged feed does not download it (megabytes, when many tokens are revoked).
+#[tokio::test]
+async fn the_revocation_poller_revalidates_the_feed_instead_of_downloading_it_again() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let token = app.client_credentials_token(&client, None).await;
+    assert_eq!(app.revoke(&client, &token, None).await.status(), 200);
+    let feed = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    // A feed server that records the `If-None-Match` of every request.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let recorded = seen.clone();
+    let feed_server = poem::endpoint::make_sync(move |request: poem::Request| {
+        let tag = request.header("if-none-match").map(str::to_owned);
+        recorded.lock().unwrap().push(tag.clone());
+        match tag.as_deref() == Some("\"v1\"") {
+            true => poem::Response::builder().status(poem::http::StatusCode::NOT_MODIFIED).finish(),
+            false => poem::Response::builder().header("etag", "\"v1\"").body(feed.clone()),
+        }
+    });
+    let url = serve(feed_server);
+    let verifier = Arc::new(Verifier::from_issuer(&app.address, &app.address).await.unwrap());
+    let poller = verifier.poll_revocations(&url, Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "the poller did not poll");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    poller.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], None, "the first poll has nothing to revalidate");
+    assert!(seen[1..].iter().all(|tag| tag.as_deref() == Some("\"v1\"")), "{seen:?}");
+    assert_eq!(verifier.verify(&token, now()), Err(VerifyError::Revoked), "the feed applied first holds");
+}
+
 /// Serves `endpoint` on a free port; returns its base URL.
 fn serve(endpoint: impl poem::Endpoint + 'static) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
