@@ -93,9 +93,8 @@ struct Trees {
     /// byte, client id; empty value (see [`owner_key`]).
     client_owners: Tree,
     /// Every consent again, by client (`consents` is keyed by user): key client id, zero byte,
-    /// user id; empty value. Written in the same change as the consent, so that deleting a
-    /// client reads its consents, not every consent. Client ids have no zero byte (the server
-    /// makes them alphanumeric; `swagger-ui`).
+    /// user id ([`client_consent_key`]); empty value. Written in the same change as the consent,
+    /// so that deleting a client reads its consents, not every consent.
     client_consents: Tree,
     /// The store's own settings: [`GRANTS_INDEXED`], [`CLIENT_OWNERS_INDEXED`],
     /// [`CLIENT_CONSENTS_INDEXED`].
@@ -1502,17 +1501,23 @@ fn unexpired(tree: &Tree, now: i64) -> StoreResult<Vec<(String, i64)>> {
     Ok(entries)
 }
 
+/// Two ids as one key: the first, a zero byte, the second (with no second id, what every key of
+/// the first begins with). Neither has a zero byte: user ids are UUIDs, client ids are made
+/// alphanumeric by the server (or are `swagger-ui`), so the keys of one first id are one range,
+/// and [`split_pair`] reads the two back.
+fn pair_key(first: &[u8], second: &[u8]) -> Vec<u8> {
+    [first, &[0], second].concat()
+}
+
 /// The keys of `consents` (user, client), `untagged_grants` (user, grant) and `client_owners`
-/// (owner, client): a user id, a zero byte, another id. User ids are UUIDs, which have no zero
-/// byte, so one user's keys are the range that begins with [`user_range`], and [`after_user`]
-/// reads the other id back.
+/// (owner, client): a [`pair_key`] led by a user id; [`after_user`] reads the other id back.
 fn user_key(user_id: &str, id: &str) -> Vec<u8> {
-    [user_id.as_bytes(), &[0], id.as_bytes()].concat()
+    pair_key(user_id.as_bytes(), id.as_bytes())
 }
 
 /// What every [`user_key`] of `user_id` begins with.
 fn user_range(user_id: &[u8]) -> Vec<u8> {
-    [user_id, &[0]].concat()
+    pair_key(user_id, &[])
 }
 
 /// The id after the user's in a [`user_key`].
@@ -1520,17 +1525,16 @@ fn after_user(key: &[u8]) -> &[u8] {
     split_pair(key).map_or(&[], |(_, id)| id)
 }
 
-/// The two ids of a key made of an id, a zero byte and another id ([`user_key`],
-/// [`client_consent_key`]).
+/// The two ids of a [`pair_key`].
 fn split_pair(key: &[u8]) -> Option<(&[u8], &[u8])> {
     let zero = key.iter().position(|&byte| byte == 0)?;
     Some((&key[..zero], &key[zero + 1..]))
 }
 
-/// A key of `client_consents`: client id, zero byte, user id (with no user id, what every key of
-/// the client begins with).
+/// A key of `client_consents`: the [`pair_key`] of client id and user id (with no user id, what
+/// every key of the client begins with).
 fn client_consent_key(client_id: &[u8], user_id: &[u8]) -> Vec<u8> {
-    [client_id, &[0], user_id].concat()
+    pair_key(client_id, user_id)
 }
 
 /// A client's key in `client_owners`, if it has an owner.
@@ -1596,7 +1600,7 @@ impl ConsentStore for SledStore {
             let client = client_id.as_bytes();
             for key in trees.client_consents.scan_prefix(client_consent_key(client, &[])).keys() {
                 let key = key.map_err(StoreError::backend)?;
-                let consent = [after_user(&key), &[0], client].concat(); // its `user_key`
+                let consent = pair_key(after_user(&key), client); // its `user_key`
                 found.push((key.to_vec(), consent));
             }
             Ok::<_, StoreError>(found)
