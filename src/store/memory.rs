@@ -87,13 +87,11 @@ impl ClientStore for MemoryStore {
     }
 
     async fn clients_after(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<Client>> {
-        let mut clients: Vec<Client> = (self.state().clients.values())
+        let clients = self.clients().await?.into_iter();
+        Ok(clients
             .filter(|client| after.is_none_or(|after| client.client_id.as_str() > after))
-            .cloned()
-            .collect();
-        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        clients.truncate(limit);
-        Ok(clients)
+            .take(limit)
+            .collect())
     }
 
     async fn clients(&self) -> StoreResult<Vec<Client>> {
@@ -103,15 +101,8 @@ impl ClientStore for MemoryStore {
     }
 
     async fn clients_of_owner(&self, owner: &str) -> StoreResult<Vec<Client>> {
-        let mut clients: Vec<Client> = self
-            .state()
-            .clients
-            .values()
-            .filter(|client| client.owner.as_deref() == Some(owner))
-            .cloned()
-            .collect();
-        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(clients)
+        let clients = self.clients().await?.into_iter();
+        Ok(clients.filter(|client| client.owner.as_deref() == Some(owner)).collect())
     }
 
     async fn replace_client(&self, client: &Client) -> StoreResult<()> {
