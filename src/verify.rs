@@ -332,8 +332,9 @@ impl JwsVerifier for AwsLcVerifier {
     }
 }
 
-/// A revocation feed fetched with the `ETag` of the one applied last: `None` when it is unchanged
-/// (304), so a poll of an unchanged feed neither downloads nor checks it again.
+/// A document (a revocation feed, or with no `etag` anything else) fetched with the `ETag` of
+/// the one applied last: `None` when it is unchanged (304), so a poll of an unchanged feed
+/// neither downloads nor checks it again.
 async fn fetch_feed(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
     let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
     let mut request = reqwest::Client::new().get(url);
@@ -355,12 +356,8 @@ async fn fetch_feed(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Op
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>, VerifyError> {
-    let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
-    let response = reqwest::get(url).await.map_err(|error| failed(error.to_string()))?;
-    if !response.status().is_success() {
-        return Err(failed(format!("HTTP {}", response.status())));
-    }
-    Ok(response.bytes().await.map_err(|error| failed(error.to_string()))?.to_vec())
+    // Without an `ETag` to revalidate there is no 304: a body, or an error.
+    Ok(fetch_feed(url, None).await?.map(|(body, _)| body).unwrap_or_default())
 }
 
 impl Verifier {
