@@ -609,7 +609,6 @@ fn log_format_json_writes_one_json_object_per_line() {
 /// the user's consent), and the revocation feed lists the deleted one.
 #[tokio::test]
 async fn swagger_ui_deleted_comes_back_at_the_next_start_as_a_new_client() {
-    use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
     let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
     // One issuer for both starts (the port changes): the tokens stay this issuer's.
@@ -675,8 +674,7 @@ async fn swagger_ui_deleted_comes_back_at_the_next_start_as_a_new_client() {
     let asked = browser.get(format!("{base}/o/authorize")).query(&params).send().await.unwrap();
     assert_eq!(asked.status(), 200, "consent is asked again");
     let feed = http.get(format!("{base}/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(feed.split('.').nth(1).unwrap());
-    let payload: serde_json::Value = serde_json::from_slice(&payload.unwrap()).unwrap();
+    let payload = jws_payload(&feed);
     assert_eq!(payload["revoked_clients"][0]["client_id"], "swagger-ui", "{payload}");
     let deleted_at = payload["revoked_clients"][0]["deleted_at"].as_i64().unwrap();
     assert!(served.stop().0.success());

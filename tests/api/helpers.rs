@@ -110,6 +110,14 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings), store: Option<Sh
     }
 }
 
+/// The payload of a compact JWS (an access token, the revocation feed) as JSON, unverified.
+pub fn jws_payload(jws: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jws.split('.').nth(1).expect("a compact JWS");
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    serde_json::from_slice(&payload).expect("a JSON payload")
+}
+
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     let query = url.split_once('?')?.1;
     form_urlencoded_parse(query).into_iter().find(|(key, _)| key == name).map(|(_, value)| value)

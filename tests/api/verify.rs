@@ -341,12 +341,7 @@ async fn the_revocation_feed_is_kept_until_a_revocation_or_an_expiry_changes_it(
         let response = app.http.get(&feed_url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-        let feed = response.text().await.unwrap();
-        let payload = feed.split('.').nth(1).unwrap();
-        let payload: serde_json::Value = serde_json::from_slice(
-            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
-        )
-        .unwrap();
+        let payload = jws_payload(&response.text().await.unwrap());
         let jtis: Vec<String> = payload["revoked"]
             .as_array()
             .unwrap()
@@ -355,14 +350,7 @@ async fn the_revocation_feed_is_kept_until_a_revocation_or_an_expiry_changes_it(
             .collect();
         (etag, jtis)
     };
-    let jti = |token: &str| {
-        let claims = token.split('.').nth(1).unwrap();
-        let claims: serde_json::Value = serde_json::from_slice(
-            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
-        )
-        .unwrap();
-        claims["jti"].as_str().unwrap().to_owned()
-    };
+    let jti = |token: &str| jws_payload(token)["jti"].as_str().unwrap().to_owned();
     let (empty, listed) = fetch().await;
     assert!(listed.is_empty());
     assert_eq!(fetch().await, (empty.clone(), vec![]), "the same bytes while nothing changes");
