@@ -335,7 +335,7 @@ impl JwsVerifier for AwsLcVerifier {
 /// A document (a revocation feed, or with no `etag` anything else) fetched with the `ETag` of
 /// the one applied last: `None` when it is unchanged (304), so a poll of an unchanged feed
 /// neither downloads nor checks it again.
-async fn fetch_feed(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
+async fn fetch_unless_unchanged(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
     let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
     let mut request = reqwest::Client::new().get(url);
     if let Some(etag) = etag {
@@ -357,7 +357,7 @@ async fn fetch_feed(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Op
 
 async fn fetch(url: &str) -> Result<Vec<u8>, VerifyError> {
     // Without an `ETag` to revalidate there is no 304: a body, or an error.
-    Ok(fetch_feed(url, None).await?.map(|(body, _)| body).unwrap_or_default())
+    Ok(fetch_unless_unchanged(url, None).await?.map(|(body, _)| body).unwrap_or_default())
 }
 
 impl Verifier {
@@ -677,7 +677,7 @@ impl Verifier {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|elapsed| elapsed.as_secs() as i64)
                     .unwrap_or_default();
-                let result = match fetch_feed(&feed_url, applied.as_deref()).await {
+                let result = match fetch_unless_unchanged(&feed_url, applied.as_deref()).await {
                     Ok(None) => continue,
                     Ok(Some((body, etag))) => {
                         let feed = String::from_utf8_lossy(&body).trim().to_owned();
