@@ -335,7 +335,10 @@ impl JwsVerifier for AwsLcVerifier {
 /// A document (a revocation feed, or with no `etag` anything else) fetched with the `ETag` of
 /// the one applied last: `None` when it is unchanged (304), so a poll of an unchanged feed
 /// neither downloads nor checks it again.
-async fn fetch_unless_unchanged(url: &str, etag: Option<&str>) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
+async fn fetch_unless_unchanged(
+    url: &str,
+    etag: Option<&str>,
+) -> Result<Option<(Vec<u8>, Option<String>)>, VerifyError> {
     let failed = |reason: String| VerifyError::Fetch { url: url.to_owned(), reason };
     let mut request = reqwest::Client::new().get(url);
     if let Some(etag) = etag {
