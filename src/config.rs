@@ -52,6 +52,12 @@ pub struct Settings {
     /// Access token lifetime in seconds.
     #[arg(long, env = "PORTCULLIS_ACCESS_TOKEN_TTL", default_value_t = 900, global = true)]
     pub access_token_ttl: u32,
+    /// Access tokens one client may revoke one by one within an access-token lifetime; past that,
+    /// each revocation of its access tokens revokes all of them issued until then, so that the
+    /// public revocation feed stays bounded.
+    #[arg(long, env = "PORTCULLIS_MAX_REVOKED_PER_CLIENT", default_value_t = 10_000, global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_revoked_per_client: u32,
     /// Refresh token lifetime in seconds (30 days).
     #[arg(long, env = "PORTCULLIS_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, global = true)]
     pub refresh_token_ttl: u32,
@@ -177,6 +183,7 @@ impl Settings {
             code_ttl: self.code_ttl.into(),
             session_ttl: self.session_ttl.into(),
             signing_alg: self.signing_alg.into(),
+            max_revoked_per_client: self.max_revoked_per_client.max(1),
         })
     }
 
@@ -199,6 +206,7 @@ impl Settings {
             data_dir,
             keys_dir,
             access_token_ttl: 900,
+            max_revoked_per_client: 10_000,
             refresh_token_ttl: 2_592_000,
             code_ttl: 60,
             session_ttl: 28_800,

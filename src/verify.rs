@@ -138,7 +138,9 @@ pub struct RevokedToken {
 /// A deleted client, as the revocation feed lists it: every access token issued to it at or
 /// before `deleted_at` (its `iat`) is revoked; none of them is valid after `exp`, when the entry
 /// leaves the feed. A token issued later is from a new client of the same id (the server creates
-/// `swagger-ui` again at its next start).
+/// `swagger-ui` again at its next start). A client that revoked more access tokens one by one
+/// than the server's `--max-revoked-per-client` is listed the same way, without being deleted:
+/// its tokens issued up to `deleted_at` are revoked, later ones are not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedClient {
     pub client_id: String,

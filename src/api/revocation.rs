@@ -245,8 +245,9 @@ pub enum FeedResponse {
     /// A compact JWS (`typ: revocation-list+jwt`) signed with the server's active key; its
     /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}], "revoked_clients": [{"client_id",
     /// "deleted_at", "exp"}]}`: every revoked access token that has not expired, and every
-    /// deleted client whose access tokens issued up to `deleted_at` (all revoked) may not all
-    /// have expired before `exp` (`revoked_clients` is absent when empty).
+    /// client, deleted or past `--max-revoked-per-client`, whose access tokens issued up to
+    /// `deleted_at` (all revoked) may not all have expired before `exp` (`revoked_clients` is
+    /// absent when empty).
     #[oai(status = 200, content_type = "application/jwt")]
     Ok(
         poem_openapi::payload::PlainText<String>,

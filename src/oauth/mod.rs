@@ -3,7 +3,8 @@
 //! no storage engine here: the functions take parsed parameters, the store traits and `now`, and
 //! return outcomes that `api/` and `web/` turn into responses.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::domain::{IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
@@ -45,6 +46,9 @@ pub struct OAuthConfig {
     pub code_ttl: i64,
     pub session_ttl: i64,
     pub signing_alg: Algorithm,
+    /// Access tokens a client may revoke one by one within an access-token lifetime
+    /// ([`AuthorizationServer::count_revocation`]).
+    pub max_revoked_per_client: u32,
 }
 
 /// What the protocol functions work with: settings, storage, keys.
@@ -55,6 +59,9 @@ pub struct AuthorizationServer {
     keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Verifies this server's own access tokens; its keys follow `keys`.
     pub verifier: Arc<Verifier>,
+    /// Client id → (start of the current access-token lifetime, access tokens it revoked one by
+    /// one since): [`AuthorizationServer::count_revocation`].
+    revocations_by_client: Arc<Mutex<HashMap<String, (i64, u32)>>>,
 }
 
 /// Every key on disk, retired ones included, as a JWKS: a token they signed is still checked
@@ -76,7 +83,33 @@ impl AuthorizationServer {
             store,
             keys: Arc::new(RwLock::new(Arc::new(ring))),
             verifier: Arc::new(verifier),
+            revocations_by_client: Default::default(),
         })
+    }
+
+    /// Counts an access token the client revokes now, and returns how many it has revoked within
+    /// the current access-token lifetime, this one included. The first `max_revoked_per_client`
+    /// are remembered by their `jti`; past them, the caller revokes all of the client's access
+    /// tokens issued until now instead ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
+    ///
+    /// The revocation feed is public and lists every revoked `jti` until it expires; without a
+    /// bound, one client minting and revoking tokens as fast as it can would grow it to hundreds
+    /// of megabytes, rebuilt after each revocation and downloaded again by every verifier. With
+    /// it, a client has at most twice the bound listed (this lifetime's and the last one's) plus
+    /// one entry. Counted in memory: a restart starts the count again.
+    pub fn count_revocation(&self, client_id: &str, now: i64) -> u32 {
+        let lifetime = self.config.access_token_ttl;
+        let mut counts = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Bounded by the clients that revoked within a lifetime; older counts say nothing.
+        if counts.len() > 4096 {
+            counts.retain(|_, (since, _)| now < *since + lifetime);
+        }
+        let (since, count) = counts.entry(client_id.to_owned()).or_insert((now, 0));
+        if now >= *since + lifetime {
+            (*since, *count) = (now, 0);
+        }
+        *count = count.saturating_add(1);
+        *count
     }
 
     /// The keys in use now (cheap: one reference count).
@@ -106,6 +139,12 @@ impl AuthorizationServer {
         match self.store.client(&claims.client_id).await? {
             Some(client) if client.issued_this(claims.iat) => {}
             _ => return Ok(TokenStanding::ClientDeleted),
+        }
+        // Every access token of the client issued until then was revoked at once
+        // (`count_revocation`).
+        let revoked_until = self.store.client_tokens_revoked_until(&claims.client_id, now).await?;
+        if revoked_until.is_some_and(|until| claims.iat <= until) {
+            return Ok(TokenStanding::Revoked);
         }
         Ok(TokenStanding::Good)
     }

@@ -82,7 +82,25 @@ async fn revoke_access_token(
     if claims.client_id != client.client_id {
         return Err(not_yours());
     }
-    server.store.revoke_access_token(&claims.jti, claims.exp).await?;
-    tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
+    let (count, max) =
+        (server.count_revocation(&client.client_id, now), server.config.max_revoked_per_client);
+    if count <= max {
+        server.store.revoke_access_token(&claims.jti, claims.exp).await?;
+        tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
+    } else {
+        // Past the client's bound on tokens listed one by one in the public feed: every access
+        // token issued to it until now is revoked, this one included, in one entry. Its holders
+        // refresh or ask again; its refresh tokens are untouched.
+        let issued_until = now.max(claims.iat);
+        let tokens_until = claims.exp.max(issued_until + server.max_token_lifetime());
+        server.store.revoke_client_tokens(&client.client_id, issued_until, tokens_until).await?;
+        if count == max + 1 {
+            tracing::warn!(
+                client_id = %client.client_id,
+                max,
+                "the client revoked more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
+            );
+        }
+    }
     Ok(Revocation::AccessToken { jti: claims.jti })
 }

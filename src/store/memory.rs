@@ -41,6 +41,16 @@ impl MemoryStore {
     }
 }
 
+impl State {
+    /// Every access token of the client issued until `issued_until` revoked, until
+    /// `tokens_until`; an earlier entry keeps the later of each time.
+    fn revoke_client_tokens(&mut self, client_id: &str, issued_until: i64, tokens_until: i64) {
+        let entry = self.revoked_clients.entry(client_id.to_owned()).or_insert((issued_until, tokens_until));
+        *entry = (entry.0.max(issued_until), entry.1.max(tokens_until));
+        self.revocations += 1;
+    }
+}
+
 /// Revokes a grant inside an already-locked state (shared by revoke_grant and reuse detection).
 fn revoke_grant_locked(state: &mut State, grant_id: &str, now: i64) {
     let grant = state.grants.entry(grant_id.to_owned()).or_insert_with(|| tombstone(grant_id, now));
@@ -120,10 +130,7 @@ impl ClientStore for MemoryStore {
         {
             let mut state = self.state();
             state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
-            let entry =
-                state.revoked_clients.entry(client_id.to_owned()).or_insert((deleted_at, tokens_until));
-            *entry = (entry.0.max(deleted_at), entry.1.max(tokens_until));
-            state.revocations += 1;
+            state.revoke_client_tokens(client_id, deleted_at, tokens_until);
         }
         self.forget_client_consents(client_id).await.map(drop)
     }
@@ -326,6 +333,22 @@ impl RevokedTokenStore for MemoryStore {
             .collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         Ok(clients)
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        issued_until: i64,
+        tokens_until: i64,
+    ) -> StoreResult<()> {
+        self.state().revoke_client_tokens(client_id, issued_until, tokens_until);
+        Ok(())
+    }
+
+    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>> {
+        let state = self.state();
+        let entry = state.revoked_clients.get(client_id);
+        Ok(entry.filter(|(_, tokens_until)| *tokens_until > now).map(|(issued_until, _)| *issued_until))
     }
 }
 

@@ -177,8 +177,23 @@ pub trait RevokedTokenStore: Send + Sync {
     /// Every revoked access token that has not expired at `now`, as (`jti`, `exp`), by `jti`.
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
     /// Every deleted client whose access tokens may not all have expired at `now`, by client id
-    /// (see [`ClientStore::delete_client`]).
+    /// (see [`ClientStore::delete_client`]), and every client whose tokens were all revoked
+    /// ([`RevokedTokenStore::revoke_client_tokens`]).
     async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>>;
+    /// Revokes every access token issued to the client at or before `issued_until` (its `iat`),
+    /// as deleting the client does, but keeps the client: remembered, and listed by
+    /// [`RevokedTokenStore::revoked_clients`], until `tokens_until`, when the last of them has
+    /// expired. An earlier entry of the client (a deletion, or an earlier call) keeps the later
+    /// of each time. One entry however many tokens it revokes.
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        issued_until: i64,
+        tokens_until: i64,
+    ) -> StoreResult<()>;
+    /// The `issued_until` of the client's entry in [`RevokedTokenStore::revoked_clients`] while
+    /// it lasts (until its `tokens_until`): its access tokens issued until then are revoked.
+    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>>;
 }
 
 /// Remembered consent: the scopes a user approved for a client, so that a later request for a

@@ -759,6 +759,25 @@ impl Trees {
         tree.iter().values().map(|value| decode(&value.map_err(StoreError::backend)?)).collect()
     }
 
+    /// Adds to `change` the client's entry in `revoked_clients`: its access tokens issued until
+    /// `issued_until` revoked until `tokens_until`, an earlier entry keeping the later of each.
+    fn revoke_client_tokens(
+        &self,
+        change: &mut Change,
+        client_id: &str,
+        issued_until: i64,
+        tokens_until: i64,
+    ) -> StoreResult<()> {
+        let earlier = self.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
+        let (mut until, mut at) = (tokens_until, issued_until);
+        if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
+            (until, at) = (until.max(earlier.0), at.max(earlier.1));
+        }
+        let record = [until.to_be_bytes(), at.to_be_bytes()].concat();
+        change.put_expiring(Space::RevokedClients, TAG_CLIENT, client_id.as_bytes(), record, until);
+        Ok(())
+    }
+
     /// Deletes the record behind one expiry entry if its time has really come, then the entry;
     /// a record whose time was extended gets an entry at its new time. Returns the kinds of the
     /// records that went.
@@ -1116,13 +1135,7 @@ impl ClientStore for SledStore {
                     change.remove(Space::ClientOwners, key);
                 }
                 change.remove(Space::Clients, id.as_bytes());
-                let earlier = trees.revoked_clients.get(id.as_bytes()).map_err(StoreError::backend)?;
-                let (mut until, mut at) = (tokens_until, deleted_at);
-                if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
-                    (until, at) = (until.max(earlier.0), at.max(earlier.1));
-                }
-                let record = [until.to_be_bytes(), at.to_be_bytes()].concat();
-                change.put_expiring(Space::RevokedClients, TAG_CLIENT, id.as_bytes(), record, until);
+                trees.revoke_client_tokens(&mut change, &id, deleted_at, tokens_until)?;
                 trees.commit(change)
             })
             .await;
@@ -1485,6 +1498,27 @@ impl RevokedTokenStore for SledStore {
             }
         }
         Ok(clients)
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        issued_until: i64,
+        tokens_until: i64,
+    ) -> StoreResult<()> {
+        let id = client_id.to_owned();
+        self.write(move |trees| {
+            let mut change = Change::default();
+            trees.revoke_client_tokens(&mut change, &id, issued_until, tokens_until)?;
+            trees.commit(change)
+        })
+        .await
+    }
+
+    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>> {
+        let stored = self.trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
+        let entry = stored.as_deref().map(deleted_client_record);
+        Ok(entry.filter(|(tokens_until, _)| *tokens_until > now).map(|(_, issued_until)| issued_until))
     }
 }
 

@@ -156,3 +156,68 @@ async fn two_authorization_headers_are_invalid_request_at_revocation_and_introsp
     assert_eq!(app.hello(Some(access)).await.status(), 200, "the access token was not revoked");
     assert_eq!(app.refresh(&client, refresh, None).await.status(), 200, "nor the refresh token");
 }
+
+/// The revocation feed is public and lists revoked tokens one by one: past
+/// `--max-revoked-per-client` within an access-token lifetime, a client's revocations revoke all
+/// of its access tokens issued until then, in one entry, so that one client cannot grow the feed
+/// without bound. Its other tokens issued before are refused; later ones, and other clients', are
+/// not.
+#[tokio::test]
+async fn past_its_bound_a_clients_revocations_revoke_all_its_access_tokens_in_one_feed_entry() {
+    let app = spawn_app_with(|settings| settings.max_revoked_per_client = 3, None).await;
+    let client = app.confidential_client().await;
+    let other = app.confidential_client().await;
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        tokens.push(app.client_credentials_token(&client, Some("read")).await);
+    }
+    let others = app.client_credentials_token(&other, Some("read")).await;
+    let feed = || async {
+        let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+        jws_payload(&jws)
+    };
+    for token in &tokens[..3] {
+        assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
+    }
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "{listed}");
+    assert!(listed.get("revoked_clients").is_none(), "{listed}");
+    assert_eq!(app.hello(Some(&tokens[3])).await.status(), 200, "not revoked yet");
+
+    // The fourth is past the bound: every token of the client issued until now goes.
+    assert_eq!(app.revoke(&client, &tokens[3], Some("access_token")).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "no entry per token: {listed}");
+    let entries = listed["revoked_clients"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(entries[0]["client_id"], client.id.as_str());
+    let until = entries[0]["deleted_at"].as_i64().unwrap();
+    for token in &tokens[3..] {
+        assert!(jws_payload(token)["iat"].as_i64().unwrap() <= until);
+        let hello = app.hello(Some(token)).await;
+        assert_eq!(hello.status(), 401, "{token}");
+        assert!(hello.headers()["www-authenticate"].to_str().unwrap().contains("revoked"));
+        let introspected =
+            app.introspect(&client, token, None).await.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(introspected, serde_json::json!({"active": false}));
+    }
+    assert_eq!(app.hello(Some(&others)).await.status(), 200, "another client's token is untouched");
+
+    // A token issued after the entry's time is good (polling the clock: `iat` is in seconds).
+    let later = loop {
+        let token = app.client_credentials_token(&client, Some("read")).await;
+        if jws_payload(&token)["iat"].as_i64().unwrap() > until {
+            break token;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(app.hello(Some(&later)).await.status(), 200);
+    // Revoking it, still past the bound, moves the one entry instead of adding one.
+    assert_eq!(app.revoke(&client, &later, None).await.status(), 200);
+    assert_eq!(app.hello(Some(&later)).await.status(), 401);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "{listed}");
+    let entries = listed["revoked_clients"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert!(entries[0]["deleted_at"].as_i64().unwrap() >= jws_payload(&later)["iat"].as_i64().unwrap());
+}

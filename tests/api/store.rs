@@ -343,9 +343,32 @@ async fn every_revocation_changes_the_revocations_version(store: &dyn Store) {
     store.insert_client(&client("gone")).await.unwrap();
     store.delete_client("gone", 300, 1200).await.unwrap();
     changed(store, "deleting a client");
+    store.revoke_client_tokens("live", 310, 1210).await.unwrap();
+    changed(store, "revoking a client's access tokens");
     assert!(store.is_access_token_revoked("a", 300).await.unwrap());
     store.revoked_access_tokens(300).await.unwrap();
     assert_eq!(store.revocations_version(), *seen.last().unwrap(), "reading changes nothing");
+}
+
+/// A client's access tokens revoked at once, the client kept: one entry, the later times kept,
+/// gone when its last token has expired; a deletion after it merges into it.
+async fn a_clients_tokens_are_revoked_in_one_entry(store: &dyn Store) {
+    store.insert_client(&client("c")).await.unwrap();
+    assert_eq!(store.client_tokens_revoked_until("c", 100).await.unwrap(), None);
+    store.revoke_client_tokens("c", 100, 1000).await.unwrap();
+    store.revoke_client_tokens("c", 90, 900).await.unwrap();
+    assert_eq!(store.client_tokens_revoked_until("c", 100).await.unwrap(), Some(100), "the later time kept");
+    assert_eq!(store.client_tokens_revoked_until("other", 100).await.unwrap(), None);
+    let listed = store.revoked_clients(100).await.unwrap();
+    assert_eq!(listed, [DeletedClient { client_id: "c".into(), deleted_at: 100, tokens_until: 1000 }]);
+    assert!(store.client("c").await.unwrap().is_some(), "the client is kept");
+    store.revoke_client_tokens("c", 200, 1100).await.unwrap();
+    assert_eq!(store.client_tokens_revoked_until("c", 1099).await.unwrap(), Some(200));
+    assert_eq!(store.client_tokens_revoked_until("c", 1100).await.unwrap(), None, "its tokens have expired");
+    assert!(store.revoked_clients(1100).await.unwrap().is_empty());
+    store.delete_client("c", 150, 1050).await.unwrap();
+    let listed = store.revoked_clients(300).await.unwrap();
+    assert_eq!(listed, [DeletedClient { client_id: "c".into(), deleted_at: 200, tokens_until: 1100 }]);
 }
 
 macro_rules! store_suite {
@@ -398,6 +421,7 @@ store_suite!(
     revoked_tokens_are_listed_until_they_expire,
     every_revocation_changes_the_revocations_version,
     clients_are_listed_a_page_at_a_time,
+    a_clients_tokens_are_revoked_in_one_entry,
 );
 
 #[tokio::test]
