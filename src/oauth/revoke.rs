@@ -82,6 +82,11 @@ async fn revoke_access_token(
     if claims.client_id != client.client_id {
         return Err(not_yours());
     }
+    // Revoked already (by its jti, or with every token of its client): nothing to write, and not
+    // counted against the client's bound, which is about what the feed lists.
+    if server.access_token_standing(&claims, now).await? != super::TokenStanding::Good {
+        return Ok(Revocation::AccessToken { jti: claims.jti });
+    }
     let (count, max) =
         (server.count_revocation(&client.client_id, now), server.config.max_revoked_per_client);
     if count <= max {

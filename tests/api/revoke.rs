@@ -179,6 +179,10 @@ async fn past_its_bound_a_clients_revocations_revoke_all_its_access_tokens_in_on
     for token in &tokens[..3] {
         assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
     }
+    // Revoking a revoked token again lists nothing more, and does not count.
+    for token in &tokens[..2] {
+        assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
+    }
     let listed = feed().await;
     assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "{listed}");
     assert!(listed.get("revoked_clients").is_none(), "{listed}");
