@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::domain::{IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
-use crate::store::SharedStore;
+use crate::store::{GrantRevocation, SharedStore};
 use crate::verify::{Verifier, VerifyError};
 
 pub mod authorize;
@@ -47,7 +47,7 @@ pub struct OAuthConfig {
     pub session_ttl: i64,
     pub signing_alg: Algorithm,
     /// Access tokens a client may revoke one by one within an access-token lifetime
-    /// ([`AuthorizationServer::count_revocation`]).
+    /// ([`AuthorizationServer::revocation_allowance`]).
     pub max_revoked_per_client: u32,
 }
 
@@ -59,9 +59,20 @@ pub struct AuthorizationServer {
     keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Verifies this server's own access tokens; its keys follow `keys`.
     pub verifier: Arc<Verifier>,
-    /// Client id → (start of the current access-token lifetime, access tokens it revoked one by
-    /// one since): [`AuthorizationServer::count_revocation`].
-    revocations_by_client: Arc<Mutex<HashMap<String, (i64, u32)>>>,
+    /// Client id → what its revocations listed one by one in the current access-token lifetime:
+    /// [`AuthorizationServer::revocation_allowance`].
+    revocations_by_client: Arc<Mutex<HashMap<String, RevocationWindow>>>,
+}
+
+/// A client's revocations within one access-token lifetime.
+#[derive(Debug, Default)]
+struct RevocationWindow {
+    /// When the lifetime began.
+    since: i64,
+    /// Access tokens listed one by one since.
+    listed: u64,
+    /// Whether passing the bound was logged.
+    warned: bool,
 }
 
 /// Every key on disk, retired ones included, as a JWKS: a token they signed is still checked
@@ -87,29 +98,79 @@ impl AuthorizationServer {
         })
     }
 
-    /// Counts an access token the client revokes now, and returns how many it has revoked within
-    /// the current access-token lifetime, this one included. The first `max_revoked_per_client`
-    /// are remembered by their `jti`; past them, the caller revokes all of the client's access
-    /// tokens issued until now instead ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
+    /// How many more access tokens the client may have listed one by one in the revocation feed
+    /// within the current access-token lifetime: `max_revoked_per_client` less what its
+    /// revocations listed since the lifetime began ([`AuthorizationServer::count_listed`]). Past
+    /// it, a revocation revokes all of the client's access tokens issued until then instead, in
+    /// one entry ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
     ///
     /// The revocation feed is public and lists every revoked `jti` until it expires; without a
-    /// bound, one client minting and revoking tokens as fast as it can would grow it to hundreds
-    /// of megabytes, rebuilt after each revocation and downloaded again by every verifier. With
-    /// it, a client has at most twice the bound listed (this lifetime's and the last one's) plus
-    /// one entry. Counted in memory: a restart starts the count again.
-    pub fn count_revocation(&self, client_id: &str, now: i64) -> u32 {
+    /// bound, one client minting (or rotating) and revoking tokens as fast as it can would grow it
+    /// to hundreds of megabytes, rebuilt after each revocation and downloaded again by every
+    /// verifier. With it, what a client's revocations list within a lifetime is bounded (twice
+    /// the bound in the feed at most: this lifetime's and the last one's, give or take
+    /// revocations running at the same moment). Counted in memory: a restart starts the count
+    /// again.
+    pub fn revocation_allowance(&self, client_id: &str, now: i64) -> u64 {
+        let listed = self.revocation_window(client_id, now, |window| window.listed);
+        u64::from(self.config.max_revoked_per_client).saturating_sub(listed)
+    }
+
+    /// Counts `listed` access tokens the client's revocation listed one by one.
+    pub fn count_listed(&self, client_id: &str, now: i64, listed: u64) {
+        self.revocation_window(client_id, now, |window| window.listed = window.listed.saturating_add(listed));
+    }
+
+    /// Logs, once per access-token lifetime and client, that the client's revocations now revoke
+    /// all of its access tokens issued until then.
+    pub fn note_past_bound(&self, client_id: &str, now: i64) {
+        if !self.revocation_window(client_id, now, |window| std::mem::replace(&mut window.warned, true)) {
+            tracing::warn!(
+                %client_id,
+                max = self.config.max_revoked_per_client,
+                "the client's revocations listed more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
+            );
+        }
+    }
+
+    /// Runs `f` on the client's count for the current access-token lifetime.
+    fn revocation_window<T>(
+        &self,
+        client_id: &str,
+        now: i64,
+        f: impl FnOnce(&mut RevocationWindow) -> T,
+    ) -> T {
         let lifetime = self.config.access_token_ttl;
-        let mut counts = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut windows = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Bounded by the clients that revoked within a lifetime; older counts say nothing.
-        if counts.len() > 4096 {
-            counts.retain(|_, (since, _)| now < *since + lifetime);
+        if windows.len() > 4096 {
+            windows.retain(|_, window| now < window.since + lifetime);
         }
-        let (since, count) = counts.entry(client_id.to_owned()).or_insert((now, 0));
-        if now >= *since + lifetime {
-            (*since, *count) = (now, 0);
+        let window = windows
+            .entry(client_id.to_owned())
+            .or_insert(RevocationWindow { since: now, ..Default::default() });
+        if now >= window.since + lifetime {
+            *window = RevocationWindow { since: now, ..Default::default() };
         }
-        *count = count.saturating_add(1);
-        *count
+        f(window)
+    }
+
+    /// Revokes a grant (RFC 7009 §2.1 with its refresh token; RFC 6749 §4.1.2 and RFC 9700
+    /// §4.14.2 when its code or a rotated refresh token comes back), counted against the bound of
+    /// the client whose request revoked it ([`AuthorizationServer::revocation_allowance`]).
+    pub async fn revoke_grant_for(
+        &self,
+        client_id: &str,
+        grant_id: &str,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let allowance = self.revocation_allowance(client_id, now);
+        let tokens_until = now + self.max_token_lifetime();
+        match self.store.revoke_grant_bounded(grant_id, now, allowance, tokens_until).await? {
+            GrantRevocation::Listed(listed) => self.count_listed(client_id, now, listed),
+            GrantRevocation::ClientTokensRevoked => self.note_past_bound(client_id, now),
+        }
+        Ok(())
     }
 
     /// The keys in use now (cheap: one reference count).
@@ -141,7 +202,7 @@ impl AuthorizationServer {
             _ => return Ok(TokenStanding::ClientDeleted),
         }
         // Every access token of the client issued until then was revoked at once
-        // (`count_revocation`).
+        // (`revocation_allowance`).
         let revoked_until = self.store.client_tokens_revoked_until(&claims.client_id, now).await?;
         if revoked_until.is_some_and(|until| claims.iat <= until) {
             return Ok(TokenStanding::Revoked);

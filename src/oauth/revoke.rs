@@ -64,7 +64,7 @@ async fn revoke_refresh_token(
     if record.client_id != client.client_id {
         return Err(not_yours());
     }
-    server.store.revoke_grant(&record.grant_id, now).await?;
+    server.revoke_grant_for(&client.client_id, &record.grant_id, now).await?;
     tracing::info!(client_id = %client.client_id, grant_id = %record.grant_id, "revoked a refresh token and its grant");
     Ok(Revocation::RefreshToken { grant_id: record.grant_id })
 }
@@ -87,10 +87,9 @@ async fn revoke_access_token(
     if server.access_token_standing(&claims, now).await? != super::TokenStanding::Good {
         return Ok(Revocation::AccessToken { jti: claims.jti });
     }
-    let (count, max) =
-        (server.count_revocation(&client.client_id, now), server.config.max_revoked_per_client);
-    if count <= max {
+    if server.revocation_allowance(&client.client_id, now) > 0 {
         server.store.revoke_access_token(&claims.jti, claims.exp).await?;
+        server.count_listed(&client.client_id, now, 1);
         tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
     } else {
         // Past the client's bound on tokens listed one by one in the public feed: every access
@@ -99,13 +98,7 @@ async fn revoke_access_token(
         let issued_until = now.max(claims.iat);
         let tokens_until = claims.exp.max(issued_until + server.max_token_lifetime());
         server.store.revoke_client_tokens(&client.client_id, issued_until, tokens_until).await?;
-        if count == max + 1 {
-            tracing::warn!(
-                client_id = %client.client_id,
-                max,
-                "the client revoked more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
-            );
-        }
+        server.note_past_bound(&client.client_id, now);
     }
     Ok(Revocation::AccessToken { jti: claims.jti })
 }

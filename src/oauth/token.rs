@@ -70,7 +70,7 @@ async fn authorization_code(
     };
     let record = server.store.code(&code_hash).await?.ok_or_else(invalid)?;
     if record.used {
-        return Err(revoke_after_replay(server, &record.grant_id, now).await);
+        return Err(revoke_after_replay(server, &client.client_id, &record.grant_id, now).await);
     }
     // RFC 6749 §4.1.3: the code must have been issued to this client, not to a deleted client of
     // the same id (`Client::issued_this`; codes of earlier releases carry no issue time)...
@@ -158,7 +158,7 @@ async fn authorization_code(
     match server.store.redeem_code(&code_hash, &grant, refresh_entry, now).await? {
         Redemption::Redeemed => {}
         Redemption::AlreadyUsed { grant_id } => {
-            return Err(revoke_after_replay(server, &grant_id, now).await);
+            return Err(revoke_after_replay(server, &client.client_id, &grant_id, now).await);
         }
         Redemption::Unknown => return Err(invalid()),
     }
@@ -174,9 +174,14 @@ async fn authorization_code(
 }
 
 /// RFC 6749 §4.1.2: a code used twice is refused, and what it issued is revoked.
-async fn revoke_after_replay(server: &AuthorizationServer, grant_id: &str, now: i64) -> OAuthError {
+async fn revoke_after_replay(
+    server: &AuthorizationServer,
+    client_id: &str,
+    grant_id: &str,
+    now: i64,
+) -> OAuthError {
     tracing::warn!(%grant_id, "authorization code replayed: revoking every token issued from it");
-    if let Err(error) = revoke_grant(server, grant_id, now).await {
+    if let Err(error) = revoke_grant(server, client_id, grant_id, now).await {
         return error;
     }
     OAuthError::InvalidGrant(
@@ -184,8 +189,14 @@ async fn revoke_after_replay(server: &AuthorizationServer, grant_id: &str, now: 
     )
 }
 
-async fn revoke_grant(server: &AuthorizationServer, grant_id: &str, now: i64) -> Result<(), OAuthError> {
-    server.store.revoke_grant(grant_id, now).await?;
+/// Revoked on a request of `client_id`: counted against its bound on tokens listed in the feed.
+async fn revoke_grant(
+    server: &AuthorizationServer,
+    client_id: &str,
+    grant_id: &str,
+    now: i64,
+) -> Result<(), OAuthError> {
+    server.revoke_grant_for(client_id, grant_id, now).await?;
     server.store.flush().await?;
     Ok(())
 }
@@ -209,7 +220,7 @@ async fn refresh_token(
         return Err(invalid());
     }
     if old.rotated {
-        return Err(revoke_after_reuse(server, &old.grant_id, now).await);
+        return Err(revoke_after_reuse(server, &client.client_id, &old.grant_id, now).await);
     }
     if old.expires_at <= now {
         return Err(invalid());
@@ -245,7 +256,7 @@ async fn refresh_token(
     {
         Rotation::Rotated => {}
         Rotation::AlreadyRotated { grant_id } => {
-            return Err(revoke_after_reuse(server, &grant_id, now).await);
+            return Err(revoke_after_reuse(server, &client.client_id, &grant_id, now).await);
         }
         Rotation::Invalid => return Err(invalid()),
     }
@@ -262,9 +273,14 @@ async fn refresh_token(
 
 /// RFC 9700 §4.14.2: a rotated refresh token presented again means two parties hold it; revoke
 /// the whole family.
-async fn revoke_after_reuse(server: &AuthorizationServer, grant_id: &str, now: i64) -> OAuthError {
+async fn revoke_after_reuse(
+    server: &AuthorizationServer,
+    client_id: &str,
+    grant_id: &str,
+    now: i64,
+) -> OAuthError {
     tracing::warn!(%grant_id, "rotated refresh token reused: revoking its whole grant");
-    if let Err(error) = revoke_grant(server, grant_id, now).await {
+    if let Err(error) = revoke_grant(server, client_id, grant_id, now).await {
         return error;
     }
     OAuthError::InvalidGrant(

@@ -51,18 +51,32 @@ impl State {
     }
 }
 
-/// Revokes a grant inside an already-locked state (shared by revoke_grant and reuse detection).
-fn revoke_grant_locked(state: &mut State, grant_id: &str, now: i64) {
+/// Revokes a grant inside an already-locked state (shared by revoke_grant and reuse detection):
+/// [`GrantStore::revoke_grant_bounded`].
+fn revoke_grant_locked(
+    state: &mut State,
+    grant_id: &str,
+    now: i64,
+    list_at_most: u64,
+    tokens_until: i64,
+) -> GrantRevocation {
     let grant = state.grants.entry(grant_id.to_owned()).or_insert_with(|| tombstone(grant_id, now));
     if grant.revoked_at.is_none() {
         grant.revoked_at = Some(now);
     }
     let live: Vec<IssuedAccessToken> =
         grant.access_tokens.iter().filter(|token| token.expires_at > now).cloned().collect();
+    if live.len() as u64 > list_at_most {
+        let client_id = grant.client_id.clone();
+        state.revoke_client_tokens(&client_id, now, tokens_until);
+        return GrantRevocation::ClientTokensRevoked;
+    }
+    let listed = live.len() as u64;
     for token in live {
         state.revoked_jtis.insert(token.jti, token.expires_at);
     }
     state.revocations += 1;
+    GrantRevocation::Listed(listed)
 }
 
 /// A revoked, empty grant that stops a later redemption from bringing the grant back.
@@ -258,9 +272,14 @@ impl GrantStore for MemoryStore {
         Ok(grants)
     }
 
-    async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
-        revoke_grant_locked(&mut self.state(), grant_id, now);
-        Ok(())
+    async fn revoke_grant_bounded(
+        &self,
+        grant_id: &str,
+        now: i64,
+        list_at_most: u64,
+        tokens_until: i64,
+    ) -> StoreResult<GrantRevocation> {
+        Ok(revoke_grant_locked(&mut self.state(), grant_id, now, list_at_most, tokens_until))
     }
 }
 

@@ -130,7 +130,32 @@ pub trait GrantStore: Send + Sync {
     /// Marks the grant revoked (refresh tokens of it stop working) and remembers the `jti` of
     /// each of its unexpired access tokens as revoked. Revoking an unknown grant leaves a
     /// tombstone so that a racing redemption cannot create it afterwards.
-    async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()>;
+    ///
+    /// Unbounded: the server revokes with [`GrantStore::revoke_grant_bounded`].
+    async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
+        self.revoke_grant_bounded(grant_id, now, u64::MAX, now).await.map(drop)
+    }
+    /// [`GrantStore::revoke_grant`], remembering at most `list_at_most` access tokens one by
+    /// one: a grant with more unexpired ones (a client can rotate a grant thousands of times
+    /// within an access-token lifetime) has none listed; every access token of its client issued
+    /// until `now` is revoked instead, in the same change, as
+    /// [`RevokedTokenStore::revoke_client_tokens`] does (until `tokens_until`).
+    async fn revoke_grant_bounded(
+        &self,
+        grant_id: &str,
+        now: i64,
+        list_at_most: u64,
+        tokens_until: i64,
+    ) -> StoreResult<GrantRevocation>;
+}
+
+/// What [`GrantStore::revoke_grant_bounded`] did with the grant's unexpired access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantRevocation {
+    /// Each remembered by its `jti`: how many.
+    Listed(u64),
+    /// Too many: every access token of the grant's client issued until then revoked instead.
+    ClientTokensRevoked,
 }
 
 #[async_trait]

@@ -629,44 +629,75 @@ impl Trees {
     }
 
     /// Revokes a grant and every unexpired access token issued in it.
-    fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
+    /// [`GrantStore::revoke_grant_bounded`], on the writer thread.
+    fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+        list_at_most: u64,
+        tokens_until: i64,
+    ) -> StoreResult<GrantRevocation> {
         let mut grant: Grant =
             self.get(&self.grants, grant_id)?.unwrap_or_else(|| memory::tombstone(grant_id, now));
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(now);
         }
-        let mut change = Change::default();
-        let mut revoke = |jti: &[u8], expires_at: i64| {
-            if expires_at > now {
-                change.put_expiring(
-                    Space::RevokedJtis,
-                    TAG_JTI,
-                    jti,
-                    expires_at.to_be_bytes().to_vec(),
-                    expires_at,
-                );
+        // The unexpired access tokens, read until there are more than may be listed (a grant
+        // rotated millions of times is not loaded whole).
+        let mut live: Vec<(Vec<u8>, i64)> = Vec::new();
+        // Keeps an unexpired token; false when there is no room left for it.
+        let mut keep = |jti: &[u8], expires_at: i64| {
+            if expires_at <= now {
+                return true;
             }
+            let room = (live.len() as u64) < list_at_most;
+            if room {
+                live.push((jti.to_vec(), expires_at));
+            }
+            room
         };
         // The exchange's token is listed in the grant; those of rotations have their own tree.
-        for token in &grant.access_tokens {
-            revoke(token.jti.as_bytes(), token.expires_at);
-        }
+        let mut too_many =
+            !grant.access_tokens.iter().all(|token| keep(token.jti.as_bytes(), token.expires_at));
         let first = grant_id.len() + 1;
-        for entry in self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[OLD_GRANT_TOKEN]].concat()) {
+        let old_entries = self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[OLD_GRANT_TOKEN]].concat());
+        for entry in old_entries {
             let (key, value) = entry.map_err(StoreError::backend)?;
-            revoke(&key[first..], be_i64(&value));
+            if too_many || !keep(&key[first..], be_i64(&value)) {
+                too_many = true;
+                break;
+            }
         }
         // The grant's entries past the expired ones: key grant id, GRANT_TOKEN, expiry, jti.
         let unexpired =
             expired_grant_tokens(grant_id.as_bytes(), now).end..grant_token_entries(grant_id.as_bytes()).end;
         for key in self.grant_tokens.range(unexpired).keys() {
             let key = key.map_err(StoreError::backend)?;
-            if let Some(expiry) = key.get(first..first + 8) {
-                revoke(&key[first + 8..], be_i64(expiry));
+            let Some(expiry) = key.get(first..first + 8) else { continue };
+            if too_many || !keep(&key[first + 8..], be_i64(expiry)) {
+                too_many = true;
+                break;
             }
         }
+        let mut change = Change::default();
+        let outcome = if too_many {
+            self.revoke_client_tokens(&mut change, &grant.client_id, now, tokens_until)?;
+            GrantRevocation::ClientTokensRevoked
+        } else {
+            for (jti, expires_at) in &live {
+                change.put_expiring(
+                    Space::RevokedJtis,
+                    TAG_JTI,
+                    jti,
+                    expires_at.to_be_bytes().to_vec(),
+                    *expires_at,
+                );
+            }
+            GrantRevocation::Listed(live.len() as u64)
+        };
         change.put_expiring(Space::Grants, TAG_GRANT, grant_id.as_bytes(), encode(&grant), grant.expires_at);
-        self.commit(change)
+        self.commit(change)?;
+        Ok(outcome)
     }
 
     /// Once per store (`open`, before the writer starts): lists in `untagged_grants` every
@@ -1378,9 +1409,15 @@ impl GrantStore for SledStore {
         Ok(grants)
     }
 
-    async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
+    async fn revoke_grant_bounded(
+        &self,
+        grant_id: &str,
+        now: i64,
+        list_at_most: u64,
+        tokens_until: i64,
+    ) -> StoreResult<GrantRevocation> {
         let grant_id = grant_id.to_owned();
-        self.write(move |trees| trees.revoke_grant(&grant_id, now)).await
+        self.write(move |trees| trees.revoke_grant(&grant_id, now, list_at_most, tokens_until)).await
     }
 }
 

@@ -225,3 +225,34 @@ async fn past_its_bound_a_clients_revocations_revoke_all_its_access_tokens_in_on
     assert_eq!(entries.len(), 1, "{listed}");
     assert!(entries[0]["deleted_at"].as_i64().unwrap() >= jws_payload(&later)["iat"].as_i64().unwrap());
 }
+
+/// A grant's access tokens count against the same bound: a grant rotated into more unexpired
+/// access tokens than its client may still have listed is revoked with none of them listed, and
+/// every access token of the client issued until then revoked in one entry instead.
+#[tokio::test]
+async fn a_grant_rotated_past_the_bound_is_revoked_without_listing_its_tokens() {
+    let app = spawn_app_with(|settings| settings.max_revoked_per_client = 3, None).await;
+    let client = app.confidential_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let mut access = vec![tokens["access_token"].as_str().unwrap().to_owned()];
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        let response = app.refresh(&client, &refresh, None).await;
+        assert_eq!(response.status(), 200);
+        let rotated: serde_json::Value = response.json().await.unwrap();
+        access.push(rotated["access_token"].as_str().unwrap().to_owned());
+        refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    }
+    // Four unexpired access tokens in the grant, one more than may be listed.
+    assert_eq!(app.revoke(&client, &refresh, Some("refresh_token")).await.status(), 200);
+    let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    let listed = jws_payload(&jws);
+    assert!(listed["revoked"].as_array().unwrap().is_empty(), "{listed}");
+    let entries = listed["revoked_clients"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(entries[0]["client_id"], client.id.as_str());
+    for token in &access {
+        assert_eq!(app.hello(Some(token)).await.status(), 401, "{token}");
+    }
+    assert_oauth_error(app.refresh(&client, &refresh, None).await, 400, "invalid_grant").await;
+}

@@ -371,6 +371,30 @@ async fn a_clients_tokens_are_revoked_in_one_entry(store: &dyn Store) {
     assert_eq!(listed, [DeletedClient { client_id: "c".into(), deleted_at: 200, tokens_until: 1100 }]);
 }
 
+/// A grant revoked with more unexpired access tokens than may be listed has none listed: every
+/// access token of its client issued until then is revoked instead, in the same change.
+async fn a_grant_with_more_tokens_than_may_be_listed_revokes_its_clients_tokens(store: &dyn Store) {
+    let with_tokens = |id: &str, prefix: &str| Grant {
+        access_tokens: (0..3)
+            .map(|i| IssuedAccessToken { jti: format!("{prefix}{i}"), expires_at: 1900 })
+            .collect(),
+        ..grant(id, "unused", 5000)
+    };
+    for (code_hash, grant) in [("h1", with_tokens("g1", "a")), ("h2", with_tokens("g2", "b"))] {
+        store.insert_code(code_hash, &code(&grant.id, 1000)).await.unwrap();
+        assert_eq!(store.redeem_code(code_hash, &grant, None, 100).await.unwrap(), Redemption::Redeemed);
+    }
+    assert_eq!(store.revoke_grant_bounded("g1", 200, 3, 2000).await.unwrap(), GrantRevocation::Listed(3));
+    assert_eq!(store.revoked_access_tokens(200).await.unwrap().len(), 3);
+    assert_eq!(store.client_tokens_revoked_until("c", 200).await.unwrap(), None);
+    let revoked = store.revoke_grant_bounded("g2", 300, 2, 2000).await.unwrap();
+    assert_eq!(revoked, GrantRevocation::ClientTokensRevoked);
+    assert_eq!(store.revoked_access_tokens(300).await.unwrap().len(), 3, "none of g2's listed");
+    assert_eq!(store.client_tokens_revoked_until("c", 300).await.unwrap(), Some(300));
+    assert_eq!(store.revoked_clients(300).await.unwrap()[0].tokens_until, 2000);
+    assert!(store.grant("g2").await.unwrap().unwrap().revoked_at.is_some(), "the grant is revoked");
+}
+
 macro_rules! store_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -422,6 +446,7 @@ store_suite!(
     every_revocation_changes_the_revocations_version,
     clients_are_listed_a_page_at_a_time,
     a_clients_tokens_are_revoked_in_one_entry,
+    a_grant_with_more_tokens_than_may_be_listed_revokes_its_clients_tokens,
 );
 
 #[tokio::test]
