@@ -257,14 +257,8 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             // What the user authorized ends with them, as it would if they revoked it on the
             // authorized tokens page. Grants first: interrupted, the command can be run again.
             let grants = store.grants_of_user(&user.id).await?;
-            // Each grant's access tokens listed one by one in the revocation feed, up to
-            // --max-revoked-per-client; a grant with more revokes all of its client's tokens
-            // issued until now (a day at least, as `client delete` says).
-            let now = now();
-            let tokens_until = now + i64::from(settings.access_token_ttl).max(86_400);
-            let list_at_most = u64::from(settings.max_revoked_per_client);
             for grant in &grants {
-                store.revoke_grant_bounded(&grant.id, now, list_at_most, tokens_until).await?;
+                store.revoke_grant(&grant.id, now()).await?;
             }
             // Found above, and this command holds the store alone.
             store.delete_user(&username).await?;

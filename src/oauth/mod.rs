@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::domain::{IssuedAccessToken, Scope};
+use crate::domain::{Client, IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
 use crate::store::{GrantRevocation, SharedStore};
 use crate::verify::{Verifier, VerifyError};
@@ -98,6 +98,16 @@ impl AuthorizationServer {
         })
     }
 
+    /// Whether the client's revocations are counted against `max_revoked_per_client`: only a
+    /// confidential client's. Its requests are authenticated, so only the client itself can take
+    /// it past the bound and have all of its access tokens revoked. Anyone holding a public
+    /// client's token may present it, so counting those would let any user, with grants of their
+    /// own, revoke every other user's tokens of that client; nor are a user's withdrawals of
+    /// their authorizations counted, for the same reason. Those revocations list every token.
+    pub fn counts_revocations(client: &Client) -> bool {
+        !client.is_public()
+    }
+
     /// How many more access tokens the client may have listed one by one in the revocation feed
     /// within the current access-token lifetime: `max_revoked_per_client` less what its
     /// revocations listed since the lifetime began ([`AuthorizationServer::count_listed`]). Past
@@ -155,15 +165,19 @@ impl AuthorizationServer {
         f(window)
     }
 
-    /// Revokes a grant (RFC 7009 §2.1 with its refresh token; RFC 6749 §4.1.2 and RFC 9700
-    /// §4.14.2 when its code or a rotated refresh token comes back), counted against the bound of
-    /// the client whose request revoked it ([`AuthorizationServer::revocation_allowance`]).
+    /// Revokes a grant on a request of `client` (RFC 7009 §2.1 with its refresh token; RFC 6749
+    /// §4.1.2 and RFC 9700 §4.14.2 when its code or a rotated refresh token comes back), counted
+    /// against its bound ([`AuthorizationServer::counts_revocations`]).
     pub async fn revoke_grant_for(
         &self,
-        client_id: &str,
+        client: &Client,
         grant_id: &str,
         now: i64,
     ) -> Result<(), OAuthError> {
+        if !Self::counts_revocations(client) {
+            return Ok(self.store.revoke_grant(grant_id, now).await?);
+        }
+        let client_id = client.client_id.as_str();
         let allowance = self.revocation_allowance(client_id, now);
         let tokens_until = now + self.max_token_lifetime();
         match self.store.revoke_grant_bounded(grant_id, now, allowance, tokens_until).await? {

@@ -64,7 +64,7 @@ async fn revoke_refresh_token(
     if record.client_id != client.client_id {
         return Err(not_yours());
     }
-    server.revoke_grant_for(&client.client_id, &record.grant_id, now).await?;
+    server.revoke_grant_for(client, &record.grant_id, now).await?;
     tracing::info!(client_id = %client.client_id, grant_id = %record.grant_id, "revoked a refresh token and its grant");
     Ok(Revocation::RefreshToken { grant_id: record.grant_id })
 }
@@ -87,9 +87,12 @@ async fn revoke_access_token(
     if server.access_token_standing(&claims, now).await? != super::TokenStanding::Good {
         return Ok(Revocation::AccessToken { jti: claims.jti });
     }
-    if server.revocation_allowance(&client.client_id, now) > 0 {
+    let counted = AuthorizationServer::counts_revocations(client);
+    if !counted || server.revocation_allowance(&client.client_id, now) > 0 {
         server.store.revoke_access_token(&claims.jti, claims.exp).await?;
-        server.count_listed(&client.client_id, now, 1);
+        if counted {
+            server.count_listed(&client.client_id, now, 1);
+        }
         tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
     } else {
         // Past the client's bound on tokens listed one by one in the public feed: every access

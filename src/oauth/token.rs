@@ -70,7 +70,7 @@ async fn authorization_code(
     };
     let record = server.store.code(&code_hash).await?.ok_or_else(invalid)?;
     if record.used {
-        return Err(revoke_after_replay(server, &client.client_id, &record.grant_id, now).await);
+        return Err(revoke_after_replay(server, client, &record.grant_id, now).await);
     }
     // RFC 6749 §4.1.3: the code must have been issued to this client, not to a deleted client of
     // the same id (`Client::issued_this`; codes of earlier releases carry no issue time)...
@@ -158,7 +158,7 @@ async fn authorization_code(
     match server.store.redeem_code(&code_hash, &grant, refresh_entry, now).await? {
         Redemption::Redeemed => {}
         Redemption::AlreadyUsed { grant_id } => {
-            return Err(revoke_after_replay(server, &client.client_id, &grant_id, now).await);
+            return Err(revoke_after_replay(server, client, &grant_id, now).await);
         }
         Redemption::Unknown => return Err(invalid()),
     }
@@ -176,12 +176,12 @@ async fn authorization_code(
 /// RFC 6749 §4.1.2: a code used twice is refused, and what it issued is revoked.
 async fn revoke_after_replay(
     server: &AuthorizationServer,
-    client_id: &str,
+    client: &crate::domain::Client,
     grant_id: &str,
     now: i64,
 ) -> OAuthError {
     tracing::warn!(%grant_id, "authorization code replayed: revoking every token issued from it");
-    if let Err(error) = revoke_grant(server, client_id, grant_id, now).await {
+    if let Err(error) = revoke_grant(server, client, grant_id, now).await {
         return error;
     }
     OAuthError::InvalidGrant(
@@ -189,14 +189,14 @@ async fn revoke_after_replay(
     )
 }
 
-/// Revoked on a request of `client_id`: counted against its bound on tokens listed in the feed.
+/// Revoked on a request of `client`: counted against its bound on tokens listed in the feed.
 async fn revoke_grant(
     server: &AuthorizationServer,
-    client_id: &str,
+    client: &crate::domain::Client,
     grant_id: &str,
     now: i64,
 ) -> Result<(), OAuthError> {
-    server.revoke_grant_for(client_id, grant_id, now).await?;
+    server.revoke_grant_for(client, grant_id, now).await?;
     server.store.flush().await?;
     Ok(())
 }
@@ -220,7 +220,7 @@ async fn refresh_token(
         return Err(invalid());
     }
     if old.rotated {
-        return Err(revoke_after_reuse(server, &client.client_id, &old.grant_id, now).await);
+        return Err(revoke_after_reuse(server, client, &old.grant_id, now).await);
     }
     if old.expires_at <= now {
         return Err(invalid());
@@ -256,7 +256,7 @@ async fn refresh_token(
     {
         Rotation::Rotated => {}
         Rotation::AlreadyRotated { grant_id } => {
-            return Err(revoke_after_reuse(server, &client.client_id, &grant_id, now).await);
+            return Err(revoke_after_reuse(server, client, &grant_id, now).await);
         }
         Rotation::Invalid => return Err(invalid()),
     }
@@ -275,12 +275,12 @@ async fn refresh_token(
 /// the whole family.
 async fn revoke_after_reuse(
     server: &AuthorizationServer,
-    client_id: &str,
+    client: &crate::domain::Client,
     grant_id: &str,
     now: i64,
 ) -> OAuthError {
     tracing::warn!(%grant_id, "rotated refresh token reused: revoking its whole grant");
-    if let Err(error) = revoke_grant(server, client_id, grant_id, now).await {
+    if let Err(error) = revoke_grant(server, client, grant_id, now).await {
         return error;
     }
     OAuthError::InvalidGrant(

@@ -131,7 +131,8 @@ pub trait GrantStore: Send + Sync {
     /// each of its unexpired access tokens as revoked. Revoking an unknown grant leaves a
     /// tombstone so that a racing redemption cannot create it afterwards.
     ///
-    /// Unbounded: the server revokes with [`GrantStore::revoke_grant_bounded`].
+    /// Lists every token: the server bounds what a confidential client's own requests list with
+    /// [`GrantStore::revoke_grant_bounded`].
     async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
         self.revoke_grant_bounded(grant_id, now, u64::MAX, now).await.map(drop)
     }

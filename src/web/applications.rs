@@ -594,8 +594,7 @@ pub async fn revoke_grant(
         Err(error) => return server_error_page(&error.into()),
     };
     let revoked = async {
-        // Counted against the client whose tokens the feed lists.
-        server.revoke_grant_for(&grant.client_id, &grant.id, now()).await?;
+        server.store.revoke_grant(&grant.id, now()).await?;
         server.store.forget_consent(&user.id, &grant.client_id).await?;
         server.store.flush().await?;
         Ok::<_, OAuthError>(())

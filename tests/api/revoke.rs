@@ -256,3 +256,34 @@ async fn a_grant_rotated_past_the_bound_is_revoked_without_listing_its_tokens() 
     }
     assert_oauth_error(app.refresh(&client, &refresh, None).await, 400, "invalid_grant").await;
 }
+
+/// A public client's revocations are not counted: anyone holding one of its tokens may present
+/// it, so a user with grants of their own could otherwise take the client past the bound and
+/// revoke every other user's tokens of it. They list every token, as before the bound.
+#[tokio::test]
+async fn a_public_clients_revocations_are_listed_one_by_one_past_the_bound() {
+    let app = spawn_app_with(|settings| settings.max_revoked_per_client = 1, None).await;
+    let client = app.public_client().await;
+    let tokens = app.tokens_for(&client).await;
+    let mut access = vec![tokens["access_token"].as_str().unwrap().to_owned()];
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let rotated: serde_json::Value = app.refresh(&client, &refresh, None).await.json().await.unwrap();
+        access.push(rotated["access_token"].as_str().unwrap().to_owned());
+        refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    }
+    let other = app.tokens_for(&client).await;
+    for token in &access[..2] {
+        assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
+    }
+    assert_eq!(app.revoke(&client, &refresh, None).await.status(), 200);
+    let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    let listed = jws_payload(&jws);
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "{listed}");
+    assert!(listed.get("revoked_clients").is_none(), "{listed}");
+    for token in &access {
+        assert_eq!(app.hello(Some(token)).await.status(), 401);
+    }
+    let others = other["access_token"].as_str().unwrap();
+    assert_eq!(app.hello(Some(others)).await.status(), 200, "the client's other grant is untouched");
+}
