@@ -51,8 +51,7 @@ impl State {
     }
 }
 
-/// Revokes a grant inside an already-locked state (shared by revoke_grant and reuse detection):
-/// [`GrantStore::revoke_grant_bounded`].
+/// [`GrantStore::revoke_grant_bounded`] inside the locked state.
 fn revoke_grant_locked(
     state: &mut State,
     grant_id: &str,

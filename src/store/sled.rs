@@ -452,6 +452,11 @@ impl Change {
         self.put(space, key, value);
     }
 
+    /// A revoked access token's `jti`, remembered until it expires.
+    fn revoke_jti(&mut self, jti: &[u8], expires_at: i64) {
+        self.put_expiring(Space::RevokedJtis, TAG_JTI, jti, expires_at.to_be_bytes().to_vec(), expires_at);
+    }
+
     /// A code or refresh token record. A key that carries the record's purge time
     /// ([`crate::secrets::key_purge_time`]) is its own index entry: the purge finds it by a range
     /// scan of its tree. Any other key (tokens issued by earlier releases) gets an expiry entry.
@@ -628,7 +633,6 @@ impl Trees {
         Ok(finished)
     }
 
-    /// Revokes a grant and every unexpired access token issued in it.
     /// [`GrantStore::revoke_grant_bounded`], on the writer thread.
     fn revoke_grant(
         &self,
@@ -642,56 +646,38 @@ impl Trees {
         if grant.revoked_at.is_none() {
             grant.revoked_at = Some(now);
         }
-        // The unexpired access tokens, read until there are more than may be listed (a grant
-        // rotated millions of times is not loaded whole).
-        let mut live: Vec<(Vec<u8>, i64)> = Vec::new();
-        // Keeps an unexpired token; false when there is no room left for it.
-        let mut keep = |jti: &[u8], expires_at: i64| {
-            if expires_at <= now {
-                return true;
-            }
-            let room = (live.len() as u64) < list_at_most;
-            if room {
-                live.push((jti.to_vec(), expires_at));
-            }
-            room
-        };
-        // The exchange's token is listed in the grant; those of rotations have their own tree.
-        let mut too_many =
-            !grant.access_tokens.iter().all(|token| keep(token.jti.as_bytes(), token.expires_at));
+        // The unexpired access tokens as (jti, expiry): the exchange's is listed in the grant,
+        // those of rotations have their own tree (entries of earlier releases, then those keyed
+        // grant id, GRANT_TOKEN, expiry, jti, read from past the expired ones).
         let first = grant_id.len() + 1;
-        let old_entries = self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[OLD_GRANT_TOKEN]].concat());
-        for entry in old_entries {
-            let (key, value) = entry.map_err(StoreError::backend)?;
-            if too_many || !keep(&key[first..], be_i64(&value)) {
-                too_many = true;
-                break;
-            }
-        }
-        // The grant's entries past the expired ones: key grant id, GRANT_TOKEN, expiry, jti.
+        let exchanged =
+            grant.access_tokens.iter().map(|token| Ok((token.jti.as_bytes().to_vec(), token.expires_at)));
+        let old =
+            self.grant_tokens.scan_prefix([grant_id.as_bytes(), &[OLD_GRANT_TOKEN]].concat()).map(|entry| {
+                let (key, value) = entry.map_err(StoreError::backend)?;
+                Ok((key[first..].to_vec(), be_i64(&value)))
+            });
         let unexpired =
             expired_grant_tokens(grant_id.as_bytes(), now).end..grant_token_entries(grant_id.as_bytes()).end;
-        for key in self.grant_tokens.range(unexpired).keys() {
-            let key = key.map_err(StoreError::backend)?;
-            let Some(expiry) = key.get(first..first + 8) else { continue };
-            if too_many || !keep(&key[first + 8..], be_i64(expiry)) {
-                too_many = true;
-                break;
+        let rotated = self.grant_tokens.range(unexpired).keys().filter_map(|key| match key {
+            Err(error) => Some(Err(StoreError::backend(error))),
+            Ok(key) => {
+                key.get(first..first + 8).map(|expiry| Ok((key[first + 8..].to_vec(), be_i64(expiry))))
             }
-        }
+        });
+        // Read one past what may be listed, no more: a grant rotated millions of times is not
+        // loaded whole.
+        let live: Vec<(Vec<u8>, i64)> = (exchanged.chain(old).chain(rotated))
+            .filter(|token| token.as_ref().map_or(true, |(_, expires_at)| *expires_at > now))
+            .take(usize::try_from(list_at_most).unwrap_or(usize::MAX).saturating_add(1))
+            .collect::<StoreResult<_>>()?;
         let mut change = Change::default();
-        let outcome = if too_many {
+        let outcome = if live.len() as u64 > list_at_most {
             self.revoke_client_tokens(&mut change, &grant.client_id, now, tokens_until)?;
             GrantRevocation::ClientTokensRevoked
         } else {
             for (jti, expires_at) in &live {
-                change.put_expiring(
-                    Space::RevokedJtis,
-                    TAG_JTI,
-                    jti,
-                    expires_at.to_be_bytes().to_vec(),
-                    *expires_at,
-                );
+                change.revoke_jti(jti, *expires_at);
             }
             GrantRevocation::Listed(live.len() as u64)
         };
@@ -1494,13 +1480,7 @@ impl RevokedTokenStore for SledStore {
         let jti = jti.to_owned();
         self.write(move |trees| {
             let mut change = Change::default();
-            change.put_expiring(
-                Space::RevokedJtis,
-                TAG_JTI,
-                jti.as_bytes(),
-                expires_at.to_be_bytes().to_vec(),
-                expires_at,
-            );
+            change.revoke_jti(jti.as_bytes(), expires_at);
             trees.commit(change)
         })
         .await

@@ -16,6 +16,22 @@ impl TestApp {
         }
         request.form(&form).send().await.unwrap()
     }
+
+    /// A grant of `client` rotated `rotations` times: every access token it issued (the
+    /// exchange's first) and its current refresh token.
+    async fn grant_rotated(&self, client: &TestClient, rotations: usize) -> (Vec<String>, String) {
+        let tokens = self.tokens_for(client).await;
+        let mut access = vec![tokens["access_token"].as_str().unwrap().to_owned()];
+        let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+        for _ in 0..rotations {
+            let response = self.refresh(client, &refresh, None).await;
+            assert_eq!(response.status(), 200);
+            let rotated: serde_json::Value = response.json().await.unwrap();
+            access.push(rotated["access_token"].as_str().unwrap().to_owned());
+            refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+        }
+        (access, refresh)
+    }
 }
 
 #[tokio::test]
@@ -233,16 +249,7 @@ async fn past_its_bound_a_clients_revocations_revoke_all_its_access_tokens_in_on
 async fn a_grant_rotated_past_the_bound_is_revoked_without_listing_its_tokens() {
     let app = spawn_app_with(|settings| settings.max_revoked_per_client = 3, None).await;
     let client = app.confidential_client().await;
-    let tokens = app.tokens_for(&client).await;
-    let mut access = vec![tokens["access_token"].as_str().unwrap().to_owned()];
-    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    for _ in 0..3 {
-        let response = app.refresh(&client, &refresh, None).await;
-        assert_eq!(response.status(), 200);
-        let rotated: serde_json::Value = response.json().await.unwrap();
-        access.push(rotated["access_token"].as_str().unwrap().to_owned());
-        refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
-    }
+    let (access, refresh) = app.grant_rotated(&client, 3).await;
     // Four unexpired access tokens in the grant, one more than may be listed.
     assert_eq!(app.revoke(&client, &refresh, Some("refresh_token")).await.status(), 200);
     let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
@@ -264,14 +271,7 @@ async fn a_grant_rotated_past_the_bound_is_revoked_without_listing_its_tokens() 
 async fn a_public_clients_revocations_are_listed_one_by_one_past_the_bound() {
     let app = spawn_app_with(|settings| settings.max_revoked_per_client = 1, None).await;
     let client = app.public_client().await;
-    let tokens = app.tokens_for(&client).await;
-    let mut access = vec![tokens["access_token"].as_str().unwrap().to_owned()];
-    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    for _ in 0..2 {
-        let rotated: serde_json::Value = app.refresh(&client, &refresh, None).await.json().await.unwrap();
-        access.push(rotated["access_token"].as_str().unwrap().to_owned());
-        refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
-    }
+    let (access, refresh) = app.grant_rotated(&client, 2).await;
     let other = app.tokens_for(&client).await;
     for token in &access[..2] {
         assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
