@@ -13,7 +13,7 @@ use crate::keys::KeyRing;
 use crate::oauth::registration::{ClientRegistration, rotate_secret};
 use crate::secrets::random_token;
 use crate::startup::{App, now};
-use crate::store::{SharedStore, SledStore, StoreError};
+use crate::store::{Holder, SharedStore, SledStore, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about = "An OAuth 2.0 authorization server with JWT access tokens")]
@@ -256,9 +256,17 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             };
             // What the user authorized ends with them, as it would if they revoked it on the
             // authorized tokens page. Grants first: interrupted, the command can be run again.
+            // Each lists at most --max-revoked-per-client access tokens one by one in the
+            // revocation feed; a grant rotated more often than that within a lifetime revokes
+            // the user's access tokens of its client in one entry instead. The command cannot
+            // know the lifetime the server signs with if it was given to it only as a flag: a
+            // day at least, as for `client delete`.
             let grants = store.grants_of_user(&user.id).await?;
+            let list_at_most = u64::from(settings.max_revoked_per_client.max(1));
             for grant in &grants {
-                store.revoke_grant(&grant.id, now()).await?;
+                let now = now();
+                let tokens_until = now + i64::from(settings.access_token_ttl).max(86_400);
+                store.revoke_grant_bounded(&grant.id, now, list_at_most, tokens_until, Holder::User).await?;
             }
             // Found above, and this command holds the store alone.
             store.delete_user(&username).await?;

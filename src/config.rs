@@ -52,9 +52,11 @@ pub struct Settings {
     /// Access token lifetime in seconds.
     #[arg(long, env = "PORTCULLIS_ACCESS_TOKEN_TTL", default_value_t = 900, global = true)]
     pub access_token_ttl: u32,
-    /// Access tokens of one confidential client that its revocations may list one by one in the
-    /// revocation feed within an access-token lifetime; past that, its revocations revoke all of
-    /// its access tokens issued until then, in one entry, so that the public feed stays bounded.
+    /// Access tokens that one confidential client's revocations, or revocations of one user's
+    /// tokens of a client (by a public client, or the user withdrawing an authorization), may
+    /// list one by one in the revocation feed within an access-token lifetime; past that, they
+    /// revoke all of the client's (or that user's of the client) access tokens issued until
+    /// then, in one entry, so that the public feed stays bounded.
     #[arg(long, env = "PORTCULLIS_MAX_REVOKED_PER_CLIENT", default_value_t = 10_000, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_revoked_per_client: u32,

@@ -148,6 +148,20 @@ pub struct RevokedClient {
     pub exp: i64,
 }
 
+/// One user's access tokens of a client, as the revocation feed lists them: every access token
+/// with this `client_id` and `sub` issued at or before `issued_until` (its `iat`) is revoked;
+/// none of them is valid after `exp`, when the entry leaves the feed. Written instead of listing
+/// each `jti` once revocations of the user's tokens of that client (by a public client, or by
+/// the user withdrawing their authorizations) passed the server's `--max-revoked-per-client`
+/// within an access-token lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedSubject {
+    pub client_id: String,
+    pub sub: String,
+    pub issued_until: i64,
+    pub exp: i64,
+}
+
 /// The payload of the revocation feed (a JWS with `typ: revocation-list+jwt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationFeed {
@@ -157,19 +171,23 @@ pub struct RevocationFeed {
     /// Absent when empty (feeds of earlier releases have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_clients: Vec<RevokedClient>,
+    /// Absent when empty (feeds of earlier releases have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_subjects: Vec<RevokedSubject>,
 }
 
-/// What the last revocation feed applied lists: `jti` → `exp`, and client id → (`deleted_at`,
-/// `exp`).
+/// What the last revocation feed applied lists: `jti` → `exp`, client id → (`deleted_at`,
+/// `exp`), and (client id, `sub`) → (`issued_until`, `exp`).
 #[derive(Default)]
 struct Revoked {
     tokens: HashMap<String, i64>,
     clients: HashMap<String, (i64, i64)>,
+    subjects: HashMap<(String, String), (i64, i64)>,
 }
 
 impl Revoked {
     fn len(&self) -> usize {
-        self.tokens.len() + self.clients.len()
+        self.tokens.len() + self.clients.len() + self.subjects.len()
     }
 
     /// Whether the feed revoked the token (an entry still counts within the leeway after its
@@ -180,7 +198,15 @@ impl Revoked {
             (self.clients.get(&claims.client_id))
                 .is_some_and(|&(deleted_at, exp)| claims.iat <= deleted_at && exp > not_before)
         };
-        (!self.tokens.is_empty() && token_listed()) || (!self.clients.is_empty() && client_deleted())
+        // The key copied for the lookup: only while the feed lists some user's tokens.
+        let subject_revoked = || {
+            let key = (claims.client_id.clone(), claims.sub.clone());
+            (self.subjects.get(&key))
+                .is_some_and(|&(issued_until, exp)| claims.iat <= issued_until && exp > not_before)
+        };
+        (!self.tokens.is_empty() && token_listed())
+            || (!self.clients.is_empty() && client_deleted())
+            || (!self.subjects.is_empty() && subject_revoked())
     }
 }
 
@@ -653,6 +679,9 @@ impl Verifier {
             clients: (feed.revoked_clients.into_iter())
                 .map(|client| (client.client_id, (client.deleted_at, client.exp)))
                 .collect(),
+            subjects: (feed.revoked_subjects.into_iter())
+                .map(|subject| ((subject.client_id, subject.sub), (subject.issued_until, subject.exp)))
+                .collect(),
         };
         let count = revoked.len();
         *self.revoked.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = revoked;
@@ -732,6 +761,7 @@ mod tests {
         let revoked = Revoked {
             tokens: HashMap::from([("j".to_owned(), 100)]),
             clients: HashMap::from([("c".to_owned(), (50, 200))]),
+            subjects: HashMap::from([(("p".to_owned(), "u".to_owned()), (50, 300))]),
         };
         assert!(revoked.lists(&claims("j", "x"), 99));
         assert!(!revoked.lists(&claims("j", "x"), 100), "the token's entry is over");
@@ -740,6 +770,27 @@ mod tests {
         assert!(!revoked.lists(&claims("other", "x"), 0));
         let later = AccessTokenClaims { iat: 51, ..claims("other", "c") };
         assert!(!revoked.lists(&later, 60), "a new client of the same id");
+        let of_user =
+            |sub: &str, iat: i64| AccessTokenClaims { sub: sub.into(), iat, ..claims("other", "p") };
+        assert!(revoked.lists(&of_user("u", 50), 299), "the user's token of the client");
+        assert!(!revoked.lists(&of_user("u", 50), 300), "the user's entry is over");
+        assert!(!revoked.lists(&of_user("u", 51), 60), "issued after the entry");
+        assert!(!revoked.lists(&of_user("v", 50), 60), "another user's token of the client");
+        let elsewhere = AccessTokenClaims { sub: "u".into(), ..claims("other", "x") };
+        assert!(!revoked.lists(&elsewhere, 60), "the user's token of another client");
+    }
+
+    /// Feeds without `revoked_subjects` (earlier releases) read as none; one with it applies.
+    #[test]
+    fn revoked_subjects_are_optional_in_the_feed() {
+        let feed: RevocationFeed = serde_json::from_str(
+            r#"{"iss":"i","iat":1,"revoked":[],"revoked_subjects":[{"client_id":"p","sub":"u","issued_until":5,"exp":9}]}"#,
+        )
+        .unwrap();
+        let expected = RevokedSubject { client_id: "p".into(), sub: "u".into(), issued_until: 5, exp: 9 };
+        assert_eq!(feed.revoked_subjects, vec![expected]);
+        let empty = RevocationFeed { revoked_subjects: vec![], ..feed };
+        assert_eq!(serde_json::to_string(&empty).unwrap(), r#"{"iss":"i","iat":1,"revoked":[]}"#);
     }
 
     /// RFC 8037 §A.4: the Ed25519 example JWS verifies with the key of §A.2, through aws-lc, and

@@ -229,6 +229,7 @@ pub struct CachedFeed {
     valid_until: i64,
     list: Vec<(String, i64)>,
     clients: Vec<crate::store::DeletedClient>,
+    users: Vec<crate::store::RevokedUserTokens>,
     signed: std::sync::Arc<SignedFeed>,
 }
 
@@ -244,10 +245,13 @@ pub const FEED_MAX_AGE_SECONDS: u32 = 10;
 pub enum FeedResponse {
     /// A compact JWS (`typ: revocation-list+jwt`) signed with the server's active key; its
     /// payload is `{"iss", "iat", "revoked": [{"jti", "exp"}], "revoked_clients": [{"client_id",
-    /// "deleted_at", "exp"}]}`: every revoked access token that has not expired, and every
-    /// client, deleted or past `--max-revoked-per-client`, whose access tokens issued up to
-    /// `deleted_at` (all revoked) may not all have expired before `exp` (`revoked_clients` is
-    /// absent when empty).
+    /// "deleted_at", "exp"}], "revoked_subjects": [{"client_id", "sub", "issued_until",
+    /// "exp"}]}`: every revoked access token that has not expired; every client, deleted or past
+    /// `--max-revoked-per-client`, whose access tokens issued up to `deleted_at` (all revoked)
+    /// may not all have expired before `exp`; and every user (`sub`) whose access tokens of a
+    /// client issued up to `issued_until` were all revoked, past the same bound, and may not all
+    /// have expired before `exp` (`revoked_clients` and `revoked_subjects` are absent when
+    /// empty).
     #[oai(status = 200, content_type = "application/jwt")]
     Ok(
         poem_openapi::payload::PlainText<String>,
@@ -279,19 +283,22 @@ async fn signed_feed(
     }
     let list = server.store.revoked_access_tokens(now).await?;
     let clients = server.store.revoked_clients(now).await?;
+    let users = server.store.revoked_user_tokens(now).await?;
     let valid_until = (list.iter().map(|(_, exp)| *exp))
         .chain(clients.iter().map(|client| client.tokens_until))
+        .chain(users.iter().map(|user| user.tokens_until))
         .min()
         .unwrap_or(i64::MAX);
-    if let Some(feed) =
-        cached.as_mut().filter(|feed| feed.kid == kid && feed.list == list && feed.clients == clients)
-    {
+    let same = |feed: &CachedFeed| {
+        feed.kid == kid && feed.list == list && feed.clients == clients && feed.users == users
+    };
+    if let Some(feed) = cached.as_mut().filter(|feed| same(feed)) {
         (feed.version, feed.valid_until) = (version, valid_until);
         return Ok(feed.signed.clone());
     }
     // Serialized, signed and hashed on the blocking pool too: megabytes, for a long list.
     let issuer = server.config.issuer.clone();
-    let (list, clients, signed) = tokio::task::spawn_blocking(move || {
+    let (list, clients, users, signed) = tokio::task::spawn_blocking(move || {
         let feed = crate::verify::RevocationFeed {
             iss: issuer,
             iat: now,
@@ -307,15 +314,24 @@ async fn signed_feed(
                     exp: client.tokens_until,
                 })
                 .collect(),
+            revoked_subjects: users
+                .iter()
+                .map(|user| crate::verify::RevokedSubject {
+                    client_id: user.client_id.clone(),
+                    sub: user.user_id.clone(),
+                    issued_until: user.issued_until,
+                    exp: user.tokens_until,
+                })
+                .collect(),
         };
         let payload = serde_json::to_vec(&feed).map_err(OAuthError::server)?;
         let jws = keys.sign_bytes(alg, crate::verify::REVOCATION_FEED_TYPE, &payload)?;
         let etag = format!("\"{}\"", crate::secrets::sha256_base64url(jws.as_bytes()));
-        Ok::<_, OAuthError>((list, clients, std::sync::Arc::new(SignedFeed { jws, etag })))
+        Ok::<_, OAuthError>((list, clients, users, std::sync::Arc::new(SignedFeed { jws, etag })))
     })
     .await
     .map_err(OAuthError::server)??;
-    *cached = Some(CachedFeed { version, kid, valid_until, list, clients, signed: signed.clone() });
+    *cached = Some(CachedFeed { version, kid, valid_until, list, clients, users, signed: signed.clone() });
     Ok(signed)
 }
 

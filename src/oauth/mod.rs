@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::domain::{Client, IssuedAccessToken, Scope};
 use crate::keys::{Algorithm, KeyRing};
-use crate::store::{GrantRevocation, SharedStore};
+use crate::store::{GrantRevocation, Holder, SharedStore, revoked_holder_key};
 use crate::verify::{Verifier, VerifyError};
 
 pub mod authorize;
@@ -46,9 +46,42 @@ pub struct OAuthConfig {
     pub code_ttl: i64,
     pub session_ttl: i64,
     pub signing_alg: Algorithm,
-    /// Access tokens a client may revoke one by one within an access-token lifetime
+    /// Access tokens a client's revocations, or those of one user's tokens of a client, may list
+    /// one by one within an access-token lifetime
     /// ([`AuthorizationServer::revocation_allowance`]).
     pub max_revoked_per_client: u32,
+}
+
+/// Whose revocations one bound counts, and whose access tokens all go once it is passed
+/// ([`AuthorizationServer::revocation_allowance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoker<'a> {
+    pub client_id: &'a str,
+    /// None: a confidential client's own requests, which only it can make (authenticated), so
+    /// passing the bound revokes all of its access tokens. Some: a public client's requests
+    /// (anyone holding a token of it may present it) or a user withdrawing an authorization;
+    /// passing the bound revokes that user's access tokens of the client only, so that one user
+    /// cannot have every other user's tokens revoked.
+    pub user_id: Option<&'a str>,
+}
+
+impl<'a> Revoker<'a> {
+    /// A request of `client` revoking tokens of `user_id` (for client_credentials tokens, the
+    /// client's own id).
+    pub fn client_request(client: &'a Client, user_id: &'a str) -> Revoker<'a> {
+        Revoker { client_id: &client.client_id, user_id: client.is_public().then_some(user_id) }
+    }
+
+    /// The user `user_id` withdrawing what they authorized `client_id` to do (or having it
+    /// withdrawn: deleting the user).
+    pub fn user(client_id: &'a str, user_id: &'a str) -> Revoker<'a> {
+        Revoker { client_id, user_id: Some(user_id) }
+    }
+
+    /// Whose access tokens go past the bound.
+    pub fn holder(&self) -> Holder {
+        if self.user_id.is_some() { Holder::User } else { Holder::Client }
+    }
 }
 
 /// What the protocol functions work with: settings, storage, keys.
@@ -59,12 +92,12 @@ pub struct AuthorizationServer {
     keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Verifies this server's own access tokens; its keys follow `keys`.
     pub verifier: Arc<Verifier>,
-    /// Client id → what its revocations listed one by one in the current access-token lifetime:
-    /// [`AuthorizationServer::revocation_allowance`].
+    /// [`revoked_holder_key`] of a [`Revoker`] → what its revocations listed one by one in the
+    /// current access-token lifetime: [`AuthorizationServer::revocation_allowance`].
     revocations_by_client: Arc<Mutex<HashMap<String, RevocationWindow>>>,
 }
 
-/// A client's revocations within one access-token lifetime.
+/// A [`Revoker`]'s revocations within one access-token lifetime.
 #[derive(Debug, Default)]
 struct RevocationWindow {
     /// When the lifetime began.
@@ -98,66 +131,68 @@ impl AuthorizationServer {
         })
     }
 
-    /// Whether the client's revocations are counted against `max_revoked_per_client`: only a
-    /// confidential client's. Its requests are authenticated, so only the client itself can take
-    /// it past the bound and have all of its access tokens revoked. Anyone holding a public
-    /// client's token may present it, so counting those would let any user, with grants of their
-    /// own, revoke every other user's tokens of that client; nor are a user's withdrawals of
-    /// their authorizations counted, for the same reason. Those revocations list every token.
-    pub fn counts_revocations(client: &Client) -> bool {
-        !client.is_public()
-    }
-
-    /// How many more access tokens the client may have listed one by one in the revocation feed
-    /// within the current access-token lifetime: `max_revoked_per_client` less what its
-    /// revocations listed since the lifetime began ([`AuthorizationServer::count_listed`]). Past
-    /// it, a revocation revokes all of the client's access tokens issued until then instead, in
-    /// one entry ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
+    /// How many more access tokens the revoker's revocations may have listed one by one in the
+    /// revocation feed within the current access-token lifetime: `max_revoked_per_client` less
+    /// what they listed since the lifetime began ([`AuthorizationServer::count_listed`]). Past
+    /// it, a revocation revokes instead all of the access tokens of the client (a confidential
+    /// client's own requests) or of the client for the user (a public client's requests, a
+    /// user's withdrawals) issued until then, in one entry
+    /// ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
     ///
     /// The revocation feed is public and lists every revoked `jti` until it expires; without a
-    /// bound, one client minting (or rotating) and revoking tokens as fast as it can would grow it
-    /// to hundreds of megabytes, rebuilt after each revocation and downloaded again by every
-    /// verifier. With it, what a client's revocations list within a lifetime is bounded (twice
-    /// the bound in the feed at most: this lifetime's and the last one's, give or take
-    /// revocations running at the same moment). Counted in memory: a restart starts the count
-    /// again.
-    pub fn revocation_allowance(&self, client_id: &str, now: i64) -> u64 {
-        let listed = self.revocation_window(client_id, now, |window| window.listed);
+    /// bound, one client minting (or rotating) and revoking tokens as fast as it can, or one user
+    /// rotating their own grant of a public client and withdrawing it, would grow it to hundreds
+    /// of megabytes, rebuilt after each revocation and downloaded again by every verifier. With
+    /// it, what one revoker's revocations list within a lifetime is bounded (twice the bound in
+    /// the feed at most: this lifetime's and the last one's, give or take revocations running at
+    /// the same moment). Counted in memory: a restart starts the count again.
+    pub fn revocation_allowance(&self, revoker: Revoker, now: i64) -> u64 {
+        let listed = self.revocation_window(revoker, now, |window| window.listed);
         u64::from(self.config.max_revoked_per_client).saturating_sub(listed)
     }
 
-    /// Counts `listed` access tokens the client's revocation listed one by one.
-    pub fn count_listed(&self, client_id: &str, now: i64, listed: u64) {
-        self.revocation_window(client_id, now, |window| window.listed = window.listed.saturating_add(listed));
+    /// Counts `listed` access tokens the revoker's revocation listed one by one.
+    pub fn count_listed(&self, revoker: Revoker, now: i64, listed: u64) {
+        self.revocation_window(revoker, now, |window| window.listed = window.listed.saturating_add(listed));
     }
 
-    /// Logs, once per access-token lifetime and client, that the client's revocations now revoke
-    /// all of its access tokens issued until then.
-    pub fn note_past_bound(&self, client_id: &str, now: i64) {
-        if !self.revocation_window(client_id, now, |window| std::mem::replace(&mut window.warned, true)) {
-            tracing::warn!(
+    /// Logs, once per access-token lifetime and revoker, that its revocations now revoke all of
+    /// the access tokens of the client (or of the client for the user) issued until then.
+    pub fn note_past_bound(&self, revoker: Revoker, now: i64) {
+        if self.revocation_window(revoker, now, |window| std::mem::replace(&mut window.warned, true)) {
+            return;
+        }
+        let (client_id, max) = (revoker.client_id, self.config.max_revoked_per_client);
+        match revoker.user_id {
+            None => tracing::warn!(
                 %client_id,
-                max = self.config.max_revoked_per_client,
+                max,
                 "the client's revocations listed more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
-            );
+            ),
+            Some(user_id) => tracing::warn!(
+                %client_id,
+                %user_id,
+                max,
+                "revocations of one user's access tokens of this client listed more of them one by one than --max-revoked-per-client allows within an access-token lifetime: each further one revokes all of that user's access tokens of the client issued until then"
+            ),
         }
     }
 
-    /// Runs `f` on the client's count for the current access-token lifetime.
+    /// Runs `f` on the revoker's count for the current access-token lifetime.
     fn revocation_window<T>(
         &self,
-        client_id: &str,
+        revoker: Revoker,
         now: i64,
         f: impl FnOnce(&mut RevocationWindow) -> T,
     ) -> T {
         let lifetime = self.config.access_token_ttl;
         let mut windows = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Bounded by the clients that revoked within a lifetime; older counts say nothing.
+        // Bounded by the revokers of the last lifetime; older counts say nothing.
         if windows.len() > 4096 {
             windows.retain(|_, window| now < window.since + lifetime);
         }
         let window = windows
-            .entry(client_id.to_owned())
+            .entry(revoked_holder_key(revoker.client_id, revoker.user_id))
             .or_insert(RevocationWindow { since: now, ..Default::default() });
         if now >= window.since + lifetime {
             *window = RevocationWindow { since: now, ..Default::default() };
@@ -167,22 +202,45 @@ impl AuthorizationServer {
 
     /// Revokes a grant on a request of `client` (RFC 7009 §2.1 with its refresh token; RFC 6749
     /// §4.1.2 and RFC 9700 §4.14.2 when its code or a rotated refresh token comes back), counted
-    /// against its bound ([`AuthorizationServer::counts_revocations`]).
+    /// against the bound of [`Revoker::client_request`].
     pub async fn revoke_grant_for(
         &self,
         client: &Client,
         grant_id: &str,
         now: i64,
     ) -> Result<(), OAuthError> {
-        if !Self::counts_revocations(client) {
-            return Ok(self.store.revoke_grant(grant_id, now).await?);
+        if !client.is_public() {
+            return self
+                .revoke_grant_as(Revoker::client_request(client, &client.client_id), grant_id, now)
+                .await;
         }
-        let client_id = client.client_id.as_str();
-        let allowance = self.revocation_allowance(client_id, now);
+        // A public client's revocations count per user: the grant says whose.
+        match self.store.grant(grant_id).await? {
+            Some(grant) => {
+                self.revoke_grant_as(Revoker::client_request(client, &grant.user_id), grant_id, now).await
+            }
+            // None: no tokens to list; a tombstone keeps a racing redemption from creating it.
+            None => Ok(self.store.revoke_grant(grant_id, now).await?),
+        }
+    }
+
+    /// Revokes a grant, what it lists counted against the revoker's bound
+    /// ([`AuthorizationServer::revocation_allowance`]).
+    pub async fn revoke_grant_as(
+        &self,
+        revoker: Revoker<'_>,
+        grant_id: &str,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let allowance = self.revocation_allowance(revoker, now);
         let tokens_until = now + self.max_token_lifetime();
-        match self.store.revoke_grant_bounded(grant_id, now, allowance, tokens_until).await? {
-            GrantRevocation::Listed(listed) => self.count_listed(client_id, now, listed),
-            GrantRevocation::ClientTokensRevoked => self.note_past_bound(client_id, now),
+        match self
+            .store
+            .revoke_grant_bounded(grant_id, now, allowance, tokens_until, revoker.holder())
+            .await?
+        {
+            GrantRevocation::Listed(listed) => self.count_listed(revoker, now, listed),
+            GrantRevocation::AllRevoked => self.note_past_bound(revoker, now),
         }
         Ok(())
     }
@@ -215,9 +273,9 @@ impl AuthorizationServer {
             Some(client) if client.issued_this(claims.iat) => {}
             _ => return Ok(TokenStanding::ClientDeleted),
         }
-        // Every access token of the client issued until then was revoked at once
-        // (`revocation_allowance`).
-        let revoked_until = self.store.client_tokens_revoked_until(&claims.client_id, now).await?;
+        // Every access token of the client, or of the client for this user, issued until then
+        // was revoked at once (`revocation_allowance`).
+        let revoked_until = self.store.tokens_revoked_until(&claims.client_id, &claims.sub, now).await?;
         if revoked_until.is_some_and(|until| claims.iat <= until) {
             return Ok(TokenStanding::Revoked);
         }

@@ -4,7 +4,7 @@
 //! already expired tokens answer success (§2.2: "invalid tokens do not cause an error response").
 
 use super::client_auth::{authenticate, credentials};
-use super::{AuthorizationServer, OAuthError, Params};
+use super::{AuthorizationServer, OAuthError, Params, Revoker};
 use crate::domain::Client;
 use crate::secrets::token_key;
 
@@ -87,21 +87,22 @@ async fn revoke_access_token(
     if server.access_token_standing(&claims, now).await? != super::TokenStanding::Good {
         return Ok(Revocation::AccessToken { jti: claims.jti });
     }
-    let counted = AuthorizationServer::counts_revocations(client);
-    if !counted || server.revocation_allowance(&client.client_id, now) > 0 {
+    let revoker = Revoker::client_request(client, &claims.sub);
+    if server.revocation_allowance(revoker, now) > 0 {
         server.store.revoke_access_token(&claims.jti, claims.exp).await?;
-        if counted {
-            server.count_listed(&client.client_id, now, 1);
-        }
+        server.count_listed(revoker, now, 1);
         tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
     } else {
-        // Past the client's bound on tokens listed one by one in the public feed: every access
-        // token issued to it until now is revoked, this one included, in one entry. Its holders
-        // refresh or ask again; its refresh tokens are untouched.
+        // Past the bound on tokens listed one by one in the public feed: every access token
+        // issued to the client (a public client: to it for this user) until now is revoked,
+        // this one included, in one entry. Its holders refresh or ask again; refresh tokens are
+        // untouched.
         let issued_until = now.max(claims.iat);
         let tokens_until = claims.exp.max(issued_until + server.max_token_lifetime());
-        server.store.revoke_client_tokens(&client.client_id, issued_until, tokens_until).await?;
-        server.note_past_bound(&client.client_id, now);
+        (server.store)
+            .revoke_client_tokens(&client.client_id, revoker.user_id, issued_until, tokens_until)
+            .await?;
+        server.note_past_bound(revoker, now);
     }
     Ok(Revocation::AccessToken { jti: claims.jti })
 }

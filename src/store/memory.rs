@@ -17,7 +17,7 @@ struct State {
     grants: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, RefreshToken>,
     revoked_jtis: HashMap<String, i64>,
-    /// Client id → (deleted at, tokens until).
+    /// [`revoked_holder_key`] → (deleted at or issued until, tokens until).
     revoked_clients: HashMap<String, (i64, i64)>,
     consents: HashMap<(String, String), Scope>,
     /// Bumped by every write to `revoked_jtis` or `revoked_clients`.
@@ -42,10 +42,17 @@ impl MemoryStore {
 }
 
 impl State {
-    /// Every access token of the client issued until `issued_until` revoked, until
-    /// `tokens_until`; an earlier entry keeps the later of each time.
-    fn revoke_client_tokens(&mut self, client_id: &str, issued_until: i64, tokens_until: i64) {
-        let entry = self.revoked_clients.entry(client_id.to_owned()).or_insert((issued_until, tokens_until));
+    /// Every access token of the client (for `user_id`, if given) issued until `issued_until`
+    /// revoked, until `tokens_until`; an earlier entry keeps the later of each time.
+    fn revoke_client_tokens(
+        &mut self,
+        client_id: &str,
+        user_id: Option<&str>,
+        issued_until: i64,
+        tokens_until: i64,
+    ) {
+        let key = revoked_holder_key(client_id, user_id);
+        let entry = self.revoked_clients.entry(key).or_insert((issued_until, tokens_until));
         *entry = (entry.0.max(issued_until), entry.1.max(tokens_until));
         self.revocations += 1;
     }
@@ -58,6 +65,7 @@ fn revoke_grant_locked(
     now: i64,
     list_at_most: u64,
     tokens_until: i64,
+    past_bound: Holder,
 ) -> GrantRevocation {
     let grant = state.grants.entry(grant_id.to_owned()).or_insert_with(|| tombstone(grant_id, now));
     if grant.revoked_at.is_none() {
@@ -66,9 +74,10 @@ fn revoke_grant_locked(
     let live: Vec<IssuedAccessToken> =
         grant.access_tokens.iter().filter(|token| token.expires_at > now).cloned().collect();
     if live.len() as u64 > list_at_most {
-        let client_id = grant.client_id.clone();
-        state.revoke_client_tokens(&client_id, now, tokens_until);
-        return GrantRevocation::ClientTokensRevoked;
+        let (client_id, user_id) = (grant.client_id.clone(), grant.user_id.clone());
+        let user_id = (past_bound == Holder::User).then_some(user_id.as_str());
+        state.revoke_client_tokens(&client_id, user_id, now, tokens_until);
+        return GrantRevocation::AllRevoked;
     }
     let listed = live.len() as u64;
     for token in live {
@@ -143,7 +152,7 @@ impl ClientStore for MemoryStore {
         {
             let mut state = self.state();
             state.clients.remove(client_id).ok_or(StoreError::NotFound)?;
-            state.revoke_client_tokens(client_id, deleted_at, tokens_until);
+            state.revoke_client_tokens(client_id, None, deleted_at, tokens_until);
         }
         self.forget_client_consents(client_id).await.map(drop)
     }
@@ -277,8 +286,9 @@ impl GrantStore for MemoryStore {
         now: i64,
         list_at_most: u64,
         tokens_until: i64,
+        past_bound: Holder,
     ) -> StoreResult<GrantRevocation> {
-        Ok(revoke_grant_locked(&mut self.state(), grant_id, now, list_at_most, tokens_until))
+        Ok(revoke_grant_locked(&mut self.state(), grant_id, now, list_at_most, tokens_until, past_bound))
     }
 }
 
@@ -342,7 +352,9 @@ impl RevokedTokenStore for MemoryStore {
 
     async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>> {
         let mut clients: Vec<DeletedClient> = (self.state().revoked_clients.iter())
-            .filter(|(_, (_, tokens_until))| *tokens_until > now)
+            .filter(|(key, (_, tokens_until))| {
+                *tokens_until > now && split_revoked_holder_key(key).1.is_none()
+            })
             .map(|(client_id, &(deleted_at, tokens_until))| DeletedClient {
                 client_id: client_id.clone(),
                 deleted_at,
@@ -353,20 +365,48 @@ impl RevokedTokenStore for MemoryStore {
         Ok(clients)
     }
 
+    async fn revoked_user_tokens(&self, now: i64) -> StoreResult<Vec<RevokedUserTokens>> {
+        let state = self.state();
+        let mut entries: Vec<RevokedUserTokens> = (state.revoked_clients.iter())
+            .filter(|(_, (_, tokens_until))| *tokens_until > now)
+            .filter_map(|(key, &(issued_until, tokens_until))| match split_revoked_holder_key(key) {
+                (client_id, Some(user_id)) => Some(RevokedUserTokens {
+                    client_id: client_id.to_owned(),
+                    user_id: user_id.to_owned(),
+                    issued_until,
+                    tokens_until,
+                }),
+                (_, None) => None,
+            })
+            .collect();
+        entries.sort_by(|a, b| (&a.client_id, &a.user_id).cmp(&(&b.client_id, &b.user_id)));
+        Ok(entries)
+    }
+
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
+        user_id: Option<&str>,
         issued_until: i64,
         tokens_until: i64,
     ) -> StoreResult<()> {
-        self.state().revoke_client_tokens(client_id, issued_until, tokens_until);
+        self.state().revoke_client_tokens(client_id, user_id, issued_until, tokens_until);
         Ok(())
     }
 
-    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>> {
+    async fn tokens_revoked_until(
+        &self,
+        client_id: &str,
+        subject: &str,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
         let state = self.state();
-        let entry = state.revoked_clients.get(client_id);
-        Ok(entry.filter(|(_, tokens_until)| *tokens_until > now).map(|(issued_until, _)| *issued_until))
+        let until = |key: String| {
+            let entry = state.revoked_clients.get(&key);
+            entry.filter(|(_, tokens_until)| *tokens_until > now).map(|(issued_until, _)| *issued_until)
+        };
+        Ok(until(revoked_holder_key(client_id, None))
+            .max(until(revoked_holder_key(client_id, Some(subject)))))
     }
 }
 

@@ -134,19 +134,21 @@ pub trait GrantStore: Send + Sync {
     /// Lists every token: the server bounds what a confidential client's own requests list with
     /// [`GrantStore::revoke_grant_bounded`].
     async fn revoke_grant(&self, grant_id: &str, now: i64) -> StoreResult<()> {
-        self.revoke_grant_bounded(grant_id, now, u64::MAX, now).await.map(drop)
+        self.revoke_grant_bounded(grant_id, now, u64::MAX, now, Holder::User).await.map(drop)
     }
     /// [`GrantStore::revoke_grant`], remembering at most `list_at_most` access tokens one by
-    /// one: a grant with more unexpired ones (a client can rotate a grant thousands of times
-    /// within an access-token lifetime) has none listed; every access token of its client issued
-    /// until `now` is revoked instead, in the same change, as
-    /// [`RevokedTokenStore::revoke_client_tokens`] does (until `tokens_until`).
+    /// one: a grant with more unexpired ones (a grant can be rotated thousands of times within
+    /// an access-token lifetime) has none listed; every access token issued until `now` to its
+    /// client ([`Holder::Client`]), or to its client for its user ([`Holder::User`]), is revoked
+    /// instead, in the same change, as [`RevokedTokenStore::revoke_client_tokens`] does (until
+    /// `tokens_until`).
     async fn revoke_grant_bounded(
         &self,
         grant_id: &str,
         now: i64,
         list_at_most: u64,
         tokens_until: i64,
+        past_bound: Holder,
     ) -> StoreResult<GrantRevocation>;
 }
 
@@ -155,8 +157,49 @@ pub trait GrantStore: Send + Sync {
 pub enum GrantRevocation {
     /// Each remembered by its `jti`: how many.
     Listed(u64),
-    /// Too many: every access token of the grant's client issued until then revoked instead.
-    ClientTokensRevoked,
+    /// Too many: every access token of the grant's client (or of its client for its user, as
+    /// asked) issued until then revoked instead.
+    AllRevoked,
+}
+
+/// Whose access tokens one entry revokes all of ([`RevokedTokenStore::revoke_client_tokens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Every access token issued to the client.
+    Client,
+    /// Those issued to the client for one user (their `sub`).
+    User,
+}
+
+/// The key of a [`RevokedTokenStore::revoke_client_tokens`] entry: the client id, then for one
+/// user's tokens a zero byte and the user id (client ids are letters, digits and `-`, never a
+/// zero byte: `registration::random_alphanumeric`, `swagger-ui`).
+pub fn revoked_holder_key(client_id: &str, user_id: Option<&str>) -> String {
+    match user_id {
+        None => client_id.to_owned(),
+        Some(user_id) => format!("{client_id}\0{user_id}"),
+    }
+}
+
+/// A [`revoked_holder_key`] as (client id, user id).
+pub fn split_revoked_holder_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('\0') {
+        Some((client_id, user_id)) => (client_id, Some(user_id)),
+        None => (key, None),
+    }
+}
+
+/// One user's access tokens of a client, all revoked up to a time: what a revocation past the
+/// bound writes for a public client or a user's own withdrawal
+/// ([`RevokedTokenStore::revoke_client_tokens`] with a user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedUserTokens {
+    pub client_id: String,
+    pub user_id: String,
+    /// A token issued at or before it (its `iat`, in seconds) is revoked.
+    pub issued_until: i64,
+    /// When the last of them has expired, and the entry goes.
+    pub tokens_until: i64,
 }
 
 #[async_trait]
@@ -204,22 +247,34 @@ pub trait RevokedTokenStore: Send + Sync {
     async fn revoked_access_tokens(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
     /// Every deleted client whose access tokens may not all have expired at `now`, by client id
     /// (see [`ClientStore::delete_client`]), and every client whose tokens were all revoked
-    /// ([`RevokedTokenStore::revoke_client_tokens`]).
+    /// ([`RevokedTokenStore::revoke_client_tokens`] without a user).
     async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>>;
-    /// Revokes every access token issued to the client at or before `issued_until` (its `iat`),
-    /// as deleting the client does, but keeps the client: remembered, and listed by
-    /// [`RevokedTokenStore::revoked_clients`], until `tokens_until`, when the last of them has
-    /// expired. An earlier entry of the client (a deletion, or an earlier call) keeps the later
-    /// of each time. One entry however many tokens it revokes.
+    /// Every client and user whose access tokens of that client were all revoked
+    /// ([`RevokedTokenStore::revoke_client_tokens`] with a user) and may not all have expired at
+    /// `now`, by client id then user id.
+    async fn revoked_user_tokens(&self, now: i64) -> StoreResult<Vec<RevokedUserTokens>>;
+    /// Revokes every access token issued to the client (with `user_id`: for that user, their
+    /// `sub`) at or before `issued_until` (its `iat`), as deleting the client does, but keeps
+    /// the client: remembered, and listed by [`RevokedTokenStore::revoked_clients`] (or
+    /// [`RevokedTokenStore::revoked_user_tokens`]), until `tokens_until`, when the last of them
+    /// has expired. An earlier entry of the same client and user (for a client: a deletion, or an
+    /// earlier call) keeps the later of each time. One entry however many tokens it revokes.
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
+        user_id: Option<&str>,
         issued_until: i64,
         tokens_until: i64,
     ) -> StoreResult<()>;
-    /// The `issued_until` of the client's entry in [`RevokedTokenStore::revoked_clients`] while
-    /// it lasts (until its `tokens_until`): its access tokens issued until then are revoked.
-    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>>;
+    /// Until when the access tokens the client holds for `subject` (a token's `sub`) are all
+    /// revoked, while an entry lasts (until its `tokens_until`): the later `issued_until` of the
+    /// client's entry and of the client's entry for that user, if either is there.
+    async fn tokens_revoked_until(
+        &self,
+        client_id: &str,
+        subject: &str,
+        now: i64,
+    ) -> StoreResult<Option<i64>>;
 }
 
 /// Remembered consent: the scopes a user approved for a client, so that a later request for a

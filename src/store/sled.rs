@@ -86,8 +86,9 @@ struct Trees {
     /// grant whose id begins otherwise (ids of earlier releases, or chosen by a caller) is listed
     /// here: key user id, zero byte, grant id; empty value. See [`untagged_key`].
     untagged_grants: Tree,
-    /// Deleted clients whose access tokens may still be unexpired: key client id, value
-    /// big-endian times until which its tokens may live and of its deletion.
+    /// Deleted clients, and clients (or clients for one user) whose access tokens were all
+    /// revoked, while those may still be unexpired: key [`revoked_holder_key`], value
+    /// big-endian times until which its tokens may live and of its deletion (or revocation).
     revoked_clients: Tree,
     /// The clients registered by a user, for their applications page: key owner's user id, zero
     /// byte, client id; empty value (see [`owner_key`]).
@@ -640,6 +641,7 @@ impl Trees {
         now: i64,
         list_at_most: u64,
         tokens_until: i64,
+        past_bound: Holder,
     ) -> StoreResult<GrantRevocation> {
         let mut grant: Grant =
             self.get(&self.grants, grant_id)?.unwrap_or_else(|| memory::tombstone(grant_id, now));
@@ -673,8 +675,9 @@ impl Trees {
             .collect::<StoreResult<_>>()?;
         let mut change = Change::default();
         let outcome = if live.len() as u64 > list_at_most {
-            self.revoke_client_tokens(&mut change, &grant.client_id, now, tokens_until)?;
-            GrantRevocation::ClientTokensRevoked
+            let user_id = (past_bound == Holder::User).then_some(grant.user_id.as_str());
+            self.revoke_client_tokens(&mut change, &grant.client_id, user_id, now, tokens_until)?;
+            GrantRevocation::AllRevoked
         } else {
             for (jti, expires_at) in &live {
                 change.revoke_jti(jti, *expires_at);
@@ -776,22 +779,25 @@ impl Trees {
         tree.iter().values().map(|value| decode(&value.map_err(StoreError::backend)?)).collect()
     }
 
-    /// Adds to `change` the client's entry in `revoked_clients`: its access tokens issued until
-    /// `issued_until` revoked until `tokens_until`, an earlier entry keeping the later of each.
+    /// Adds to `change` the client's entry (for `user_id`, if given) in `revoked_clients`: its
+    /// access tokens issued until `issued_until` revoked until `tokens_until`, an earlier entry
+    /// keeping the later of each.
     fn revoke_client_tokens(
         &self,
         change: &mut Change,
         client_id: &str,
+        user_id: Option<&str>,
         issued_until: i64,
         tokens_until: i64,
     ) -> StoreResult<()> {
-        let earlier = self.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
+        let key = revoked_holder_key(client_id, user_id);
+        let earlier = self.revoked_clients.get(key.as_bytes()).map_err(StoreError::backend)?;
         let (mut until, mut at) = (tokens_until, issued_until);
         if let Some(earlier) = earlier.as_deref().map(deleted_client_record) {
             (until, at) = (until.max(earlier.0), at.max(earlier.1));
         }
         let record = [until.to_be_bytes(), at.to_be_bytes()].concat();
-        change.put_expiring(Space::RevokedClients, TAG_CLIENT, client_id.as_bytes(), record, until);
+        change.put_expiring(Space::RevokedClients, TAG_CLIENT, key.as_bytes(), record, until);
         Ok(())
     }
 
@@ -1152,7 +1158,7 @@ impl ClientStore for SledStore {
                     change.remove(Space::ClientOwners, key);
                 }
                 change.remove(Space::Clients, id.as_bytes());
-                trees.revoke_client_tokens(&mut change, &id, deleted_at, tokens_until)?;
+                trees.revoke_client_tokens(&mut change, &id, None, deleted_at, tokens_until)?;
                 trees.commit(change)
             })
             .await;
@@ -1401,9 +1407,11 @@ impl GrantStore for SledStore {
         now: i64,
         list_at_most: u64,
         tokens_until: i64,
+        past_bound: Holder,
     ) -> StoreResult<GrantRevocation> {
         let grant_id = grant_id.to_owned();
-        self.write(move |trees| trees.revoke_grant(&grant_id, now, list_at_most, tokens_until)).await
+        self.write(move |trees| trees.revoke_grant(&grant_id, now, list_at_most, tokens_until, past_bound))
+            .await
     }
 }
 
@@ -1509,33 +1517,61 @@ impl RevokedTokenStore for SledStore {
         for entry in self.trees.revoked_clients.iter() {
             let (key, bytes) = entry.map_err(StoreError::backend)?;
             let (tokens_until, deleted_at) = deleted_client_record(&bytes);
-            if tokens_until > now {
-                let client_id = String::from_utf8_lossy(&key).into_owned();
-                clients.push(DeletedClient { client_id, deleted_at, tokens_until });
+            let key = String::from_utf8_lossy(&key);
+            if let (client_id, None) = split_revoked_holder_key(&key)
+                && tokens_until > now
+            {
+                clients.push(DeletedClient { client_id: client_id.to_owned(), deleted_at, tokens_until });
             }
         }
         Ok(clients)
     }
 
+    async fn revoked_user_tokens(&self, now: i64) -> StoreResult<Vec<RevokedUserTokens>> {
+        let mut entries = Vec::new();
+        for entry in self.trees.revoked_clients.iter() {
+            let (key, bytes) = entry.map_err(StoreError::backend)?;
+            let (tokens_until, issued_until) = deleted_client_record(&bytes);
+            let key = String::from_utf8_lossy(&key);
+            if let (client_id, Some(user_id)) = split_revoked_holder_key(&key)
+                && tokens_until > now
+            {
+                let (client_id, user_id) = (client_id.to_owned(), user_id.to_owned());
+                entries.push(RevokedUserTokens { client_id, user_id, issued_until, tokens_until });
+            }
+        }
+        Ok(entries)
+    }
+
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
+        user_id: Option<&str>,
         issued_until: i64,
         tokens_until: i64,
     ) -> StoreResult<()> {
-        let id = client_id.to_owned();
+        let (id, user_id) = (client_id.to_owned(), user_id.map(str::to_owned));
         self.write(move |trees| {
             let mut change = Change::default();
-            trees.revoke_client_tokens(&mut change, &id, issued_until, tokens_until)?;
+            trees.revoke_client_tokens(&mut change, &id, user_id.as_deref(), issued_until, tokens_until)?;
             trees.commit(change)
         })
         .await
     }
 
-    async fn client_tokens_revoked_until(&self, client_id: &str, now: i64) -> StoreResult<Option<i64>> {
-        let stored = self.trees.revoked_clients.get(client_id.as_bytes()).map_err(StoreError::backend)?;
-        let entry = stored.as_deref().map(deleted_client_record);
-        Ok(entry.filter(|(tokens_until, _)| *tokens_until > now).map(|(_, issued_until)| issued_until))
+    async fn tokens_revoked_until(
+        &self,
+        client_id: &str,
+        subject: &str,
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let until = |key: String| -> StoreResult<Option<i64>> {
+            let stored = self.trees.revoked_clients.get(key.as_bytes()).map_err(StoreError::backend)?;
+            let entry = stored.as_deref().map(deleted_client_record);
+            Ok(entry.filter(|(tokens_until, _)| *tokens_until > now).map(|(_, issued_until)| issued_until))
+        };
+        Ok(until(revoked_holder_key(client_id, None))?
+            .max(until(revoked_holder_key(client_id, Some(subject)))?))
     }
 }
 

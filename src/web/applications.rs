@@ -12,7 +12,7 @@ use poem::{Body, Request, Response, handler};
 use super::{csrf_ok, error_page, html, read_page_form, redirect, server_error_page, signed_in_or_login};
 use crate::domain::{Client, GrantType, Session, User};
 use crate::oauth::registration::{ClientRegistration, rotate_secret};
-use crate::oauth::{AuthorizationServer, OAuthError, Params};
+use crate::oauth::{AuthorizationServer, OAuthError, Params, Revoker};
 use crate::startup::now;
 
 struct ApplicationSummary {
@@ -594,7 +594,9 @@ pub async fn revoke_grant(
         Err(error) => return server_error_page(&error.into()),
     };
     let revoked = async {
-        server.store.revoke_grant(&grant.id, now()).await?;
+        // Counted against the user's own bound for this client, never the client's: a user's
+        // withdrawals must not be able to revoke other users' tokens.
+        server.revoke_grant_as(Revoker::user(&grant.client_id, &user.id), &grant.id, now()).await?;
         server.store.forget_consent(&user.id, &grant.client_id).await?;
         server.store.flush().await?;
         Ok::<_, OAuthError>(())

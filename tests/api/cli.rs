@@ -433,6 +433,49 @@ async fn deleting_a_user_revokes_the_grants_they_gave() {
     }
 }
 
+/// `user delete` lists at most --max-revoked-per-client access tokens per grant in the feed: a
+/// grant with more revokes the user's access tokens of its client in one entry instead.
+#[tokio::test]
+async fn deleting_a_user_lists_a_bounded_number_of_tokens_per_grant() {
+    use portcullis::store::{GrantStore, RefreshTokenStore, RevokedTokenStore};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let now = seed_carols_grants(&data).await;
+    {
+        // A second unexpired access token in carol's grant of "app".
+        let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+        let old = store.refresh_token("refresh-app").await.unwrap().unwrap();
+        let rotated =
+            portcullis::domain::IssuedAccessToken { jti: "jti-app-2".into(), expires_at: now + 900 };
+        let rotation = store.rotate_refresh_token("refresh-app", "refresh-app-2", &old, &rotated, now).await;
+        assert_eq!(rotation.unwrap(), portcullis::store::Rotation::Rotated);
+    }
+    let command = portcullis(&data, &keys)
+        .env("PORTCULLIS_MAX_REVOKED_PER_CLIENT", "1")
+        .args(["user", "delete", "carol"])
+        .output()
+        .unwrap();
+    assert!(command.status.success(), "{}", String::from_utf8_lossy(&command.stderr));
+
+    let store = portcullis::store::SledStore::open(&data, 4 * 1024 * 1024).unwrap();
+    assert!(store.grant("grant-app").await.unwrap().unwrap().revoked_at.is_some());
+    for jti in ["jti-app", "jti-app-2"] {
+        assert!(!store.is_access_token_revoked(jti, now).await.unwrap(), "{jti} not listed");
+    }
+    let entries = store.revoked_user_tokens(now).await.unwrap();
+    assert!(
+        matches!(entries.as_slice(), [entry] if entry.client_id == "app" && entry.issued_until >= now
+            && entry.tokens_until >= now + 86_400),
+        "{entries:?}"
+    );
+    assert_eq!(
+        store.tokens_revoked_until("app", &entries[0].user_id, now).await.unwrap(),
+        Some(entries[0].issued_until)
+    );
+    assert!(store.revoked_clients(now).await.unwrap().is_empty(), "not the client's tokens");
+    assert!(store.is_access_token_revoked("jti-other", now).await.unwrap(), "within the bound: listed");
+}
+
 #[tokio::test]
 async fn deleting_a_client_revokes_its_tokens() {
     use portcullis::store::{ClientStore, GrantStore, RevokedTokenStore};

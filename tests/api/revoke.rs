@@ -264,26 +264,112 @@ async fn a_grant_rotated_past_the_bound_is_revoked_without_listing_its_tokens() 
     assert_oauth_error(app.refresh(&client, &refresh, None).await, 400, "invalid_grant").await;
 }
 
-/// A public client's revocations are not counted: anyone holding one of its tokens may present
-/// it, so a user with grants of their own could otherwise take the client past the bound and
-/// revoke every other user's tokens of it. They list every token, as before the bound.
+/// A public client's revocations count per user: anyone holding one of its tokens may present
+/// it, so counting them against the client would let a user with grants of their own take it
+/// past the bound and revoke every other user's tokens of it. Past the bound, they revoke that
+/// user's access tokens of the client in one `revoked_subjects` entry; another user's tokens of
+/// the client, and their own bound, are untouched.
 #[tokio::test]
-async fn a_public_clients_revocations_are_listed_one_by_one_past_the_bound() {
+async fn past_the_bound_a_public_clients_revocations_revoke_only_that_users_tokens() {
     let app = spawn_app_with(|settings| settings.max_revoked_per_client = 1, None).await;
     let client = app.public_client().await;
     let (access, refresh) = app.grant_rotated(&client, 2).await;
-    let other = app.tokens_for(&client).await;
-    for token in &access[..2] {
-        assert_eq!(app.revoke(&client, token, Some("access_token")).await.status(), 200);
-    }
+    let admin_id = app.server.store.user_by_username("admin").await.unwrap().unwrap().id;
+    app.create_user("bob").await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 303);
+    let bobs = app.tokens_for(&client).await;
+    let (bobs_access, bobs_refresh) =
+        (bobs["access_token"].as_str().unwrap(), bobs["refresh_token"].as_str().unwrap());
+    let feed = || async {
+        let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+        jws_payload(&jws)
+    };
+
+    assert_eq!(app.revoke(&client, &access[0], Some("access_token")).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 1, "within the bound: listed {listed}");
+    assert!(listed.get("revoked_subjects").is_none(), "{listed}");
+    // Past admin's bound for this client: admin's tokens of it go in one entry, then their grant.
+    assert_eq!(app.revoke(&client, &access[1], Some("access_token")).await.status(), 200);
     assert_eq!(app.revoke(&client, &refresh, None).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 1, "no entry per token: {listed}");
+    assert!(listed.get("revoked_clients").is_none(), "not the client's tokens: {listed}");
+    let entries = listed["revoked_subjects"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(entries[0]["client_id"], client.id.as_str());
+    assert_eq!(entries[0]["sub"], admin_id.as_str());
+    assert!(entries[0]["exp"].as_i64().unwrap() >= jws_payload(&access[2])["exp"].as_i64().unwrap());
+    for token in &access {
+        let hello = app.hello(Some(token)).await;
+        assert_eq!(hello.status(), 401, "{token}");
+        assert!(hello.headers()["www-authenticate"].to_str().unwrap().contains("revoked"));
+    }
+    assert_oauth_error(app.refresh(&client, &refresh, None).await, 400, "invalid_grant").await;
+    // An offline verifier applying the feed refuses admin's tokens of the client, not bob's.
+    let offline = portcullis::verify::Verifier::from_issuer(&app.address, &app.address).await.unwrap();
+    let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(offline.apply_revocation_feed(&jws, portcullis::startup::now()), Ok(2));
+    for token in &access[1..] {
+        let verified = offline.verify(token, portcullis::startup::now());
+        assert_eq!(verified, Err(portcullis::verify::VerifyError::Revoked), "{token}");
+    }
+    assert!(offline.verify(bobs_access, portcullis::startup::now()).is_ok(), "bob's token, offline");
+
+    // Bob's tokens of the same client are untouched, and his revocations have a bound of their own.
+    assert_eq!(app.hello(Some(bobs_access)).await.status(), 200, "another user's token of the client");
+    assert_eq!(app.revoke(&client, bobs_access, None).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 2, "bob's listed one by one: {listed}");
+    assert_eq!(listed["revoked_subjects"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(app.hello(Some(bobs_access)).await.status(), 401);
+    assert_eq!(app.refresh(&client, bobs_refresh, None).await.status(), 200, "his grant lives");
+}
+
+/// A user withdrawing an authorization counts against their own bound for that client, never
+/// the client's: past it, their access tokens of the client go in one entry, and the client's
+/// tokens for anyone else (its client_credentials tokens included) stay good.
+#[tokio::test]
+async fn a_user_withdrawing_a_grant_rotated_past_the_bound_revokes_only_their_tokens() {
+    let app = spawn_app_with(|settings| settings.max_revoked_per_client = 2, None).await;
+    let client = app.confidential_client().await;
+    let own = app.client_credentials_token(&client, Some("read")).await;
+    app.create_user("bob").await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 303);
+    let bobs = app.tokens_for(&client).await;
+    app.login_admin().await;
+    let (access, refresh) = app.grant_rotated(&client, 2).await;
+    let admin_id = app.server.store.user_by_username("admin").await.unwrap().unwrap().id;
+    let grant = app.server.store.grants_of_user(&admin_id).await.unwrap().remove(0);
+
+    // Three unexpired access tokens in the grant, one more than may be listed.
+    let page = app.browser.get(app.url("/o/authorized_tokens/")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_field(&page, "csrf_token").expect("the page has a CSRF token");
+    let action = app.url(&format!("/o/authorized_tokens/{}/delete/", grant.id));
+    let withdrawn = app.browser.post(action).form(&[("csrf_token", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(withdrawn.status(), 303);
+
     let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
     let listed = jws_payload(&jws);
-    assert_eq!(listed["revoked"].as_array().unwrap().len(), 3, "{listed}");
-    assert!(listed.get("revoked_clients").is_none(), "{listed}");
+    assert!(listed["revoked"].as_array().unwrap().is_empty(), "{listed}");
+    assert!(listed.get("revoked_clients").is_none(), "not the client's tokens: {listed}");
+    let entries = listed["revoked_subjects"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(
+        (entries[0]["client_id"].as_str(), entries[0]["sub"].as_str()),
+        (Some(client.id.as_str()), Some(admin_id.as_str()))
+    );
     for token in &access {
-        assert_eq!(app.hello(Some(token)).await.status(), 401);
+        assert_eq!(app.hello(Some(token)).await.status(), 401, "{token}");
     }
-    let others = other["access_token"].as_str().unwrap();
-    assert_eq!(app.hello(Some(others)).await.status(), 200, "the client's other grant is untouched");
+    assert_oauth_error(app.refresh(&client, &refresh, None).await, 400, "invalid_grant").await;
+    assert_eq!(app.hello(Some(&own)).await.status(), 200, "the client's own token");
+    assert_eq!(app.hello(Some(bobs["access_token"].as_str().unwrap())).await.status(), 200, "bob's");
+    let introspected = app
+        .introspect(&client, bobs["access_token"].as_str().unwrap(), None)
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
 }

@@ -343,8 +343,10 @@ async fn every_revocation_changes_the_revocations_version(store: &dyn Store) {
     store.insert_client(&client("gone")).await.unwrap();
     store.delete_client("gone", 300, 1200).await.unwrap();
     changed(store, "deleting a client");
-    store.revoke_client_tokens("live", 310, 1210).await.unwrap();
+    store.revoke_client_tokens("live", None, 310, 1210).await.unwrap();
     changed(store, "revoking a client's access tokens");
+    store.revoke_client_tokens("live", Some("u"), 320, 1220).await.unwrap();
+    changed(store, "revoking a user's access tokens of a client");
     assert!(store.is_access_token_revoked("a", 300).await.unwrap());
     store.revoked_access_tokens(300).await.unwrap();
     assert_eq!(store.revocations_version(), *seen.last().unwrap(), "reading changes nothing");
@@ -354,25 +356,57 @@ async fn every_revocation_changes_the_revocations_version(store: &dyn Store) {
 /// gone when its last token has expired; a deletion after it merges into it.
 async fn a_clients_tokens_are_revoked_in_one_entry(store: &dyn Store) {
     store.insert_client(&client("c")).await.unwrap();
-    assert_eq!(store.client_tokens_revoked_until("c", 100).await.unwrap(), None);
-    store.revoke_client_tokens("c", 100, 1000).await.unwrap();
-    store.revoke_client_tokens("c", 90, 900).await.unwrap();
-    assert_eq!(store.client_tokens_revoked_until("c", 100).await.unwrap(), Some(100), "the later time kept");
-    assert_eq!(store.client_tokens_revoked_until("other", 100).await.unwrap(), None);
+    assert_eq!(store.tokens_revoked_until("c", "u", 100).await.unwrap(), None);
+    store.revoke_client_tokens("c", None, 100, 1000).await.unwrap();
+    store.revoke_client_tokens("c", None, 90, 900).await.unwrap();
+    assert_eq!(store.tokens_revoked_until("c", "u", 100).await.unwrap(), Some(100), "the later time kept");
+    assert_eq!(store.tokens_revoked_until("c", "c", 100).await.unwrap(), Some(100), "client_credentials");
+    assert_eq!(store.tokens_revoked_until("other", "u", 100).await.unwrap(), None);
     let listed = store.revoked_clients(100).await.unwrap();
     assert_eq!(listed, [DeletedClient { client_id: "c".into(), deleted_at: 100, tokens_until: 1000 }]);
+    assert!(store.revoked_user_tokens(100).await.unwrap().is_empty(), "no user's entry");
     assert!(store.client("c").await.unwrap().is_some(), "the client is kept");
-    store.revoke_client_tokens("c", 200, 1100).await.unwrap();
-    assert_eq!(store.client_tokens_revoked_until("c", 1099).await.unwrap(), Some(200));
-    assert_eq!(store.client_tokens_revoked_until("c", 1100).await.unwrap(), None, "its tokens have expired");
+    store.revoke_client_tokens("c", None, 200, 1100).await.unwrap();
+    assert_eq!(store.tokens_revoked_until("c", "u", 1099).await.unwrap(), Some(200));
+    assert_eq!(store.tokens_revoked_until("c", "u", 1100).await.unwrap(), None, "its tokens have expired");
     assert!(store.revoked_clients(1100).await.unwrap().is_empty());
     store.delete_client("c", 150, 1050).await.unwrap();
     let listed = store.revoked_clients(300).await.unwrap();
     assert_eq!(listed, [DeletedClient { client_id: "c".into(), deleted_at: 200, tokens_until: 1100 }]);
 }
 
+/// One user's access tokens of a client revoked at once: an entry of its own, which revokes no
+/// other user's tokens and is not the client's; the client's own entry counts for every user.
+async fn a_users_tokens_of_a_client_are_revoked_in_one_entry(store: &dyn Store) {
+    store.revoke_client_tokens("c", Some("u"), 100, 1000).await.unwrap();
+    store.revoke_client_tokens("c", Some("u"), 90, 900).await.unwrap();
+    assert_eq!(store.tokens_revoked_until("c", "u", 100).await.unwrap(), Some(100), "the later time kept");
+    assert_eq!(store.tokens_revoked_until("c", "v", 100).await.unwrap(), None, "another user");
+    assert_eq!(store.tokens_revoked_until("d", "u", 100).await.unwrap(), None, "another client");
+    assert!(store.revoked_clients(100).await.unwrap().is_empty(), "not the client's entry");
+    let entry = |client_id: &str, issued_until, tokens_until| RevokedUserTokens {
+        client_id: client_id.into(),
+        user_id: "u".into(),
+        issued_until,
+        tokens_until,
+    };
+    store.revoke_client_tokens("b", Some("u"), 50, 500).await.unwrap();
+    assert_eq!(store.revoked_user_tokens(100).await.unwrap(), [entry("b", 50, 500), entry("c", 100, 1000)]);
+    store.revoke_client_tokens("c", None, 150, 800).await.unwrap();
+    assert_eq!(store.tokens_revoked_until("c", "u", 100).await.unwrap(), Some(150), "the later of both");
+    assert_eq!(store.tokens_revoked_until("c", "u", 800).await.unwrap(), Some(100), "the client's is over");
+    assert_eq!(store.tokens_revoked_until("c", "u", 1000).await.unwrap(), None, "both are over");
+    assert!(store.revoked_user_tokens(1000).await.unwrap().is_empty());
+    assert_eq!(
+        store.purge_expired(1000).await.unwrap().revoked_clients,
+        3,
+        "purged with the clients' entries"
+    );
+}
+
 /// A grant revoked with more unexpired access tokens than may be listed has none listed: every
-/// access token of its client issued until then is revoked instead, in the same change.
+/// access token of its client (or of its client for its user) issued until then is revoked
+/// instead, in the same change.
 async fn a_grant_with_more_tokens_than_may_be_listed_revokes_its_clients_tokens(store: &dyn Store) {
     let with_tokens = |id: &str, prefix: &str| Grant {
         access_tokens: (0..3)
@@ -380,19 +414,31 @@ async fn a_grant_with_more_tokens_than_may_be_listed_revokes_its_clients_tokens(
             .collect(),
         ..grant(id, "unused", 5000)
     };
-    for (code_hash, grant) in [("h1", with_tokens("g1", "a")), ("h2", with_tokens("g2", "b"))] {
+    for (code_hash, grant) in
+        [("h1", with_tokens("g1", "a")), ("h2", with_tokens("g2", "b")), ("h3", with_tokens("g3", "c"))]
+    {
         store.insert_code(code_hash, &code(&grant.id, 1000)).await.unwrap();
         assert_eq!(store.redeem_code(code_hash, &grant, None, 100).await.unwrap(), Redemption::Redeemed);
     }
-    assert_eq!(store.revoke_grant_bounded("g1", 200, 3, 2000).await.unwrap(), GrantRevocation::Listed(3));
+    let listed = store.revoke_grant_bounded("g1", 200, 3, 2000, Holder::Client).await.unwrap();
+    assert_eq!(listed, GrantRevocation::Listed(3));
     assert_eq!(store.revoked_access_tokens(200).await.unwrap().len(), 3);
-    assert_eq!(store.client_tokens_revoked_until("c", 200).await.unwrap(), None);
-    let revoked = store.revoke_grant_bounded("g2", 300, 2, 2000).await.unwrap();
-    assert_eq!(revoked, GrantRevocation::ClientTokensRevoked);
+    assert_eq!(store.tokens_revoked_until("c", "u", 200).await.unwrap(), None);
+    let revoked = store.revoke_grant_bounded("g2", 300, 2, 2000, Holder::User).await.unwrap();
+    assert_eq!(revoked, GrantRevocation::AllRevoked);
     assert_eq!(store.revoked_access_tokens(300).await.unwrap().len(), 3, "none of g2's listed");
-    assert_eq!(store.client_tokens_revoked_until("c", 300).await.unwrap(), Some(300));
-    assert_eq!(store.revoked_clients(300).await.unwrap()[0].tokens_until, 2000);
-    assert!(store.grant("g2").await.unwrap().unwrap().revoked_at.is_some(), "the grant is revoked");
+    assert_eq!(store.tokens_revoked_until("c", "u", 300).await.unwrap(), Some(300));
+    assert_eq!(store.tokens_revoked_until("c", "v", 300).await.unwrap(), None, "only its user's");
+    assert_eq!(store.revoked_user_tokens(300).await.unwrap()[0].tokens_until, 2000);
+    assert!(store.revoked_clients(300).await.unwrap().is_empty());
+    let revoked = store.revoke_grant_bounded("g3", 400, 2, 2100, Holder::Client).await.unwrap();
+    assert_eq!(revoked, GrantRevocation::AllRevoked);
+    assert_eq!(store.revoked_access_tokens(400).await.unwrap().len(), 3, "none of g3's listed");
+    assert_eq!(store.tokens_revoked_until("c", "v", 400).await.unwrap(), Some(400), "every user's");
+    assert_eq!(store.revoked_clients(400).await.unwrap()[0].tokens_until, 2100);
+    for grant_id in ["g2", "g3"] {
+        assert!(store.grant(grant_id).await.unwrap().unwrap().revoked_at.is_some(), "the grant is revoked");
+    }
 }
 
 macro_rules! store_suite {
@@ -446,6 +492,7 @@ store_suite!(
     every_revocation_changes_the_revocations_version,
     clients_are_listed_a_page_at_a_time,
     a_clients_tokens_are_revoked_in_one_entry,
+    a_users_tokens_of_a_client_are_revoked_in_one_entry,
     a_grant_with_more_tokens_than_may_be_listed_revokes_its_clients_tokens,
 );
 
