@@ -301,6 +301,8 @@ pub struct PurgeCounts {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub revoked_access_tokens: u64,
+    /// Entries of deleted clients, of clients whose tokens were all revoked, and of users whose
+    /// tokens of a client were all revoked ([`RevokedTokenStore::revoke_client_tokens`]).
     pub revoked_clients: u64,
 }
 
