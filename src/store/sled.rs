@@ -1513,34 +1513,25 @@ impl RevokedTokenStore for SledStore {
     }
 
     async fn revoked_clients(&self, now: i64) -> StoreResult<Vec<DeletedClient>> {
-        let mut clients = Vec::new();
-        for entry in self.trees.revoked_clients.iter() {
-            let (key, bytes) = entry.map_err(StoreError::backend)?;
-            let (tokens_until, deleted_at) = deleted_client_record(&bytes);
-            let key = String::from_utf8_lossy(&key);
-            if let (client_id, None) = split_revoked_holder_key(&key)
-                && tokens_until > now
-            {
-                clients.push(DeletedClient { client_id: client_id.to_owned(), deleted_at, tokens_until });
-            }
-        }
-        Ok(clients)
+        Ok((self.revoked_holders(now)?.into_iter())
+            .filter_map(|entry| match entry.user_id {
+                None => Some(DeletedClient {
+                    client_id: entry.client_id,
+                    deleted_at: entry.issued_until,
+                    tokens_until: entry.tokens_until,
+                }),
+                Some(_) => None,
+            })
+            .collect())
     }
 
     async fn revoked_user_tokens(&self, now: i64) -> StoreResult<Vec<RevokedUserTokens>> {
-        let mut entries = Vec::new();
-        for entry in self.trees.revoked_clients.iter() {
-            let (key, bytes) = entry.map_err(StoreError::backend)?;
-            let (tokens_until, issued_until) = deleted_client_record(&bytes);
-            let key = String::from_utf8_lossy(&key);
-            if let (client_id, Some(user_id)) = split_revoked_holder_key(&key)
-                && tokens_until > now
-            {
-                let (client_id, user_id) = (client_id.to_owned(), user_id.to_owned());
-                entries.push(RevokedUserTokens { client_id, user_id, issued_until, tokens_until });
-            }
-        }
-        Ok(entries)
+        Ok((self.revoked_holders(now)?.into_iter())
+            .filter_map(|entry| {
+                let RevokedHolder { client_id, user_id, issued_until, tokens_until } = entry;
+                Some(RevokedUserTokens { client_id, user_id: user_id?, issued_until, tokens_until })
+            })
+            .collect())
     }
 
     async fn revoke_client_tokens(
@@ -1627,6 +1618,32 @@ fn client_consent_key(client_id: &[u8], user_id: &[u8]) -> Vec<u8> {
 /// A client's key in `client_owners`, if it has an owner.
 fn owner_key(client: &Client) -> Option<Vec<u8>> {
     Some(user_key(client.owner.as_deref()?, &client.client_id))
+}
+
+/// An entry of `revoked_clients`: a client's tokens, or one user's of the client, revoked.
+struct RevokedHolder {
+    client_id: String,
+    user_id: Option<String>,
+    issued_until: i64,
+    tokens_until: i64,
+}
+
+impl SledStore {
+    /// The entries of `revoked_clients` whose tokens may not all have expired at `now`, by key.
+    fn revoked_holders(&self, now: i64) -> StoreResult<Vec<RevokedHolder>> {
+        let mut entries = Vec::new();
+        for entry in self.trees.revoked_clients.iter() {
+            let (key, bytes) = entry.map_err(StoreError::backend)?;
+            let (tokens_until, issued_until) = deleted_client_record(&bytes);
+            if tokens_until > now {
+                let key = String::from_utf8_lossy(&key);
+                let (client_id, user_id) = split_revoked_holder_key(&key);
+                let (client_id, user_id) = (client_id.to_owned(), user_id.map(str::to_owned));
+                entries.push(RevokedHolder { client_id, user_id, issued_until, tokens_until });
+            }
+        }
+        Ok(entries)
+    }
 }
 
 /// A `revoked_clients` record: until when its tokens may live, then when it was deleted (both
