@@ -60,6 +60,12 @@ pub struct Settings {
     #[arg(long, env = "PORTCULLIS_MAX_REVOKED_PER_CLIENT", default_value_t = 10_000, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_revoked_per_client: u32,
+    /// Applications one user (not an admin) may register on the applications pages. Each is a
+    /// client of its own, with its own bound on what it may add to the revocation feed, so
+    /// without a cap one user could grow the store and the feed without bound.
+    #[arg(long, env = "PORTCULLIS_MAX_APPLICATIONS_PER_USER", default_value_t = 100, global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_applications_per_user: u32,
     /// Refresh token lifetime in seconds (30 days).
     #[arg(long, env = "PORTCULLIS_REFRESH_TOKEN_TTL", default_value_t = 2_592_000, global = true)]
     pub refresh_token_ttl: u32,
@@ -186,6 +192,7 @@ impl Settings {
             session_ttl: self.session_ttl.into(),
             signing_alg: self.signing_alg.into(),
             max_revoked_per_client: self.max_revoked_per_client.max(1),
+            max_applications_per_user: self.max_applications_per_user.max(1),
         })
     }
 
@@ -209,6 +216,7 @@ impl Settings {
             keys_dir,
             access_token_ttl: 900,
             max_revoked_per_client: 10_000,
+            max_applications_per_user: 100,
             refresh_token_ttl: 2_592_000,
             code_ttl: 60,
             session_ttl: 28_800,

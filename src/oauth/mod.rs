@@ -50,6 +50,8 @@ pub struct OAuthConfig {
     /// one by one within an access-token lifetime
     /// ([`AuthorizationServer::revocation_allowance`]).
     pub max_revoked_per_client: u32,
+    /// Applications a user who is not an admin may register on the applications pages.
+    pub max_applications_per_user: u32,
 }
 
 /// Whose revocations one bound counts, and whose access tokens all go once it is passed

@@ -366,6 +366,36 @@ pub async fn register(request: &Request, body: Body, Data(server): Data<&Authori
             );
         }
     };
+    // A bound on what one user adds to the store, and to the revocation feed (each client has a
+    // bound of its own there). Counted before the insert: two registrations racing may reach
+    // one more. Admins, who run the server, are not bounded.
+    let max = server.config.max_applications_per_user;
+    if !user.admin {
+        match server.store.clients_of_owner(&user.id).await {
+            Ok(registered) if registered.len() >= max as usize => {
+                let count = match registered.len() {
+                    1 => "1 application".to_owned(),
+                    n => format!("{n} applications"),
+                };
+                let problem = format!(
+                    "You have registered {count}, the most this server allows one user. Delete one you no longer use, or ask its administrator to raise the limit (--max-applications-per-user)."
+                );
+                return form_page(
+                    StatusCode::CONFLICT,
+                    "New application",
+                    "/o/applications/register/",
+                    "/o/applications/",
+                    &session,
+                    &user,
+                    true,
+                    &form,
+                    Some(&problem),
+                );
+            }
+            Ok(_) => {}
+            Err(error) => return server_error_page(&error.into()),
+        }
+    }
     let (client, secret) = valid.into_client(Some(user.id.clone()), now());
     if let Err(error) = server.store.insert_client(&client).await {
         return server_error_page(&error.into());

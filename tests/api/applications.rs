@@ -44,6 +44,35 @@ const WEB_APP: &[(&str, &str)] = &[
     ("scope", "read write"),
 ];
 
+/// A user who is not an admin registers at most --max-applications-per-user applications: past
+/// it the form says so (409) and nothing is stored; deleting one makes room again. Admins are
+/// not bounded.
+#[tokio::test]
+async fn a_user_registers_a_bounded_number_of_applications() {
+    let app = spawn_app_with(|settings| settings.max_applications_per_user = 2, None).await;
+    let alice = app.create_user("alice").await;
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 303);
+    let (first, _, _) = app.register_application(WEB_APP).await;
+    app.register_application(WEB_APP).await;
+    let response = app.submit("/o/applications/register/", "/o/applications/register/", WEB_APP).await;
+    assert_eq!(response.status(), 409);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("You have registered 2 applications"), "{html}");
+    assert!(html.contains("--max-applications-per-user"), "{html}");
+    assert!(html.contains("My Web App"), "the form keeps what was typed");
+    assert_eq!(app.server.store.clients_of_owner(&alice.id).await.unwrap().len(), 2, "nothing stored");
+
+    let delete_path = format!("/o/applications/{first}/delete/");
+    assert_eq!(app.submit(&delete_path, &delete_path, &[]).await.status(), 303);
+    app.register_application(WEB_APP).await;
+    assert_eq!(app.server.store.clients_of_owner(&alice.id).await.unwrap().len(), 2);
+
+    app.login_admin().await;
+    for _ in 0..3 {
+        app.register_application(WEB_APP).await;
+    }
+}
+
 #[tokio::test]
 async fn the_pages_need_a_signed_in_user() {
     let app = spawn_app().await;

@@ -576,6 +576,8 @@ fn out_of_range_settings_stop_the_start_with_a_message_not_a_panic() {
         ("--body-read-timeout", "0", "--body-read-timeout"),
         ("--purge-interval", "0", "--purge-interval"),
         ("--max-revoked-per-client", "0", "--max-revoked-per-client"),
+        ("--max-applications-per-user", "0", "--max-applications-per-user"),
+        ("--max-applications-per-user", huge.as_str(), "--max-applications-per-user"),
         ("--max-revoked-per-client", huge.as_str(), "--max-revoked-per-client"),
         ("--key-reload-interval", huge.as_str(), "--key-reload-interval"),
         ("--audience", "", "--audience"),
