@@ -323,6 +323,18 @@ pub async fn list(request: &Request, Data(server): Data<&AuthorizationServer>) -
     )
 }
 
+/// The registration form, as first shown or again with what was typed and the problem with it.
+fn new_application_page(
+    status: StatusCode,
+    session: &Session,
+    user: &User,
+    form: &ClientRegistration,
+    error: Option<&str>,
+) -> Response {
+    let (action, cancel) = ("/o/applications/register/", "/o/applications/");
+    form_page(status, "New application", action, cancel, session, user, true, form, error)
+}
+
 #[handler]
 pub async fn register_form(request: &Request, Data(server): Data<&AuthorizationServer>) -> Response {
     let (session, user) = match signed_in_or_login(server, request).await {
@@ -330,17 +342,7 @@ pub async fn register_form(request: &Request, Data(server): Data<&AuthorizationS
         Err(response) => return response,
     };
     let form = ClientRegistration { scope: "read".into(), ..ClientRegistration::default() };
-    form_page(
-        StatusCode::OK,
-        "New application",
-        "/o/applications/register/",
-        "/o/applications/",
-        &session,
-        &user,
-        true,
-        &form,
-        None,
-    )
+    new_application_page(StatusCode::OK, &session, &user, &form, None)
 }
 
 #[handler]
@@ -353,17 +355,7 @@ pub async fn register(request: &Request, body: Body, Data(server): Data<&Authori
     let valid = match form.validate() {
         Ok(valid) => valid,
         Err(problem) => {
-            return form_page(
-                StatusCode::BAD_REQUEST,
-                "New application",
-                "/o/applications/register/",
-                "/o/applications/",
-                &session,
-                &user,
-                true,
-                &form,
-                Some(&problem.0),
-            );
+            return new_application_page(StatusCode::BAD_REQUEST, &session, &user, &form, Some(&problem.0));
         }
     };
     // A bound on what one user adds to the store, and to the revocation feed (each client has a
@@ -380,17 +372,7 @@ pub async fn register(request: &Request, body: Body, Data(server): Data<&Authori
                 let problem = format!(
                     "You have registered {count}, the most this server allows one user. Delete one you no longer use, or ask its administrator to raise the limit (--max-applications-per-user)."
                 );
-                return form_page(
-                    StatusCode::CONFLICT,
-                    "New application",
-                    "/o/applications/register/",
-                    "/o/applications/",
-                    &session,
-                    &user,
-                    true,
-                    &form,
-                    Some(&problem),
-                );
+                return new_application_page(StatusCode::CONFLICT, &session, &user, &form, Some(&problem));
             }
             Ok(_) => {}
             Err(error) => return server_error_page(&error.into()),
