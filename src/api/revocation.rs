@@ -213,12 +213,12 @@ impl RevocationApi {
 }
 
 /// The last signed revocation feed. The feed is public and its lists grow with revocations (a
-/// client may revoke every token it gets), so a request must not cost a read of them: while the
-/// store's [`crate::store::RevokedTokenStore::revocations_version`], the signing key and the time of the
-/// soonest expiry in the lists say nothing changed, every request gets the same bytes. Otherwise
-/// one request reads the lists again (on the blocking pool), the others wait for it under the
-/// lock, and the feed is signed anew only if the lists did change, so that its bytes and its
-/// `ETag` stay the same while nothing changes.
+/// client may revoke every token it gets), so a request must not cost a read of them: while
+/// the store's [`crate::store::RevokedTokenStore::revocations_version`], the signing key and
+/// the time of the soonest expiry in the lists say nothing changed, every request gets the same
+/// bytes. Otherwise one request reads the lists again (on the blocking pool), the others wait
+/// for it under the lock, and the feed is signed anew only if the lists did change, so that its
+/// bytes and its `ETag` stay the same while nothing changes.
 #[derive(Default)]
 pub struct FeedCache(tokio::sync::Mutex<Option<CachedFeed>>);
 
