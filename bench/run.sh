@@ -131,7 +131,7 @@ split_by_thread() {
     <(echo "$1") <(echo "$2")
 }
 # report NAME [REFERENCE_RPS REFERENCE_CPU]: prints the line of what `measure` just measured,
-# with its ratios to the given reference figures (by default the run's first reference line).
+# with its ratios to the given reference figures (by default the latest reference run: see `run`).
 report() {
   local name=$1 against_rps=${2:-$reference_rps} against_cpu=${3:-$reference_cpu}
   printf '%-34s %10s %9s %9s %8s %7s %8s %7s\n' "$name" "$rps" "$p50" "$p99" "$non2xx" \
@@ -139,7 +139,10 @@ report() {
     "$(awk -v a="$against_cpu" -v b="$cpu" 'BEGIN { printf "%.3f", a / b }')"
   if [ "$non2xx" != 0 ]; then echo "bench: $name had $non2xx non-2xx answers" >&2; failed=1; fi
 }
-# run NAME URL SCRIPT [wrk options...]: one scenario, its ratios to the run's first reference.
+# run NAME URL SCRIPT [wrk options...]: one scenario, its ratios to the latest reference run (the
+# run's first reference line, or the second reference run of the last bracketed scenario): one
+# measured minutes before, on a host whose speed drifts, once made these ratios meaningless (a
+# slow first reference put `/api/hello` at 1.025 in a run where the brackets said about 0.75).
 run() {
   local name=$1; shift
   measure "$@"
@@ -182,6 +185,8 @@ bracketed() {
   mean_rps=$(awk -v a="$before_rps" -v b="$rps" 'BEGIN { printf "%.2f", (a + b) / 2 }')
   mean_cpu=$(awk -v a="$before_cpu" -v b="$cpu" 'BEGIN { printf "%.1f", (a + b) / 2 }')
   local after_rps=$rps after_cpu=$cpu
+  # What the scenarios run next without brackets compare with.
+  reference_rps=$after_rps reference_cpu=$after_cpu
   rps=${scenario[0]} p50=${scenario[1]} p99=${scenario[2]} non2xx=${scenario[3]} cpu=${scenario[4]}
   report "$name" "$mean_rps" "$mean_cpu"
   printf '  (reference before and after: %s and %s req/s, %s and %s µs)\n' \
@@ -220,6 +225,9 @@ PYTHON
 }
 failed=0
 
+# Warmed up first, as in `bracketed`: a reference that has just started runs its first seconds
+# slower.
+BODY=$reference_body wrk -t"$threads" -c"$connections" -d2s -s bench/post.lua "$reference/token" >/dev/null
 BODY=$reference_body run "reference (poem + josekit ES256)" "$reference/token" post.lua
 
 cc_body="grant_type=client_credentials&client_id=$m2m_id&client_secret=$m2m_secret&scope=read"
