@@ -258,14 +258,13 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
             // authorized tokens page. Grants first: interrupted, the command can be run again.
             // Each lists at most --max-revoked-per-client access tokens one by one in the
             // revocation feed; a grant rotated more often than that within a lifetime revokes
-            // the user's access tokens of its client in one entry instead. The command cannot
-            // know the lifetime the server signs with if it was given to it only as a flag: a
-            // day at least, as for `client delete`.
+            // the user's access tokens of its client in one entry instead, kept as long as
+            // `revoked_tokens_until` says.
             let grants = store.grants_of_user(&user.id).await?;
             let list_at_most = u64::from(settings.max_revoked_per_client.max(1));
             for grant in &grants {
                 let now = now();
-                let tokens_until = now + i64::from(settings.access_token_ttl).max(86_400);
+                let tokens_until = revoked_tokens_until(settings, now);
                 store.revoke_grant_bounded(&grant.id, now, list_at_most, tokens_until, Holder::User).await?;
             }
             // Found above, and this command holds the store alone.
@@ -275,6 +274,13 @@ async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError>
         }
     }
     Ok(())
+}
+
+/// Until when the access tokens a command revokes at `now` may still be valid, and the feed
+/// lists what revoked them. The command cannot know the lifetime the server signs with if it was
+/// given to the server only as a flag: a day at least.
+fn revoked_tokens_until(settings: &Settings, now: i64) -> i64 {
+    now + i64::from(settings.access_token_ttl).max(86_400)
 }
 
 /// A new password: the first line of stdin, checked against the password rule, or (false) a
@@ -340,11 +346,9 @@ async fn client(settings: &Settings, command: ClientCommand) -> Result<(), CliEr
         ClientCommand::Delete { client_id } => {
             // Its tokens end with it (Django OAuth Toolkit deletes them with the application):
             // its refresh tokens fail client authentication, and its access tokens are listed
-            // as revoked in the feed until the last one has expired. The command cannot know the
-            // lifetime the server signs with if it was given to the server only as a flag: a day
-            // at least.
+            // as revoked in the feed until the last one has expired (`revoked_tokens_until`).
             let now = now();
-            let tokens_until = now + i64::from(settings.access_token_ttl).max(86_400);
+            let tokens_until = revoked_tokens_until(settings, now);
             store.delete_client(&client_id, now, tokens_until).await.map_err(|error| match error {
                 StoreError::NotFound => CliError(format!("no client {client_id:?}")),
                 other => other.into(),
