@@ -83,7 +83,8 @@ macro_rules! protected_response {
             #[oai(status = 200)]
             Ok($ok),
             /// `invalid_request`: more than one `Authorization` header, one that is not visible
-            /// ASCII, or an `access_token` in the URI query (not supported: it would be logged).
+            /// ASCII, an `access_token` in the URI query (not supported: it would be logged), or
+            /// the token both in the header and in the form body.
             #[oai(status = 400)]
             BadRequest(Json<BearerErrorBody>, #[oai(header = "WWW-Authenticate")] String),
             /// No token (bare challenge), or `invalid_token`: malformed, badly signed, expired,

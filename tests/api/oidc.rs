@@ -152,6 +152,18 @@ async fn userinfo_releases_claims_by_scope() {
         app.http.post(app.url("/o/userinfo")).form(&[("access_token", "garbage")]).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    // RFC 6750 §2: a client MUST NOT send the token two ways; §3.1 makes it invalid_request.
+    let response = app
+        .http
+        .post(app.url("/o/userinfo"))
+        .bearer_auth(access)
+        .form(&[("access_token", access)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_request"));
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "invalid_request");
 
     let response = app.http.get(app.url("/o/userinfo")).send().await.unwrap();
     assert_eq!(response.status(), 401);

@@ -483,9 +483,30 @@ async fn the_extractor_takes_a_form_body_token_and_leaves_the_body_to_the_handle
     let response = form(body.clone()).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), format!("{} {body}", client.id));
-    // With the token in the header, the body is not searched, and still arrives whole.
+    // With the token in the header, a form without one still arrives whole.
     let response = form("note=hi".into()).bearer_auth(token).send().await.unwrap();
     assert_eq!(response.text().await.unwrap(), format!("{} note=hi", client.id));
+    // RFC 6750 §2, §3.1: the token both in the header and in the form is invalid_request, even
+    // when both are the same good token.
+    for body in [format!("note=hi&access_token={token}"), "access_token=other".into()] {
+        let response = form(body).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("both in the Authorization header and in the form body")
+        );
+    }
+    // A form larger than the 64 KiB searched is left unread for the handler, whole.
+    let large =
+        format!("note={}&access_token={token}", "a".repeat(portcullis::verify::poem::MAX_FORM_BODY_BYTES));
+    let response = form(large.clone()).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), format!("{} {large}", client.id));
     // A repeated token is invalid_request; an empty one is no token.
     let response = form(format!("access_token={token}&access_token={token}")).send().await.unwrap();
     assert_eq!(response.status(), 400);
@@ -509,6 +530,16 @@ async fn the_extractor_takes_a_form_body_token_and_leaves_the_body_to_the_handle
     let response =
         app.http.post(&url).header("content-type", "text/plain").body(body.clone()).send().await.unwrap();
     assert_eq!(response.status(), 401, "only a form body is read");
+    let response = app
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a body that is not a form carries no second token");
     let response = app
         .http
         .put(&url)
