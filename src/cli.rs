@@ -88,7 +88,7 @@ pub enum ClientCommand {
         /// A public client (SPA, native app): no secret, PKCE required.
         #[arg(long, env = "PORTCULLIS_PUBLIC")]
         public: bool,
-        /// A redirect URI (repeatable); exact match at authorization time (on 127.0.0.1 or [::1], any port).
+        /// A redirect URI (repeatable); exact match at authorization time (on 127.0.0.1 or `[::1]`, any port).
         #[arg(long = "redirect-uri", env = "PORTCULLIS_REDIRECT_URI")]
         redirect_uris: Vec<String>,
         /// A grant type (repeatable): authorization_code, refresh_token, client_credentials.

@@ -40,7 +40,7 @@ pub struct Settings {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: String,
-    /// Issuer identifier (https, or http on loopback); default: http://<listen>.
+    /// Issuer identifier (https, or http on loopback); default: `http://<listen>`.
     #[arg(long, env = "PORTCULLIS_ISSUER", global = true)]
     pub issuer: Option<String>,
     /// Directory of the embedded store.
@@ -56,13 +56,15 @@ pub struct Settings {
     /// tokens of a client (by a public client, or the user withdrawing an authorization), may
     /// list one by one in the revocation feed within an access-token lifetime; past that, they
     /// revoke all of the client's (or that user's of the client) access tokens issued until
-    /// then, in one entry, so that the public feed stays bounded.
+    /// then, in one entry, so that the public feed stays bounded. One user's revocations across
+    /// every client (theirs, and those of the confidential clients they registered) count
+    /// against the same bound once more.
     #[arg(long, env = "PORTCULLIS_MAX_REVOKED_PER_CLIENT", default_value_t = 10_000, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_revoked_per_client: u32,
     /// Applications one user (not an admin) may register on the applications pages. Each is a
-    /// client of its own, with its own bound on what it may add to the revocation feed, so
-    /// without a cap one user could grow the store and the feed without bound.
+    /// client of its own, with its records and its users' grants, so without a cap one user
+    /// could grow the store without bound.
     #[arg(long, env = "PORTCULLIS_MAX_APPLICATIONS_PER_USER", default_value_t = 100, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_applications_per_user: u32,

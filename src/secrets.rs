@@ -76,7 +76,7 @@ pub fn random_dated_secret(purge_at: i64) -> String {
 }
 
 /// The store key of a code or refresh token: the SHA-256 digest of the whole token (hex), led by
-/// [`DATED_KEY_PREFIX`] and the purge time (hex) of a token from [`random_dated_secret`]. The
+/// `DATED_KEY_PREFIX` and the purge time (hex) of a token from [`random_dated_secret`]. The
 /// dated tokens of the previous release (6 bytes of issue time) keep their key, their issue time
 /// then the digest; tokens of any other shape (issued before dated tokens, or garbage) get the
 /// bare digest. So every token issued by an earlier release keeps working. Only the digest

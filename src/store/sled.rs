@@ -1,4 +1,4 @@
-//! The sled store (sled 0.34). One tree per record kind, values as [`super::codec`] encodes them
+//! The sled store (sled 0.34). One tree per record kind, values as `super::codec` encodes them
 //! (binary for codes, grants and refresh tokens, JSON for the rest), and an `expiry` tree keyed by
 //! big-endian purge time + kind tag + primary key, written in the same change as the record it
 //! indexes, so the background purge finds expired records with one range scan. Most of what the
@@ -10,20 +10,20 @@
 //!
 //! Multi-record changes are all or nothing. Most (revoking a grant, purging, a new user) are
 //! stored whole as a redo record before their writes and removed after them, and opening the
-//! store finishes any a crash interrupted ([`Trees::commit`] says why not sled's own
+//! store finishes any a crash interrupted (`Trees::commit` says why not sled's own
 //! transactions). The two the token endpoint makes on every request, redeeming a code and
 //! rotating a refresh token, are written in an order where every prefix is consistent and need
-//! no redo record ([`Trees::commit_in_order`]). A code's record is never rewritten: the code is
+//! no redo record (`Trees::commit_in_order`). A code's record is never rewritten: the code is
 //! spent once its grant exists (see `redeem_code`), so an exchange writes two records, the refresh
 //! token and the grant.
 //!
-//! One writer thread. Every write runs on a dedicated thread ([`Writer`]), which applies queued
+//! One writer thread. Every write runs on a dedicated thread (`Writer`), which applies queued
 //! changes one after the other; a flusher thread makes them durable, one flush shared by every
 //! request that came while the previous flush ran (pipelined group commit). Being the only writer, it can compute a change from what it reads without any
 //! other isolation. It also keeps sled's process-wide lock (taken by sled's flush) away from the
 //! tokio workers, which only read; the 2 workers used to spend most of their time blocked on it
 //! when they wrote themselves. sled's own flush timer is off: the writer flushes after
-//! [`IDLE_FLUSH`] without a request for one.
+//! `IDLE_FLUSH` without a request for one.
 //!
 //! sled's flush survives a killed process but not necessarily a power cut (it uses
 //! `sync_file_range` on Linux; sled issue #1452).
@@ -1696,7 +1696,7 @@ impl ConsentStore for SledStore {
 
     /// The client's consents are one range of `client_consents`, read on a blocking thread (a
     /// popular client may have a consent from every user), then removed with their entries
-    /// there by the writer, [`PURGE_CHUNK`] per job, so that token requests are not held up.
+    /// there by the writer, `PURGE_CHUNK` per job, so that token requests are not held up.
     async fn forget_client_consents(&self, client_id: &str) -> StoreResult<u64> {
         let (trees, client_id) = (self.trees.clone(), client_id.to_owned());
         let found = tokio::task::spawn_blocking(move || {
