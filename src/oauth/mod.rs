@@ -65,19 +65,26 @@ pub struct Revoker<'a> {
     /// passing the bound revokes that user's access tokens of the client only, so that one user
     /// cannot have every other user's tokens revoked.
     pub user_id: Option<&'a str>,
+    /// The user account answerable for the revocations across every client, counted against a
+    /// bound of its own too: the user whose tokens a public client's requests or a withdrawal
+    /// revoke, or the user who registered the confidential client on the applications pages.
+    /// Without it, one user would get a bound per client they use or register, up to
+    /// `--max-applications-per-user` times two. None: a client registered by the operator (CLI).
+    pub account: Option<&'a str>,
 }
 
 impl<'a> Revoker<'a> {
     /// A request of `client` revoking tokens of `user_id` (for client_credentials tokens, the
     /// client's own id).
     pub fn client_request(client: &'a Client, user_id: &'a str) -> Revoker<'a> {
-        Revoker { client_id: &client.client_id, user_id: client.is_public().then_some(user_id) }
+        let user_id = client.is_public().then_some(user_id);
+        Revoker { client_id: &client.client_id, user_id, account: user_id.or(client.owner.as_deref()) }
     }
 
     /// The user `user_id` withdrawing what they authorized `client_id` to do (or having it
     /// withdrawn: deleting the user).
     pub fn user(client_id: &'a str, user_id: &'a str) -> Revoker<'a> {
-        Revoker { client_id, user_id: Some(user_id) }
+        Revoker { client_id, user_id: Some(user_id), account: Some(user_id) }
     }
 
     /// Whose access tokens go past the bound.
@@ -94,9 +101,26 @@ pub struct AuthorizationServer {
     keys: Arc<RwLock<Arc<KeyRing>>>,
     /// Verifies this server's own access tokens; its keys follow `keys`.
     pub verifier: Arc<Verifier>,
-    /// [`revoked_holder_key`] of a [`Revoker`] → what its revocations listed one by one in the
+    /// A [`Revoker`]'s holder and account → what their revocations listed one by one in the
     /// current access-token lifetime: [`AuthorizationServer::revocation_allowance`].
-    revocations_by_client: Arc<Mutex<HashMap<String, RevocationWindow>>>,
+    revocations_by_client: Arc<Mutex<HashMap<WindowKey, RevocationWindow>>>,
+}
+
+/// Whose revocations a [`RevocationWindow`] counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum WindowKey {
+    /// [`revoked_holder_key`]: a client, or a user of a client.
+    Holder(String),
+    /// [`Revoker::account`]: a user across every client.
+    Account(String),
+}
+
+impl WindowKey {
+    /// The windows that count a revoker's revocations: its holder's, and its account's if any.
+    fn of(revoker: Revoker) -> impl Iterator<Item = WindowKey> {
+        let holder = WindowKey::Holder(revoked_holder_key(revoker.client_id, revoker.user_id));
+        std::iter::once(holder).chain(revoker.account.map(|account| WindowKey::Account(account.to_owned())))
+    }
 }
 
 /// A [`Revoker`]'s revocations within one access-token lifetime.
@@ -135,11 +159,14 @@ impl AuthorizationServer {
 
     /// How many more access tokens the revoker's revocations may have listed one by one in the
     /// revocation feed within the current access-token lifetime: `max_revoked_per_client` less
-    /// what they listed since the lifetime began ([`AuthorizationServer::count_listed`]). Past
-    /// it, a revocation revokes instead all of the access tokens of the client (a confidential
-    /// client's own requests) or of the client for the user (a public client's requests, a
-    /// user's withdrawals) issued until then, in one entry
-    /// ([`crate::store::RevokedTokenStore::revoke_client_tokens`]).
+    /// what they listed since the lifetime began ([`AuthorizationServer::count_listed`]), both
+    /// for its holder (the client, or the user of a client) and for its account (the user,
+    /// across every client: [`Revoker::account`]), whichever is less. Past it, a revocation
+    /// revokes instead all of the access tokens of the client (a confidential client's own
+    /// requests) or of the client for the user (a public client's requests, a user's
+    /// withdrawals) issued until then, in one entry
+    /// ([`crate::store::RevokedTokenStore::revoke_client_tokens`]): only the tokens of the
+    /// holder, whichever bound was passed.
     ///
     /// The revocation feed is public and lists every revoked `jti` until it expires; without a
     /// bound, one client minting (or rotating) and revoking tokens as fast as it can, or one user
@@ -149,57 +176,80 @@ impl AuthorizationServer {
     /// the feed at most: this lifetime's and the last one's, give or take revocations running at
     /// the same moment). Counted in memory: a restart starts the count again.
     pub fn revocation_allowance(&self, revoker: Revoker, now: i64) -> u64 {
-        let listed = self.revocation_window(revoker, now, |window| window.listed);
-        u64::from(self.config.max_revoked_per_client).saturating_sub(listed)
+        let max = u64::from(self.config.max_revoked_per_client);
+        self.revocation_windows(revoker, now, |_, window| max.saturating_sub(window.listed))
+            .into_iter()
+            .min()
+            .unwrap_or(max)
     }
 
     /// Counts `listed` access tokens the revoker's revocation listed one by one.
     pub fn count_listed(&self, revoker: Revoker, now: i64, listed: u64) {
-        self.revocation_window(revoker, now, |window| window.listed = window.listed.saturating_add(listed));
+        self.revocation_windows(revoker, now, |_, window| {
+            window.listed = window.listed.saturating_add(listed)
+        });
     }
 
-    /// Logs, once per access-token lifetime and revoker, that its revocations now revoke all of
-    /// the access tokens of the client (or of the client for the user) issued until then.
+    /// Logs, once per access-token lifetime and bound passed, that the revoker's revocations now
+    /// revoke all of the access tokens of the client (or of the client for the user) issued
+    /// until then.
     pub fn note_past_bound(&self, revoker: Revoker, now: i64) {
-        if self.revocation_window(revoker, now, |window| std::mem::replace(&mut window.warned, true)) {
-            return;
-        }
-        let (client_id, max) = (revoker.client_id, self.config.max_revoked_per_client);
-        match revoker.user_id {
-            None => tracing::warn!(
-                %client_id,
-                max,
-                "the client's revocations listed more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
-            ),
-            Some(user_id) => tracing::warn!(
-                %client_id,
-                %user_id,
-                max,
-                "revocations of one user's access tokens of this client listed more of them one by one than --max-revoked-per-client allows within an access-token lifetime: each further one revokes all of that user's access tokens of the client issued until then"
-            ),
+        let max = u64::from(self.config.max_revoked_per_client);
+        // The bound that was passed is the one with the least left (a grant can have more tokens
+        // than is left, before the count reaches the bound): its key, if not logged yet.
+        let least = self.revocation_allowance(revoker, now);
+        let passed = self.revocation_windows(revoker, now, |key, window| {
+            (max.saturating_sub(window.listed) == least && !std::mem::replace(&mut window.warned, true))
+                .then(|| key.clone())
+        });
+        let client_id = revoker.client_id;
+        for key in passed.into_iter().flatten() {
+            match (key, revoker.user_id) {
+                (WindowKey::Holder(_), None) => tracing::warn!(
+                    %client_id,
+                    max,
+                    "the client's revocations listed more access tokens one by one than --max-revoked-per-client allows within an access-token lifetime: each further revocation revokes all of its access tokens issued until then"
+                ),
+                (WindowKey::Holder(_), Some(user_id)) => tracing::warn!(
+                    %client_id,
+                    %user_id,
+                    max,
+                    "revocations of one user's access tokens of this client listed more of them one by one than --max-revoked-per-client allows within an access-token lifetime: each further one revokes all of that user's access tokens of the client issued until then"
+                ),
+                (WindowKey::Account(user_id), _) => tracing::warn!(
+                    %client_id,
+                    %user_id,
+                    max,
+                    "revocations answerable to one user (of their tokens, or by the confidential clients they registered) listed more access tokens one by one, across every client, than --max-revoked-per-client allows within an access-token lifetime: each further one revokes all of the access tokens of the client (a public client: of that user) issued until then"
+                ),
+            }
         }
     }
 
-    /// Runs `f` on the revoker's count for the current access-token lifetime.
-    fn revocation_window<T>(
+    /// Runs `f` on each of the revoker's counts for the current access-token lifetime
+    /// ([`WindowKey::of`]); what it returned, in that order.
+    fn revocation_windows<T>(
         &self,
         revoker: Revoker,
         now: i64,
-        f: impl FnOnce(&mut RevocationWindow) -> T,
-    ) -> T {
+        mut f: impl FnMut(&WindowKey, &mut RevocationWindow) -> T,
+    ) -> Vec<T> {
         let lifetime = self.config.access_token_ttl;
         let mut windows = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Bounded by the revokers of the last lifetime; older counts say nothing.
         if windows.len() > 4096 {
             windows.retain(|_, window| now < window.since + lifetime);
         }
-        let window = windows
-            .entry(revoked_holder_key(revoker.client_id, revoker.user_id))
-            .or_insert(RevocationWindow { since: now, ..Default::default() });
-        if now >= window.since + lifetime {
-            *window = RevocationWindow { since: now, ..Default::default() };
+        let mut results = Vec::with_capacity(2);
+        for key in WindowKey::of(revoker) {
+            let window =
+                windows.entry(key.clone()).or_insert(RevocationWindow { since: now, ..Default::default() });
+            if now >= window.since + lifetime {
+                *window = RevocationWindow { since: now, ..Default::default() };
+            }
+            results.push(f(&key, window));
         }
-        f(window)
+        results
     }
 
     /// Revokes a grant on a request of `client` (RFC 7009 §2.1 with its refresh token; RFC 6749

@@ -358,9 +358,10 @@ pub async fn register(request: &Request, body: Body, Data(server): Data<&Authori
             return new_application_page(StatusCode::BAD_REQUEST, &session, &user, &form, Some(&problem.0));
         }
     };
-    // A bound on what one user adds to the store, and to the revocation feed (each client has a
-    // bound of its own there). Counted before the insert: two registrations racing may reach
-    // one more. Admins, who run the server, are not bounded.
+    // A bound on what one user adds to the store (each client brings its records, its users'
+    // grants and the revocations of its own bound, beside its owner's). Counted before the
+    // insert: two registrations racing may reach one more. Admins, who run the server, are not
+    // bounded.
     let max = server.config.max_applications_per_user;
     if !user.admin {
         match server.store.clients_of_owner(&user.id).await {

@@ -37,6 +37,8 @@ pub struct ClientOptions {
     pub scope: &'static str,
     pub skip_consent: bool,
     pub redirect_uris: Vec<&'static str>,
+    /// The user who registered it on the applications pages (None: the operator, by the CLI).
+    pub owner: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +53,7 @@ impl Default for ClientOptions {
             scope: "read write",
             skip_consent: false,
             redirect_uris: vec![REDIRECT_URI],
+            owner: None,
         }
     }
 }
@@ -194,7 +197,7 @@ impl TestApp {
             grant_types: options.grant_types,
             scope: Scope::parse(options.scope).unwrap(),
             skip_consent: options.skip_consent,
-            owner: None,
+            owner: options.owner,
             id_token_signed_response_alg: None,
             allowed_origins: Vec::new(),
             post_logout_redirect_uris: Vec::new(),

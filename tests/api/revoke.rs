@@ -326,6 +326,72 @@ async fn past_the_bound_a_public_clients_revocations_revoke_only_that_users_toke
     assert_eq!(app.refresh(&client, bobs_refresh, None).await.status(), 200, "his grant lives");
 }
 
+/// One user's revocations count against one bound across every client as well: the tokens of
+/// theirs that public clients revoke, and what the confidential clients they registered revoke.
+/// Otherwise each client they use or register (up to `--max-applications-per-user`) would bring
+/// a bound of its own. Past it, only the holder's tokens go: the user's of a public client, all
+/// of a confidential client's. A client the operator registered (no owner) keeps its own bound.
+#[tokio::test]
+async fn past_their_bound_across_clients_a_users_revocations_revoke_only_their_holders_tokens() {
+    let app = spawn_app_with(|settings| settings.max_revoked_per_client = 1, None).await;
+    let feed = || async {
+        let jws = app.http.get(app.url("/o/revoked_tokens")).send().await.unwrap().text().await.unwrap();
+        jws_payload(&jws)
+    };
+    // Admin's tokens of two public clients: one revocation of each.
+    let (first, second) = (app.public_client().await, app.public_client().await);
+    let admin_id = app.server.store.user_by_username("admin").await.unwrap().unwrap().id;
+    let firsts = app.tokens_for(&first).await;
+    let seconds = app.tokens_for(&second).await;
+    let (firsts, seconds) =
+        (firsts["access_token"].as_str().unwrap(), seconds["access_token"].as_str().unwrap());
+    app.create_user("bob").await;
+    assert_eq!(app.login("bob", PASSWORD).await.status(), 303);
+    let bobs = app.tokens_for(&second).await;
+    let bobs = bobs["access_token"].as_str().unwrap();
+
+    assert_eq!(app.revoke(&first, firsts, None).await.status(), 200);
+    assert_eq!(feed().await["revoked"].as_array().unwrap().len(), 1, "within admin's bound: listed");
+    // Admin's bound of their own for the second client is untouched, their account's is not.
+    assert_eq!(app.revoke(&second, seconds, None).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 1, "no entry per token: {listed}");
+    let entries = listed["revoked_subjects"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(
+        (entries[0]["client_id"].as_str(), entries[0]["sub"].as_str()),
+        (Some(second.id.as_str()), Some(admin_id.as_str()))
+    );
+    assert_eq!(app.hello(Some(seconds)).await.status(), 401);
+    assert_eq!(app.hello(Some(bobs)).await.status(), 200, "bob's token of the same client");
+    // Bob's revocations count against his own account.
+    assert_eq!(app.revoke(&second, bobs, None).await.status(), 200);
+    assert_eq!(feed().await["revoked"].as_array().unwrap().len(), 2, "bob's listed one by one");
+
+    // Two confidential clients carol registered: the second one's revocation is past her bound
+    // and revokes all of its tokens; one the operator registered lists its own.
+    let carol = app.create_user("carol").await;
+    let registered =
+        || app.create_client(ClientOptions { owner: Some(carol.id.clone()), ..ClientOptions::default() });
+    let (mine, also_mine) = (registered().await, registered().await);
+    let operators = app.confidential_client().await;
+    let token = app.client_credentials_token(&mine, Some("read")).await;
+    assert_eq!(app.revoke(&mine, &token, None).await.status(), 200);
+    let kept = app.client_credentials_token(&also_mine, Some("read")).await;
+    let token = app.client_credentials_token(&also_mine, Some("read")).await;
+    assert_eq!(app.revoke(&also_mine, &token, None).await.status(), 200);
+    let token = app.client_credentials_token(&operators, Some("read")).await;
+    assert_eq!(app.revoke(&operators, &token, None).await.status(), 200);
+    let listed = feed().await;
+    assert_eq!(listed["revoked"].as_array().unwrap().len(), 4, "mine's and the operator's: {listed}");
+    let entries = listed["revoked_clients"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(entries[0]["client_id"], also_mine.id.as_str());
+    assert_eq!(app.hello(Some(&kept)).await.status(), 401, "all of its tokens go");
+    let others = app.client_credentials_token(&mine, Some("read")).await;
+    assert_eq!(app.hello(Some(&others)).await.status(), 200, "her other client's are untouched");
+}
+
 /// A user withdrawing an authorization counts against their own bound for that client, never
 /// the client's: past it, their access tokens of the client go in one entry, and the client's
 /// tokens for anyone else (its client_credentials tokens included) stay good.
