@@ -88,20 +88,35 @@ steal_percent() {
   awk -v before="$1" -v after="$2" 'BEGIN { split(before, b, " "); split(after, a, " ")
     printf "%.1f", (a[2] > b[2]) ? 100 * (a[1] - b[1]) / (a[2] - b[2]) : 0 }'
 }
+# The block device under the store (its name in /proc/diskstats), if it has one there: a durable
+# request waits for it, and on a virtual machine its write latency moves from run to run.
+disk=$(basename "$(df --output=source "$work" 2>/dev/null | tail -1)")
+awk -v d="$disk" '$3 == d { found = 1 } END { exit !found }' /proc/diskstats 2>/dev/null || disk=""
+# disk_stats: the device's writes completed and milliseconds spent writing, so far.
+disk_stats() { [ -n "$disk" ] && awk -v d="$disk" '$3 == d { print $8, $11 }' /proc/diskstats; true; }
+# disk_summary BEFORE AFTER: the writes between two `disk_stats` and their mean time; nothing
+# for fewer than 100 (the system's own, in a scenario that writes nothing).
+disk_summary() {
+  [ -n "$1" ] && awk -v before="$1" -v after="$2" 'BEGIN { split(before, b, " "); split(after, a, " ")
+    n = a[1] - b[1]; if (n >= 100) printf "%d writes, %.0f µs each on average", n, 1000 * (a[2] - b[2]) / n }'
+  true
+}
 # measure URL SCRIPT [wrk options...]: drives one scenario and sets rps, p50, p99, non2xx, cpu
 # and steal (the percentage of the cores' time the hypervisor took meanwhile). Besides
 # requests/s, the CPU time the serving process spent per request: unlike requests/s, it hardly
 # moves with what else the two cores are doing, so its ratio is the steadier one.
 measure() {
   local url=$1 script=$2; shift 2
-  local out pid before threads_before steal_before
+  local out pid before threads_before steal_before disk_before
   pid=$server_pid; [[ $url == "$reference"* ]] && pid=$reference_pid
   before=$(cpu_ticks "$pid") threads_before=$(thread_ticks "$pid") steal_before=$(steal_ticks)
+  disk_before=$(disk_stats)
   # bash's `time` gives wrk's own CPU time (user and system seconds) in $work/wrk.time.
   out=$({ TIMEFORMAT='%U %S'; time wrk --latency -t"${WRK_THREADS:-$threads}" -c"${WRK_CONNECTIONS:-$connections}" \
     -d"$duration" -s "bench/$script" "$@" "$url" 2>&3; } 3>&2 2>"$work/wrk.time")
   local ticks=$(( $(cpu_ticks "$pid") - before )) requests threads_after
   steal=$(steal_percent "$steal_before" "$(steal_ticks)")
+  disk_writes=$(disk_summary "$disk_before" "$(disk_stats)")
   threads_after=$(thread_ticks "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -177,7 +192,7 @@ bracketed() {
   local before_rps=$rps before_cpu=$cpu before_steal=$steal before_wrk=$wrk_cpu
   measure "$@"
   local scenario=("$rps" "$p50" "$p99" "$non2xx" "$cpu") scenario_threads=$by_thread scenario_steal=$steal
-  local scenario_wrk=$wrk_cpu
+  local scenario_wrk=$wrk_cpu scenario_disk=$disk_writes
   last_rps=$rps
   settle
   BODY=$reference_body measure "$reference/token" post.lua
@@ -195,6 +210,10 @@ bracketed() {
   # hypervisor took a share of the cores from the scenario and not from the references.
   printf '  (steal, %% of the cores: reference %s and %s, scenario %s)\n' "$before_steal" "$steal" "$scenario_steal"
   printf '  (server CPU per request by thread, user+system µs: %s)\n' "$scenario_threads"
+  # A durable request waits for the disk, which the reference never touches: on a virtual disk
+  # the mean write time moves twofold between runs, with stalls of several milliseconds, and
+  # 32 connections waiting on one flush cannot hide them.
+  [ -z "$scenario_disk" ] || printf '  (disk %s during the scenario: %s)\n' "$disk" "$scenario_disk"
   # wrk shares the two cores: a scenario whose requests cost it more (a Lua request or response
   # function per request) has less of them left, and its ratio says so too. wrk's whole run,
   # its start-up included (the scripts' init: a few lines read, one request head built).
