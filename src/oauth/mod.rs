@@ -103,7 +103,7 @@ pub struct AuthorizationServer {
     pub verifier: Arc<Verifier>,
     /// A [`Revoker`]'s holder and account → what their revocations listed one by one in the
     /// current access-token lifetime: [`AuthorizationServer::revocation_allowance`].
-    revocations_by_client: Arc<Mutex<HashMap<WindowKey, RevocationWindow>>>,
+    revocation_counts: Arc<Mutex<HashMap<WindowKey, RevocationWindow>>>,
 }
 
 /// Whose revocations a [`RevocationWindow`] counts.
@@ -153,7 +153,7 @@ impl AuthorizationServer {
             store,
             keys: Arc::new(RwLock::new(Arc::new(ring))),
             verifier: Arc::new(verifier),
-            revocations_by_client: Default::default(),
+            revocation_counts: Default::default(),
         })
     }
 
@@ -235,7 +235,7 @@ impl AuthorizationServer {
         mut f: impl FnMut(&WindowKey, &mut RevocationWindow) -> T,
     ) -> Vec<T> {
         let lifetime = self.config.access_token_ttl;
-        let mut windows = self.revocations_by_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut windows = self.revocation_counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Bounded by the revokers of the last lifetime; older counts say nothing.
         if windows.len() > 4096 {
             windows.retain(|_, window| now < window.since + lifetime);

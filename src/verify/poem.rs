@@ -171,18 +171,14 @@ pub fn media_type(content_type: &str) -> &str {
 /// The largest form body searched for an `access_token` (RFC 6750 §2.2).
 pub const MAX_FORM_BODY_BYTES: usize = 64 * 1024;
 
-/// Whether a request's body is a form that may carry an `access_token` (RFC 6750 §2.2): a form,
-/// and not with GET or HEAD (§2.2: "the GET method MUST NOT be used").
-fn may_carry_form_token(request: &Request) -> bool {
-    !matches!(*request.method(), Method::GET | Method::HEAD)
-        && media_type(request.content_type().unwrap_or_default())
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-}
-
-/// The `access_token` of a form body (RFC 6750 §2.2), if the request's body may carry one
-/// ([`may_carry_form_token`]). The body is put back, so the handler still reads it whole.
+/// The `access_token` of a form body (RFC 6750 §2.2). Only a form, and not with GET or HEAD
+/// (§2.2: "the GET method MUST NOT be used"). The body is put back, so the handler still reads
+/// it whole.
 async fn form_body_token(request: &Request, body: &mut RequestBody) -> Result<Option<String>, BearerError> {
-    if !may_carry_form_token(request) {
+    if matches!(*request.method(), Method::GET | Method::HEAD)
+        || !media_type(request.content_type().unwrap_or_default())
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
         return Ok(None);
     }
     let Ok(taken) = body.take() else {
