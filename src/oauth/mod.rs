@@ -4,6 +4,7 @@
 //! return outcomes that `api/` and `web/` turn into responses.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::domain::{Client, IssuedAccessToken, Scope};
@@ -104,6 +105,26 @@ pub struct AuthorizationServer {
     /// A [`Revoker`]'s holder and account → what their revocations listed one by one in the
     /// current access-token lifetime: [`AuthorizationServer::revocation_allowance`].
     revocation_counts: Arc<Mutex<HashMap<WindowKey, RevocationWindow>>>,
+    /// The latest revocations past the bound: [`AuthorizationServer::issue_time`].
+    cutoffs: Arc<Cutoffs>,
+}
+
+/// The revocations past the bound of the last second or so, each of which revoked every access
+/// token of a holder (a client, or a user of a client) issued until a second: a token issued to
+/// that holder within that second would be born revoked ([`AuthorizationServer::issue_time`]).
+#[derive(Debug)]
+struct Cutoffs {
+    /// The latest second any of them revoked tokens until: a token request of a later second,
+    /// nearly every one, looks no further.
+    latest: AtomicI64,
+    /// (client id, user id: None for every token of the client) → issued until.
+    holders: Mutex<HashMap<(String, Option<String>), i64>>,
+}
+
+impl Default for Cutoffs {
+    fn default() -> Cutoffs {
+        Cutoffs { latest: AtomicI64::new(i64::MIN), holders: Mutex::default() }
+    }
 }
 
 /// Whose revocations a [`RevocationWindow`] counts.
@@ -154,6 +175,7 @@ impl AuthorizationServer {
             keys: Arc::new(RwLock::new(Arc::new(ring))),
             verifier: Arc::new(verifier),
             revocation_counts: Default::default(),
+            cutoffs: Default::default(),
         })
     }
 
@@ -190,10 +212,21 @@ impl AuthorizationServer {
         });
     }
 
-    /// Logs, once per access-token lifetime and bound passed, that the revoker's revocations now
-    /// revoke all of the access tokens of the client (or of the client for the user) issued
-    /// until then.
-    pub fn note_past_bound(&self, revoker: Revoker, now: i64) {
+    /// After a revocation past the bound revoked all of the access tokens of the revoker's holder
+    /// (the client, or the client for the user) issued until `issued_until`: remembers that
+    /// second, so that no token issued to the holder within it is born revoked
+    /// ([`AuthorizationServer::issue_time`]), and logs, once per access-token lifetime and bound
+    /// passed, that the revoker's revocations now revoke that much.
+    pub fn note_past_bound(&self, revoker: Revoker, now: i64, issued_until: i64) {
+        {
+            let mut holders = self.cutoffs.holders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            holders.retain(|_, until| *until >= now);
+            let holder = (revoker.client_id.to_owned(), revoker.user_id.map(str::to_owned));
+            let until = holders.entry(holder).or_insert(issued_until);
+            *until = (*until).max(issued_until);
+            // Raised after the entry is in, so that a request that sees it finds the entry.
+            self.cutoffs.latest.fetch_max(issued_until, Ordering::AcqRel);
+        }
         let max = u64::from(self.config.max_revoked_per_client);
         // The bound that was passed is the one with the least left (a grant can have more tokens
         // than is left, before the count reaches the bound): its key, if not logged yet.
@@ -223,6 +256,35 @@ impl AuthorizationServer {
                     "revocations answerable to one user (of their tokens, or by the confidential clients they registered) listed more access tokens one by one, across every client, than --max-revoked-per-client allows within an access-token lifetime: each further one revokes all of the access tokens of the client (a public client: of that user) issued until then"
                 ),
             }
+        }
+    }
+
+    /// The time to issue an access token at, to `client_id` for `user_id` (None for a
+    /// client_credentials token): `now`, unless a revocation past the bound
+    /// ([`AuthorizationServer::note_past_bound`]) revoked every access token of the client, or of
+    /// the client for that user, issued until this very second. `iat` is in whole seconds and a
+    /// verifier refuses a token whose `iat` is at or before the entry's second, so a token issued
+    /// within it would be refused from the start: this waits (under a second) for the next one
+    /// and returns it. One atomic load for every other request.
+    pub async fn issue_time(&self, client_id: &str, user_id: Option<&str>, now: i64) -> i64 {
+        if self.cutoffs.latest.load(Ordering::Acquire) < now {
+            return now;
+        }
+        let until = {
+            let holders = self.cutoffs.holders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let of = |user_id: Option<&str>| holders.get(&(client_id.to_owned(), user_id.map(str::to_owned)));
+            of(None).into_iter().chain(user_id.and_then(|user_id| of(Some(user_id)))).copied().max()
+        };
+        let Some(until) = until.filter(|until| *until >= now) else {
+            return now;
+        };
+        loop {
+            let clock = time::OffsetDateTime::now_utc();
+            if clock.unix_timestamp() > until {
+                return clock.unix_timestamp();
+            }
+            let left = i128::from(until + 1) * 1_000_000_000 - clock.unix_timestamp_nanos();
+            tokio::time::sleep(std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(1))).await;
         }
     }
 
@@ -292,7 +354,7 @@ impl AuthorizationServer {
             .await?
         {
             GrantRevocation::Listed(listed) => self.count_listed(revoker, now, listed),
-            GrantRevocation::AllRevoked => self.note_past_bound(revoker, now),
+            GrantRevocation::AllRevoked => self.note_past_bound(revoker, now, now),
         }
         Ok(())
     }

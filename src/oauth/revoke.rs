@@ -102,7 +102,7 @@ async fn revoke_access_token(
         (server.store)
             .revoke_client_tokens(&client.client_id, revoker.user_id, issued_until, tokens_until)
             .await?;
-        server.note_past_bound(revoker, now);
+        server.note_past_bound(revoker, now, issued_until);
     }
     Ok(Revocation::AccessToken { jti: claims.jti })
 }

@@ -51,7 +51,7 @@ pub async fn exchange(
     match grant_type {
         GrantType::AuthorizationCode => authorization_code(server, &client, params, now).await,
         GrantType::RefreshToken => refresh_token(server, &client, params, now).await,
-        GrantType::ClientCredentials => client_credentials(server, &client, params, now),
+        GrantType::ClientCredentials => client_credentials(server, &client, params, now).await,
     }
 }
 
@@ -109,12 +109,13 @@ async fn authorization_code(
         (None, None) => {}
     }
 
+    let issued_at = server.issue_time(&client.client_id, Some(&record.user_id), now).await;
     let (access_token, issued) = server.mint_access_token(
         &record.user_id,
         &client.client_id,
         &record.scope,
         Some(record.auth_time),
-        now,
+        issued_at,
     )?;
     let user = server.store.user(&record.user_id).await?.ok_or_else(invalid)?;
     // OIDC Core §3.1.3.3: an ID token when the request was an OpenID Connect one.
@@ -125,7 +126,7 @@ async fn authorization_code(
             record.auth_time,
             record.nonce.as_deref(),
             &access_token,
-            now,
+            issued_at,
         )?),
         false => None,
     };
@@ -232,11 +233,17 @@ async fn refresh_token(
     let user = server.store.user(&grant.user_id).await?.ok_or_else(invalid)?;
     // RFC 6749 §6: the requested scope may narrow, never widen, the original grant.
     let scope = super::requested_scope(params.get("scope")?, &old.scope)?;
-    let (access_token, issued) =
-        server.mint_access_token(&grant.user_id, &client.client_id, &scope, Some(grant.auth_time), now)?;
+    let issued_at = server.issue_time(&client.client_id, Some(&grant.user_id), now).await;
+    let (access_token, issued) = server.mint_access_token(
+        &grant.user_id,
+        &client.client_id,
+        &scope,
+        Some(grant.auth_time),
+        issued_at,
+    )?;
     // OIDC Core §12.2: a refreshed ID token, without nonce, keeping auth_time.
     let id_token = match scope.contains(OPENID) {
-        true => Some(server.mint_id_token(client, &user, grant.auth_time, None, &access_token, now)?),
+        true => Some(server.mint_id_token(client, &user, grant.auth_time, None, &access_token, issued_at)?),
         false => None,
     };
     let expires_at = now + server.config.refresh_token_ttl;
@@ -288,7 +295,7 @@ async fn revoke_after_reuse(
     )
 }
 
-fn client_credentials(
+async fn client_credentials(
     server: &AuthorizationServer,
     client: &crate::domain::Client,
     params: &Params,
@@ -299,8 +306,9 @@ fn client_credentials(
         return Err(OAuthError::UnauthorizedClient("public clients cannot use client_credentials".into()));
     }
     let scope = super::requested_scope(params.get("scope")?, &client.scope)?;
+    let issued_at = server.issue_time(&client.client_id, None, now).await;
     let (access_token, _) =
-        server.mint_access_token(&client.client_id, &client.client_id, &scope, None, now)?;
+        server.mint_access_token(&client.client_id, &client.client_id, &scope, None, issued_at)?;
     // RFC 6749 §4.4.3: "A refresh token SHOULD NOT be included."
     Ok(TokenResponse {
         access_token,
