@@ -97,6 +97,8 @@ impl App {
             KeyRing::load_or_generate(&settings.keys_dir, &required_algorithms(config.signing_alg), now())?;
         let server = AuthorizationServer::new(config, store, keys)
             .map_err(|error| StartupError::Keys(KeyError::Generate(error.to_string())))?;
+        // Before the first request: see `load_cutoffs`.
+        server.load_cutoffs(now()).await?;
         let initial_admin_password = bootstrap(&server).await?;
         Ok(App {
             port: local.port(),

@@ -127,6 +127,19 @@ impl Default for Cutoffs {
     }
 }
 
+impl Cutoffs {
+    /// Every access token of the client (with `user_id`: of the client for that user) issued
+    /// until `issued_until` is revoked; entries of seconds before `now` are forgotten.
+    fn note(&self, client_id: &str, user_id: Option<&str>, issued_until: i64, now: i64) {
+        let mut holders = self.holders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        holders.retain(|_, until| *until >= now);
+        let until = holders.entry((client_id.to_owned(), user_id.map(str::to_owned))).or_insert(issued_until);
+        *until = (*until).max(issued_until);
+        // Raised after the entry is in, so that a request that sees it finds the entry.
+        self.latest.fetch_max(issued_until, Ordering::AcqRel);
+    }
+}
+
 /// Whose revocations a [`RevocationWindow`] counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum WindowKey {
@@ -218,15 +231,7 @@ impl AuthorizationServer {
     /// ([`AuthorizationServer::issue_time`]), and logs, once per access-token lifetime and bound
     /// passed, that the revoker's revocations now revoke that much.
     pub fn note_past_bound(&self, revoker: Revoker, now: i64, issued_until: i64) {
-        {
-            let mut holders = self.cutoffs.holders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            holders.retain(|_, until| *until >= now);
-            let holder = (revoker.client_id.to_owned(), revoker.user_id.map(str::to_owned));
-            let until = holders.entry(holder).or_insert(issued_until);
-            *until = (*until).max(issued_until);
-            // Raised after the entry is in, so that a request that sees it finds the entry.
-            self.cutoffs.latest.fetch_max(issued_until, Ordering::AcqRel);
-        }
+        self.cutoffs.note(revoker.client_id, revoker.user_id, issued_until, now);
         let max = u64::from(self.config.max_revoked_per_client);
         // The bound that was passed is the one with the least left (a grant can have more tokens
         // than is left, before the count reaches the bound): its key, if not logged yet.
@@ -257,6 +262,26 @@ impl AuthorizationServer {
                 ),
             }
         }
+    }
+
+    /// Reads back from the store the cutoffs ([`AuthorizationServer::issue_time`]) of entries
+    /// written within the current second, before this server started: kept in memory, they
+    /// would be lost at a restart, and a token issued right after it, within that second, would
+    /// be born revoked. A deleted client's entry counts too: a client created again with its id
+    /// (`swagger-ui`) gets tokens of the next second. Called once, at start-up; the lists hold
+    /// only entries whose tokens have not expired, a few per revoker past its bound.
+    pub async fn load_cutoffs(&self, now: i64) -> Result<(), crate::store::StoreError> {
+        for client in self.store.revoked_clients(now).await? {
+            if client.deleted_at >= now {
+                self.cutoffs.note(&client.client_id, None, client.deleted_at, now);
+            }
+        }
+        for entry in self.store.revoked_user_tokens(now).await? {
+            if entry.issued_until >= now {
+                self.cutoffs.note(&entry.client_id, Some(&entry.user_id), entry.issued_until, now);
+            }
+        }
+        Ok(())
     }
 
     /// The time to issue an access token at, to `client_id` for `user_id` (None for a

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use portcullis::config::Settings;
 use portcullis::startup::{App, SWAGGER_UI_CLIENT_ID, now};
 use portcullis::store::{MemoryStore, SharedStore};
 
@@ -82,6 +83,55 @@ async fn expired_records_are_purged_in_the_background() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(app.server.store.code("live").await.unwrap().is_some(), "unexpired records stay");
+}
+
+/// A revocation past the bound revokes every token of its holder (a client, or a user of a
+/// client) issued until a whole second, and the server waits for the next one before issuing to
+/// that holder again (see `revoke::past_its_bound_a_clients_revocations_...`). A restart within
+/// that second must not forget it: the restarted server reads it back from the store.
+#[tokio::test]
+async fn a_restart_within_the_second_of_a_revocation_past_the_bound_issues_no_token_born_revoked() {
+    let app = spawn_app().await;
+    let client = app.confidential_client().await;
+    let users_client = app.confidential_client().await;
+    let refresh = app.tokens_for(&users_client).await["refresh_token"].as_str().unwrap().to_owned();
+    let admin_id = app.server.store.user_by_username("admin").await.unwrap().unwrap().id;
+    // The entries such revocations write: every token of `client`, and admin's of `users_client`.
+    // A second ahead of the clock, so that the restarted server's token requests fall within
+    // it however long the restart takes.
+    let until = now() + 1;
+    let store = &app.server.store;
+    store.revoke_client_tokens(&client.id, None, until, until + 3600).await.unwrap();
+    store.revoke_client_tokens(&users_client.id, Some(&admin_id), until, until + 3600).await.unwrap();
+
+    let settings = Settings::for_directories(app.data_dir.path().join("store"), app.keys_dir.path().into());
+    let restarted = App::build_with_store(settings, app.server.store.clone()).await.unwrap();
+    let address = restarted.issuer().to_owned();
+    tokio::spawn(restarted.run_until_stopped(std::future::pending()));
+    let http = reqwest::Client::new();
+    let token = |client: &TestClient, form: &'static [(&'static str, &'static str)], more: Option<String>| {
+        let request =
+            http.post(format!("{address}/o/token")).basic_auth(&client.id, client.secret.as_deref());
+        let mut form: Vec<(&str, String)> =
+            form.iter().map(|(name, value)| (*name, value.to_string())).collect();
+        form.extend(more.map(|refresh| ("refresh_token", refresh)));
+        async move {
+            let response = request.form(&form).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    // At once: one waiting for the next second would let the other pass without waiting.
+    let (clients, admins) = tokio::join!(
+        token(&client, &[("grant_type", "client_credentials"), ("scope", "read")], None),
+        token(&users_client, &[("grant_type", "refresh_token")], Some(refresh)),
+    );
+    for access in [clients, admins] {
+        assert!(jws_payload(&access)["iat"].as_i64().unwrap() > until, "{access}");
+        let hello = http.get(format!("{address}/api/hello")).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(hello.status(), 200, "a token issued after the entry's second is good");
+    }
 }
 
 #[tokio::test]
