@@ -105,18 +105,17 @@ async fn a_restart_within_the_second_of_a_revocation_past_the_bound_issues_no_to
     store.revoke_client_tokens(&users_client.id, Some(&admin_id), until, until + 3600).await.unwrap();
 
     let settings = Settings::for_directories(app.data_dir.path().join("store"), app.keys_dir.path().into());
-    let restarted = App::build_with_store(settings, app.server.store.clone()).await.unwrap();
+    let restarted = App::build_with_store(settings, store.clone()).await.unwrap();
     let address = restarted.issuer().to_owned();
     tokio::spawn(restarted.run_until_stopped(std::future::pending()));
     let http = reqwest::Client::new();
-    let token = |client: &TestClient, form: &'static [(&'static str, &'static str)], more: Option<String>| {
-        let request =
-            http.post(format!("{address}/o/token")).basic_auth(&client.id, client.secret.as_deref());
-        let mut form: Vec<(&str, String)> =
-            form.iter().map(|(name, value)| (*name, value.to_string())).collect();
-        form.extend(more.map(|refresh| ("refresh_token", refresh)));
+    let token = |client: &TestClient, form: Vec<(&'static str, String)>| {
+        let request = http
+            .post(format!("{address}/o/token"))
+            .basic_auth(&client.id, client.secret.as_deref())
+            .form(&form);
         async move {
-            let response = request.form(&form).send().await.unwrap();
+            let response = request.send().await.unwrap();
             assert_eq!(response.status(), 200);
             let body: serde_json::Value = response.json().await.unwrap();
             body["access_token"].as_str().unwrap().to_owned()
@@ -124,8 +123,8 @@ async fn a_restart_within_the_second_of_a_revocation_past_the_bound_issues_no_to
     };
     // At once: one waiting for the next second would let the other pass without waiting.
     let (clients, admins) = tokio::join!(
-        token(&client, &[("grant_type", "client_credentials"), ("scope", "read")], None),
-        token(&users_client, &[("grant_type", "refresh_token")], Some(refresh)),
+        token(&client, vec![("grant_type", "client_credentials".into()), ("scope", "read".into())]),
+        token(&users_client, vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh)]),
     );
     for access in [clients, admins] {
         assert!(jws_payload(&access)["iat"].as_i64().unwrap() > until, "{access}");
